@@ -1,0 +1,43 @@
+"""Turning samples into model tensors, shared by every training task and evaluator."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+import torch
+
+from choi.data.schema import Sample
+from choi.vocabulary import BY_NAME
+
+
+def image_tensor(images: Sequence[np.ndarray] | np.ndarray) -> torch.Tensor:
+    """(N, H, W, 3) uint8 → (N, 3, H, W) float in [0, 1]."""
+    arr = np.ascontiguousarray(np.stack(list(images)) if not isinstance(images, np.ndarray) else images)
+    return torch.from_numpy(arr).permute(0, 3, 1, 2).float().div_(255.0)
+
+
+def mask_tensor(human: Sequence[np.ndarray], obj: Sequence[np.ndarray]) -> torch.Tensor:
+    """Human and object masks → (N, 2, H, W) float {0, 1}; channel 0 human, 1 object."""
+    arr = np.stack([np.stack([h, o]) for h, o in zip(human, obj, strict=True)]).astype(np.float32)
+    return torch.from_numpy(arr)
+
+
+def tensor_to_images(x: torch.Tensor) -> np.ndarray:
+    """(N, 3, H, W) float in [0, 1] → (N, H, W, 3) uint8."""
+    return x.detach().float().clamp(0, 1).mul(255).round().byte().permute(0, 2, 3, 1).cpu().numpy()
+
+
+def collate(samples: Sequence[Sample]) -> dict[str, torch.Tensor]:
+    """The standard batch: target, masks, references, boxes, labels and identity ids."""
+    return {
+        "image": image_tensor([s.image for s in samples]),
+        "masks": mask_tensor([s.human_mask for s in samples], [s.object_mask for s in samples]),
+        "human_ref": image_tensor([s.human_ref for s in samples]),
+        "object_ref": image_tensor([s.object_ref for s in samples]),
+        "ref_masks": mask_tensor([s.human_ref_mask for s in samples], [s.object_ref_mask for s in samples]),
+        "union_box": torch.tensor([s.union_box for s in samples], dtype=torch.float32),
+        "label": torch.tensor([BY_NAME[s.interaction].index for s in samples], dtype=torch.long),
+        "human_id": torch.tensor([s.human_id for s in samples], dtype=torch.long),
+        "object_id": torch.tensor([s.object_id for s in samples], dtype=torch.long),
+    }

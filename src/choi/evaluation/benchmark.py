@@ -1,0 +1,237 @@
+"""`choi eval`: the HOI-World benchmark runner.
+
+1. One request list from the test split (seeded), the same for every method.
+2. Each method's outputs cached under ``REPORT/outputs/<method>/``: a re-run computes only what
+   is missing; a method that cannot run is reported as missing, never faked.
+3. Evaluators validated on ground truth and on negative controls.
+4. Metrics per method → ``metrics.json``; ``report.md`` with the table, charts and sample grids.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+from tqdm.auto import tqdm
+
+from choi import __version__
+from choi.data.schema import Sample
+from choi.data.shards import iter_samples, read_manifest
+from choi.errors import ChoiError
+from choi.evaluation import metrics as M
+from choi.evaluation.evaluators import EvaluatorSuite
+from choi.io import atomic_write_bytes, atomic_write_text, png_bytes
+from choi.pipelines.baselines import Method, MethodOutput, MethodUnavailable, Request, available_methods
+from choi.vocabulary import BY_NAME, CLASSES
+
+log = logging.getLogger(__name__)
+
+FOREGROUND_THRESHOLD = 24  # max channel difference (0-255) that counts as "changed from the background"
+
+
+@dataclass
+class EvalConfig:
+    data: str
+    out: str
+    methods: tuple[str, ...] = ("gt", "choi-tiny", "single-stage", "gt-mask", "copy-paste")
+    n: int = 500
+    seed: int = 0
+    split: str = "test"
+    evaluators: str | None = None  # folder with trained evaluators; None: the shipped ones
+    use_background: bool = True
+    use_box: bool = True
+
+
+def load_requests(cfg: EvalConfig) -> tuple[list[Sample], list[np.ndarray]]:
+    """The seeded request samples and a disjoint set of real renders (the FID/KID reference)."""
+    _, info = read_manifest(cfg.data).split(cfg.split)
+    count = info.count
+    if count < 2 * cfg.n:
+        raise ChoiError(
+            f"split '{cfg.split}' of {cfg.data} has {count} samples; --n {cfg.n} needs "
+            f"{2 * cfg.n} (requests + as many real renders for FID/KID)"
+        )
+    order = np.random.default_rng(cfg.seed).permutation(count)
+    wanted_req, wanted_real = set(order[: cfg.n].tolist()), set(order[cfg.n : 2 * cfg.n].tolist())
+    requests, real = {}, []
+    for i, s in enumerate(iter_samples(cfg.data, split=cfg.split)):
+        if i in wanted_req:
+            requests[i] = s
+        elif i in wanted_real:
+            real.append(s.image)
+    return [requests[i] for i in order[: cfg.n].tolist()], real
+
+
+def _load_output(folder: Path, key: str) -> MethodOutput | None:
+    img = folder / f"{key}.png"
+    if not img.exists():
+        return None
+    image = np.asarray(Image.open(img).convert("RGB"))
+    mask_file = folder / f"{key}.masks.png"
+    if mask_file.exists():
+        m = np.asarray(Image.open(mask_file))
+        return MethodOutput(image, m[..., 0] > 127, m[..., 1] > 127)
+    return MethodOutput(image)
+
+
+def _save_output(folder: Path, key: str, out: MethodOutput) -> None:
+    if out.human_mask is not None and out.object_mask is not None:
+        h, w = out.human_mask.shape
+        m = np.zeros((h, w, 3), np.uint8)
+        m[..., 0], m[..., 1] = out.human_mask * 255, out.object_mask * 255
+        atomic_write_bytes(folder / f"{key}.masks.png", png_bytes(m))
+    atomic_write_bytes(folder / f"{key}.png", png_bytes(out.image))  # last: its presence marks "done"
+
+
+def run_method(method: Method, samples: list[Sample], cfg: EvalConfig, root: Path) -> list[MethodOutput]:
+    """Outputs for every request, from the cache where present; raises MethodUnavailable."""
+    folder = root / "outputs" / method.name
+    folder.mkdir(parents=True, exist_ok=True)
+    outputs = []
+    for s in tqdm(samples, desc=method.name, disable=not sys.stderr.isatty()):
+        cached = _load_output(folder, s.key)
+        if cached is None:
+            req = Request.from_sample(s, cfg.use_background, cfg.use_box)
+            cached = method.run(req, s if method.oracle else None)
+            _save_output(folder, s.key, cached)
+        outputs.append(cached)
+    return outputs
+
+
+def foreground_box(image: np.ndarray, background: np.ndarray) -> tuple[float, float, float, float]:
+    """Normalised box of the pixels that differ from the background: what the image itself shows."""
+    diff = np.abs(image.astype(np.int16) - background.astype(np.int16)).max(-1) > FOREGROUND_THRESHOLD
+    return M.union_box_from_masks(diff)
+
+
+def score_method(
+    outputs: list[MethodOutput],
+    samples: list[Sample],
+    real_features: np.ndarray,
+    suite: EvaluatorSuite,
+    cfg: EvalConfig,
+) -> dict:
+    images = np.stack([o.image for o in outputs])
+    labels = np.array([BY_NAME[s.interaction].index for s in samples])
+    rare = np.array([c.rare for c in CLASSES])
+    probs = suite.classify_images(images)
+    result: dict = {
+        "n": len(samples),
+        "interaction_acc": M.accuracy(probs.argmax(-1), labels),
+        "map": M.mean_average_precision(probs, labels, rare),
+    }
+    result["per_class_acc"] = {
+        c.name: float((probs.argmax(-1)[labels == c.index] == c.index).mean()) * 100
+        for c in CLASSES
+        if (labels == c.index).any()
+    }
+    if all(o.human_mask is not None for o in outputs):
+        mprobs = suite.classify_masks(
+            np.stack([o.human_mask for o in outputs]), np.stack([o.object_mask for o in outputs])
+        )
+        result["mask_acc"] = M.accuracy(mprobs.argmax(-1), labels)
+    gen = suite.embed(images)
+    ref_h = suite.embed(np.stack([s.human_ref for s in samples]))["human"]
+    ref_o = suite.embed(np.stack([s.object_ref for s in samples]))["object"]
+    hid = np.array([s.human_id for s in samples])
+    oid = np.array([s.object_id for s in samples])
+    sim_h, sim_o = M.cosine_similarity(gen["human"], ref_h), M.cosine_similarity(gen["object"], ref_o)
+    result["identity"] = {
+        "human": float(sim_h.mean()),
+        "object": float(sim_o.mean()),
+        "pair": float(M.pair_similarity(sim_h, sim_o).mean()),
+        "retrieval_human": M.retrieval_top1(gen["human"], hid, ref_h, hid),
+        "retrieval_object": M.retrieval_top1(gen["object"], oid, ref_o, oid),
+    }
+    result["quality"] = M.fid_kid(real_features, suite.features(images), seed=cfg.seed)
+    with_bg = [(o, s) for o, s in zip(outputs, samples, strict=True) if s.background is not None]
+    if cfg.use_box and with_bg:
+        ious = [M.box_iou(foreground_box(o.image, s.background), s.union_box) for o, s in with_bg]
+        pres = [M.background_preservation(o.image, s.background, s.union_box) for o, s in with_bg]
+        mse = float(np.mean([p["mse"] for p in pres]))
+        result["controls"] = {
+            "box_iou": float(np.mean(ious)),
+            # PSNR of the mean squared error: a mean of per-image PSNRs is inf as soon as one is untouched.
+            "background_psnr": float(10 * np.log10(255.0**2 / mse)) if mse > 0 else float("inf"),
+            "background_mae": float(np.mean([p["mae"] for p in pres])),
+        }
+    return result
+
+
+def validate_evaluators(samples: list[Sample], suite: EvaluatorSuite, seed: int) -> dict:
+    """Evaluator checks on ground truth and negative controls, reported before any method's numbers."""
+    rng = np.random.default_rng(seed)
+    images = np.stack([s.image for s in samples])
+    labels = np.array([BY_NAME[s.interaction].index for s in samples])
+    probs = suite.classify_images(images)
+    mprobs = suite.classify_masks(np.stack([s.human_mask for s in samples]), np.stack([s.object_mask for s in samples]))
+    swapped = (labels + rng.integers(1, len(CLASSES), len(labels))) % len(CLASSES)
+    gen = suite.embed(images)
+    ref_h = suite.embed(np.stack([s.human_ref for s in samples]))["human"]
+    ref_o = suite.embed(np.stack([s.object_ref for s in samples]))["object"]
+    hid = np.array([s.human_id for s in samples])
+    oid = np.array([s.object_id for s in samples])
+    perm = np.roll(np.arange(len(samples)), 1)  # every query paired with another request's identity
+    return {
+        "recognizer_acc_gt": M.accuracy(probs.argmax(-1), labels),
+        "mask_recognizer_acc_gt": M.accuracy(mprobs.argmax(-1), labels),
+        "retrieval_human_gt": M.retrieval_top1(gen["human"], hid, ref_h, hid),
+        "retrieval_object_gt": M.retrieval_top1(gen["object"], oid, ref_o, oid),
+        # Negative controls: each should be near 0.
+        "swapped_interaction_accepted": M.accuracy(probs.argmax(-1), swapped),
+        "swapped_human_retrieved": M.retrieval_top1(gen["human"][perm], hid, ref_h, hid),
+        "swapped_object_retrieved": M.retrieval_top1(gen["object"][perm], oid, ref_o, oid),
+    }
+
+
+def _finite(value):
+    """JSON has no NaN/inf: write them as null (e.g. rare-class mAP when no rare class occurs)."""
+    if isinstance(value, dict):
+        return {k: _finite(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_finite(v) for v in value]
+    if isinstance(value, float) and not np.isfinite(value):
+        return None
+    return value
+
+
+def run_benchmark(cfg: EvalConfig) -> dict:
+    root = Path(cfg.out)
+    unknown = [m for m in cfg.methods if m not in available_methods()]
+    if unknown:
+        raise ChoiError(f"unknown method(s) {', '.join(unknown)}; choose from {', '.join(available_methods())}")
+    try:
+        root.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise ChoiError(f"cannot create report folder {root}: {err.strerror}") from None
+    samples, real = load_requests(cfg)
+    suite = EvaluatorSuite.load(cfg.evaluators)
+    log.info("%d requests, %d real renders for FID/KID", len(samples), len(real))
+    report: dict = {
+        "config": asdict(cfg),
+        "choi_version": __version__,
+        "evaluators": str(suite.path),
+        "validation": validate_evaluators(samples, suite, cfg.seed),
+        "methods": {},
+        "fid_reference": f"{len(real)} ground-truth renders of the {cfg.split} split, disjoint from the requests",
+    }
+    real_features = suite.features(np.stack(real))
+    for name in cfg.methods:
+        method = available_methods()[name]
+        try:
+            outputs = run_method(method, samples, cfg, root)
+        except MethodUnavailable as err:
+            report["methods"][name] = {"missing": str(err)}
+            log.warning("method %s missing: %s", name, err)
+            continue
+        report["methods"][name] = score_method(outputs, samples, real_features, suite, cfg)
+    atomic_write_text(root / "metrics.json", json.dumps(_finite(report), indent=2))
+    from choi.evaluation.report import write_report
+
+    write_report(report, samples, root)
+    return report

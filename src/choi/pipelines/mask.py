@@ -1,0 +1,362 @@
+"""Stage 1 inference: reference photos + interaction (+ background, box) → human and object masks.
+
+Example:
+    >>> pipe = MaskPipeline.from_pretrained("runs/mask/model")
+    >>> out = pipe(human="person.png", object="bike.png", interaction="riding a bike", seed=0, num_images=4)
+    >>> out.human_masks.shape, out.metadata["seeds"]
+    ((4, 128, 128), [0, 1, 2, 3])
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import secrets
+from collections.abc import Sequence
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from diffusers import DPMSolverMultistepScheduler
+from PIL import Image
+
+from choi import __version__
+from choi.data.segment import as_rgb, load_image, silhouette
+from choi.errors import ChoiError
+from choi.io import atomic_write_bytes, png_bytes
+from choi.models.mask_generator import EncodedConditions, MaskConditions, MaskGenerator
+from choi.models.text_encoder import TEXT_ENCODER_NAME, TextEncoder
+from choi.vocabulary import resolve
+
+log = logging.getLogger(__name__)
+
+DEFAULT_STEPS = 16  # DPM-Solver++(2M): masks are sharp by ~12 steps; 16 keeps a margin within 0.5 s on 2 cores
+DEFAULT_GUIDANCE = 2.0
+HUMAN_COLOUR, OBJECT_COLOUR = (230, 40, 40), (40, 90, 230)
+
+ImageInput = str | os.PathLike | np.ndarray | Image.Image
+
+
+def default_mask_model_path() -> Path:
+    """The choi-tiny mask model weights that ship inside the package."""
+    return Path(str(resources.files("choi") / "weights" / "mask"))
+
+
+def parse_box(box: str | Sequence[float]) -> tuple[float, float, float, float]:
+    """A normalised ``x1,y1,x2,y2`` box (string or 4 numbers), checked: in [0, 1], x1 < x2, y1 < y2."""
+    try:
+        values = [float(v) for v in (box.split(",") if isinstance(box, str) else box)]
+    except (TypeError, ValueError):
+        raise ChoiError(f"box must be 4 numbers x1,y1,x2,y2 in [0, 1], got {box!r}") from None
+    if len(values) != 4 or not all(np.isfinite(values)):
+        raise ChoiError(f"box must be 4 numbers x1,y1,x2,y2 in [0, 1], got {box!r}")
+    x1, y1, x2, y2 = values
+    if not all(0.0 <= v <= 1.0 for v in values) or not (x1 < x2 and y1 < y2):
+        raise ChoiError(f"box {box!r} is invalid: need 0 <= x1 < x2 <= 1 and 0 <= y1 < y2 <= 1 (normalised)")
+    return x1, y1, x2, y2
+
+
+def mask_preview(human: np.ndarray, obj: np.ndarray, background: np.ndarray | None = None) -> np.ndarray:
+    """Colour-coded masks, (H, W, 3) uint8: human red, object blue, over a dimmed background (or black)."""
+    h, w = human.shape
+    if background is None:
+        out = np.zeros((h, w, 3), np.float32)
+    else:
+        bg = np.asarray(Image.fromarray(as_rgb(background)).resize((w, h), Image.BILINEAR), np.float32)
+        out = bg * 0.35
+    out[obj] = OBJECT_COLOUR
+    out[human] = HUMAN_COLOUR
+    return out.round().astype(np.uint8)
+
+
+@dataclass
+class MaskPipelineOutput:
+    """Generated masks of K images plus everything needed to reproduce them."""
+
+    human_masks: np.ndarray  # (K, H, W) bool
+    object_masks: np.ndarray  # (K, H, W) bool
+    soft: np.ndarray  # (K, 2, S, S) float [0, 1]: the model's continuous masks before upsampling
+    metadata: dict[str, Any]  # inputs, seeds, sampler settings, model id and version
+    background: np.ndarray | None = None  # the request's background, used by previews
+
+    def preview(self, k: int) -> np.ndarray:
+        return mask_preview(self.human_masks[k], self.object_masks[k], self.background)
+
+    def save(self, out_dir: str | os.PathLike, inputs: dict[str, Any] | None = None) -> list[Path]:
+        """Write ``mask_K_{human,object,preview}.png`` and ``mask.json``, each atomically; returns the paths."""
+        out = Path(out_dir)
+        out.mkdir(parents=True, exist_ok=True)
+        written, images = [], []
+        for k in range(len(self.human_masks)):
+            files = {
+                "human": (f"mask_{k}_human.png", self.human_masks[k].astype(np.uint8) * 255),
+                "object": (f"mask_{k}_object.png", self.object_masks[k].astype(np.uint8) * 255),
+                "preview": (f"mask_{k}_preview.png", self.preview(k)),
+            }
+            for name, array in files.values():
+                atomic_write_bytes(out / name, png_bytes(array))
+                written.append(out / name)
+            images.append({"index": k, "seed": self.metadata["seeds"][k], **{r: f[0] for r, f in files.items()}})
+        record = {"inputs": inputs or {}, **self.metadata, "images": images}
+        atomic_write_bytes(out / "mask.json", (json.dumps(record, indent=2) + "\n").encode())
+        return [*written, out / "mask.json"]
+
+
+# --- sampling, as plain functions ---------------------------------------------------------------
+
+
+def make_scheduler(model: MaskGenerator) -> DPMSolverMultistepScheduler:
+    """DPM-Solver++(2M) on the model's training noise schedule; x0 clipped to the mask range [-1, 1]."""
+    cfg = model.config
+    return DPMSolverMultistepScheduler(
+        num_train_timesteps=cfg.num_train_timesteps,
+        beta_schedule=cfg.beta_schedule,
+        prediction_type=cfg.prediction_type,
+        algorithm_type="dpmsolver++",
+        solver_order=2,
+        timestep_spacing="trailing",  # start from pure noise (t = T-1): few-step sampling needs it
+        thresholding=True,
+        sample_max_value=1.0,
+        lower_order_final=True,
+        final_sigmas_type="zero",
+    )
+
+
+def get_noise(generators: Sequence[torch.Generator], size: int, device, dtype) -> torch.Tensor:
+    """(K, 2, size, size) noise, sample k drawn from ``generators[k]`` alone on the CPU."""
+    noise = [torch.randn((1, 2, size, size), generator=g, dtype=torch.float32) for g in generators]
+    return torch.cat(noise).to(device=device, dtype=dtype)
+
+
+@torch.no_grad()
+def denoise(
+    model: MaskGenerator,
+    scheduler: DPMSolverMultistepScheduler,
+    x: torch.Tensor,
+    cond: EncodedConditions,
+    uncond: EncodedConditions | None,
+    steps: int,
+    guidance_scale: float,
+) -> torch.Tensor:
+    """Run the sampler from noise ``x``; with ``uncond``, classifier-free guidance in one batched pass."""
+    scheduler.set_timesteps(steps, device=x.device)
+    both = cond.cat(uncond) if uncond is not None else cond
+    for t in scheduler.timesteps:
+        inp = torch.cat([x, x]) if uncond is not None else x
+        pred = model.denoise(inp, t.expand(inp.shape[0]), both).float()
+        if uncond is not None:
+            c, u = pred.chunk(2)
+            pred = u + guidance_scale * (c - u)
+        x = scheduler.step(pred, t, x).prev_sample
+    return x.clamp(-1, 1)
+
+
+def to_masks(x0: torch.Tensor, height: int, width: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Model output in [-1, 1] → (human, object) bool masks at (height, width) and the soft masks.
+
+    Bilinear on the continuous masks, then threshold: clean edges at any size. A pixel claimed by
+    both channels goes to the stronger one (visible masks never overlap in the training data).
+    """
+    soft = ((x0.float() + 1) / 2).clamp(0, 1)  # (K, 2, S, S)
+    up = F.interpolate(soft, size=(height, width), mode="bilinear", align_corners=False).cpu().numpy()
+    human = (up[:, 0] > 0.5) & (up[:, 0] >= up[:, 1])
+    obj = (up[:, 1] > 0.5) & (up[:, 1] > up[:, 0])
+    return human, obj, soft.cpu().numpy()
+
+
+def _weights_digest(folder: Path) -> str:
+    files = sorted(folder.glob("*.safetensors"))
+    digest = hashlib.sha256()
+    for f in files:
+        digest.update(f.read_bytes())
+    return digest.hexdigest()[:16] if files else "unknown"
+
+
+class MaskPipeline:
+    """Stage 1: reference photos + interaction (+ background, box) → human and object masks.
+
+    The references are segmented (plain backgrounds: :func:`choi.data.segment.silhouette`) unless
+    their silhouettes are given. Image ``k`` depends only on its own seed, never on ``num_images``.
+
+    Example:
+        >>> pipe = MaskPipeline.from_pretrained()  # the shipped choi-tiny weights
+        >>> out = pipe(human=h, object=o, interaction="kick ball", box=(0.2, 0.3, 0.8, 0.95), seed=7)
+        >>> out.human_masks[0].shape  # (H, W) of the human reference (or of the background)
+    """
+
+    def __init__(
+        self,
+        model: MaskGenerator,
+        text_encoder: TextEncoder | None = None,
+        model_id: str = "unsaved",
+        model_version: str = "unsaved",
+    ):
+        if model.config.text_encoder != TEXT_ENCODER_NAME:
+            wanted = model.config.text_encoder
+            raise ChoiError(f"the mask model expects text encoder '{wanted}'; choi provides {TEXT_ENCODER_NAME}")
+        self.model = model.eval()
+        self.text_encoder = text_encoder or TextEncoder(max_length=model.config.max_text_tokens)
+        if self.text_encoder.max_length != model.config.max_text_tokens:
+            raise ChoiError("text encoder max_length does not match the mask model's max_text_tokens")
+        self.model_id, self.model_version = model_id, model_version
+
+    @classmethod
+    def from_pretrained(
+        cls,
+        path: str | os.PathLike | None = None,
+        torch_dtype: torch.dtype = torch.float32,
+        device: str | torch.device = "cpu",
+        text_encoder: TextEncoder | None = None,
+    ) -> MaskPipeline:
+        """Load a saved :class:`MaskGenerator` folder (default: the shipped choi-tiny weights)."""
+        folder = Path(path) if path is not None else default_mask_model_path()
+        if not (folder / "config.json").is_file():
+            hint = "train one with `choi train mask`" if path is None else "expected a folder from `choi train mask`"
+            raise ChoiError(f"no mask model in {folder} ({hint}, e.g. RUN/model)")
+        try:
+            model = MaskGenerator.from_pretrained(folder, torch_dtype=torch_dtype)
+        except (OSError, ValueError, TypeError, KeyError) as err:
+            raise ChoiError(f"cannot load the mask model in {folder}: {err}") from err
+        model_id = "choi-tiny" if path is None else str(folder)
+        return cls(model.to(device), text_encoder, model_id, _weights_digest(folder)).to(device)
+
+    def to(self, device: str | torch.device) -> MaskPipeline:
+        self.model.to(device)
+        self.text_encoder.to(device)
+        return self
+
+    def _reference(self, image: ImageInput | None, mask: np.ndarray | None, what: str) -> np.ndarray:
+        if mask is not None:
+            mask = np.asarray(mask).astype(bool)
+            if mask.ndim != 2 or not mask.any():
+                raise ChoiError(f"{what} silhouette must be a non-empty (H, W) mask")
+            return mask
+        if image is None:
+            raise ChoiError(f"give the {what} image (or its silhouette)")
+        if isinstance(image, str | os.PathLike):
+            image = load_image(image, f"{what} image")
+        arr = np.asarray(image.convert("RGBA") if isinstance(image, Image.Image) else image)
+        as_rgb(arr, f"{what} image")  # shape/dtype check with a clear message
+        return silhouette(arr, f"{what} image")
+
+    @torch.no_grad()
+    def __call__(
+        self,
+        human: ImageInput | None = None,
+        object: ImageInput | None = None,  # noqa: A002 - the user-facing name of the object reference
+        interaction: str = "",
+        background: ImageInput | None = None,
+        box: str | Sequence[float] | None = None,
+        human_mask: np.ndarray | None = None,
+        object_mask: np.ndarray | None = None,
+        num_images: int = 1,
+        seed: int | None = None,
+        generator: torch.Generator | list[torch.Generator] | None = None,
+        num_inference_steps: int = DEFAULT_STEPS,
+        guidance_scale: float = DEFAULT_GUIDANCE,
+        height: int | None = None,
+        width: int | None = None,
+    ) -> MaskPipelineOutput:
+        """Generate ``num_images`` human/object mask pairs for one request.
+
+        ``seed`` gives image k the seed ``seed + k``; alternatively pass one CPU ``generator`` per
+        image. ``guidance_scale <= 1`` disables classifier-free guidance (half the compute).
+        The masks have the background's size, else ``height``/``width``, else the human reference's.
+        """
+        # 1. Check inputs
+        cls_ = resolve(interaction)
+        if not isinstance(num_images, int) or num_images < 1:
+            raise ChoiError(f"num_images must be a positive integer, got {num_images!r}")
+        if not 1 <= num_inference_steps <= 1000:
+            raise ChoiError(f"num_inference_steps must be in [1, 1000], got {num_inference_steps}")
+        if guidance_scale < 0:
+            raise ChoiError(f"guidance_scale must be >= 0, got {guidance_scale}")
+        box_t = parse_box(box) if box is not None else None
+        bg = None
+        if background is not None:
+            if isinstance(background, str | os.PathLike):
+                background = load_image(background, "background image")
+            bg = as_rgb(background, "background image")
+        human_sil = self._reference(human, human_mask, "human reference")
+        object_sil = self._reference(object, object_mask, "object reference")
+        if bg is not None:
+            height, width = bg.shape[:2]
+        height, width = height or human_sil.shape[0], width or human_sil.shape[1]
+
+        # 2. Per-image generators: image k depends on its own generator only
+        if generator is not None:
+            generators = list(generator) if isinstance(generator, list | tuple) else [generator]
+            if isinstance(generator, torch.Generator) and num_images > 1:
+                raise ChoiError("pass one generator per image (a list), or a seed")
+            if len(generators) != num_images:
+                raise ChoiError(f"got {len(generators)} generators for {num_images} images")
+            seeds = [g.initial_seed() for g in generators]
+        else:
+            base = secrets.randbits(31) if seed is None else int(seed)
+            seeds = [base + k for k in range(num_images)]
+            generators = [torch.Generator().manual_seed(s) for s in seeds]
+
+        # 3. Encode the conditions (once; reused at every step)
+        model, device = self.model, self.model.device
+        ref_masks = _stack_refs(human_sil, object_sil)
+        text = self.text_encoder([interaction.strip()] * num_images).to(device)
+        cond = MaskConditions.build(
+            text,
+            ref_masks.expand(num_images, -1, -1, -1).to(device),
+            box=None if box_t is None else torch.tensor([box_t] * num_images, device=device),
+            background=None if bg is None else _image_tensor(bg).expand(num_images, -1, -1, -1).to(device),
+        )
+        use_cfg = guidance_scale > 1.0
+        enc = model.encode_conditions(cond)
+        # The unconditional branch drops the semantic conditions; box and background stay hard constraints.
+        uncond = model.encode_conditions(cond.dropped(text=True, refs=True)) if use_cfg else None
+
+        # 4. Denoising loop
+        scheduler = make_scheduler(model)
+        x = get_noise(generators, model.config.sample_size, device, model.dtype) * scheduler.init_noise_sigma
+        x0 = denoise(model, scheduler, x, enc, uncond, num_inference_steps, guidance_scale)
+
+        # 5. Post-process: upsample the continuous masks, then threshold
+        human_masks, object_masks, soft = to_masks(x0, height, width)
+        metadata = {
+            "interaction": interaction,
+            "interaction_class": cls_.name,
+            "seeds": seeds,
+            "num_images": num_images,
+            "num_inference_steps": num_inference_steps,
+            "guidance_scale": guidance_scale,
+            "scheduler": "DPMSolverMultistepScheduler(dpmsolver++, order 2, trailing)",
+            "box": list(box_t) if box_t is not None else None,
+            "background": bg is not None,
+            "height": height,
+            "width": width,
+            "model": {"id": self.model_id, "version": self.model_version, "class": type(model).__name__},
+            "choi_version": __version__,
+        }
+        return MaskPipelineOutput(human_masks, object_masks, soft, metadata, background=bg)
+
+
+def _image_tensor(image: np.ndarray) -> torch.Tensor:
+    return torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1)[None].float() / 255.0  # (1, 3, H, W)
+
+
+def _stack_refs(human: np.ndarray, obj: np.ndarray) -> torch.Tensor:
+    """Two silhouettes of possibly different sizes → (1, 2, S, S): each padded to a square (shape kept)
+    and resized to the larger side. The model crops each to its box anyway, so the canvas is free."""
+    size = max(*human.shape, *obj.shape)
+
+    def square(m: np.ndarray) -> torch.Tensor:
+        h, w = m.shape
+        side = max(h, w)
+        canvas = np.zeros((side, side), np.float32)
+        canvas[(side - h) // 2 : (side - h) // 2 + h, (side - w) // 2 : (side - w) // 2 + w] = m
+        t = torch.from_numpy(canvas)[None, None]
+        return t if side == size else F.interpolate(t, size=(size, size), mode="bilinear", align_corners=False)
+
+    return (torch.cat([square(human), square(obj)], 1) > 0.5).float()

@@ -1,0 +1,223 @@
+"""Training recipes (tasks for :func:`choi.training.loop.train`) for the three evaluators.
+
+- ``interaction``: image → class (cross-entropy, flips + blur/noise so generated images are judged fairly)
+- ``mask``: human/object masks → class
+- ``identity``: scene → human/object embeddings matched to the reference embeddings (InfoNCE),
+  attention maps supervised by the masks during training only.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch.utils.data import DataLoader
+
+from choi.data.batch import collate
+from choi.data.shards import ShardDataset, read_manifest
+from choi.models.evaluators import IdentityEmbedder, InteractionRecognizer
+from choi.vocabulary import CLASSES
+
+EVALUATOR_KINDS = ("interaction", "mask", "identity")
+
+
+@dataclass
+class EvaluatorDataConfig:
+    data: str  # dataset folder with a train split (and a test split for validation)
+    shuffle_buffer: int = 2000
+    num_workers: int = 1
+    batch_size: int = 64
+    val_samples: int = 512
+    seed: int = 0
+
+
+def _loader(cfg: EvaluatorDataConfig, split: str, epoch: int, shuffle: bool, limit: int | None = None):
+    """Batches of ``split``; with ``limit``, only the first ``limit`` samples (rounded up to a batch)."""
+    ds = ShardDataset(cfg.data, split=split, shuffle_buffer=cfg.shuffle_buffer if shuffle else 0, seed=cfg.seed)
+    ds.set_epoch(epoch)
+    loader = DataLoader(ds, batch_size=cfg.batch_size, collate_fn=collate, num_workers=cfg.num_workers)
+    return loader if limit is None else itertools.islice(loader, math.ceil(limit / cfg.batch_size))
+
+
+def _degrade(x: torch.Tensor) -> torch.Tensor:
+    """Blur half the batch and add noise: generated images are softer and noisier than renders."""
+    n = x.shape[0]
+    sigma = 0.3 + float(torch.rand(())) * 0.9  # one strength per batch: a single vectorised blur
+    blurred = torch.where(torch.rand(n, 1, 1, 1, device=x.device) < 0.5, _blur(x, sigma), x)
+    noise = torch.randn_like(x) * (torch.rand(n, 1, 1, 1, device=x.device) * 0.04)
+    return (blurred + noise).clamp(0, 1)
+
+
+def _blur(x: torch.Tensor, sigma: float) -> torch.Tensor:
+    radius = max(1, round(2 * sigma))
+    t = torch.arange(-radius, radius + 1, device=x.device, dtype=x.dtype)
+    k = torch.exp(-(t**2) / (2 * sigma**2))
+    k = k / k.sum()
+    c = x.shape[1]
+    x = F.conv2d(F.pad(x, (radius, radius, 0, 0), mode="replicate"), k.view(1, 1, 1, -1).expand(c, 1, 1, -1), groups=c)
+    return F.conv2d(
+        F.pad(x, (0, 0, radius, radius), mode="replicate"), k.view(1, 1, -1, 1).expand(c, 1, -1, 1), groups=c
+    )
+
+
+def _flip(batch: dict[str, torch.Tensor], keys: tuple[str, ...]) -> dict[str, torch.Tensor]:
+    """Mirror a random half of the batch: every interaction exists facing left and right."""
+    flip = torch.rand(batch[keys[0]].shape[0], device=batch[keys[0]].device) < 0.5
+    out = dict(batch)
+    for k in keys:
+        out[k] = torch.where(flip.view(-1, 1, 1, 1), batch[k].flip(-1), batch[k])
+    return out
+
+
+class _EvaluatorTask:
+    """Shared data plumbing; subclasses define the model and the loss."""
+
+    kind = ""
+
+    def __init__(self, data: EvaluatorDataConfig):
+        self.data = data
+        self.name = f"evaluator-{self.kind}"
+        self.has_test = "test" in read_manifest(data.data).splits  # validation needs unseen identities
+
+    def batches(self, epoch: int):
+        return _loader(self.data, "train", epoch, shuffle=True)
+
+    def config(self) -> dict[str, Any]:
+        return {"kind": self.kind, **asdict(self.data)}
+
+    def validate(self, model, out_dir: Path, step: int) -> dict[str, float]:
+        return {}
+
+
+class RecognizerTask(_EvaluatorTask):
+    """Interaction recognizer on images (``kind="interaction"``) or on masks (``kind="mask"``)."""
+
+    def __init__(self, data: EvaluatorDataConfig, kind: str = "interaction"):
+        self.kind = kind
+        super().__init__(data)
+        self.input_key = "image" if kind == "interaction" else "masks"
+
+    def build_model(self) -> InteractionRecognizer:
+        return InteractionRecognizer(in_channels=3 if self.kind == "interaction" else 2, num_classes=len(CLASSES))
+
+    def loss(self, model, batch):
+        batch = _flip(batch, (self.input_key,))
+        x = batch[self.input_key]
+        if self.kind == "interaction":
+            x = _degrade(x)
+        logits = model(x)
+        loss = F.cross_entropy(logits, batch["label"], label_smoothing=0.05)
+        acc = (logits.argmax(-1) == batch["label"]).float().mean()
+        return loss, {"acc": acc.item()}
+
+    def validate(self, model, out_dir: Path, step: int) -> dict[str, float]:
+        if not self.has_test:
+            return {}
+        correct = total = 0
+        device = next(model.parameters()).device
+        for batch in _loader(self.data, "test", 0, shuffle=False, limit=self.data.val_samples):
+            logits = model(batch[self.input_key].to(device))
+            correct += int((logits.argmax(-1).cpu() == batch["label"]).sum())
+            total += len(batch["label"])
+        return {"test_acc": correct / max(total, 1)}
+
+
+def info_nce(query: torch.Tensor, key: torch.Tensor, ids: torch.Tensor, temperature: float = 0.07) -> torch.Tensor:
+    """Symmetric InfoNCE where every pair with the same identity id counts as a positive."""
+    logits = query @ key.T / temperature  # (N, N)
+    positive = (ids[:, None] == ids[None, :]).float()
+
+    def one_side(lg: torch.Tensor) -> torch.Tensor:
+        log_prob = lg.log_softmax(-1)
+        return -((log_prob * positive).sum(-1) / positive.sum(-1)).mean()
+
+    return 0.5 * (one_side(logits) + one_side(logits.T))
+
+
+class IdentityTask(_EvaluatorTask):
+    kind = "identity"
+
+    def build_model(self) -> IdentityEmbedder:
+        return IdentityEmbedder()
+
+    def loss(self, model, batch):
+        batch = _flip(batch, ("image", "masks"))
+        scene = model(_degrade(batch["image"]))
+        human_ref = model(batch["human_ref"])
+        object_ref = model(batch["object_ref"])
+        loss_h = info_nce(scene["human"], human_ref["human"], batch["human_id"])
+        loss_o = info_nce(scene["object"], object_ref["object"], batch["object_id"])
+        # Teach the attention where each role is; only training ever sees masks.
+        size = scene["human_attention"].shape[-2:]
+        target = F.adaptive_avg_pool2d(batch["masks"], size)
+        ref_target = F.adaptive_avg_pool2d(batch["ref_masks"], size)
+        attn = F.binary_cross_entropy_with_logits(
+            torch.stack([scene["human_attention"], scene["object_attention"]], 1), target
+        ) + 0.5 * (
+            F.binary_cross_entropy_with_logits(human_ref["human_attention"], ref_target[:, 0])
+            + F.binary_cross_entropy_with_logits(object_ref["object_attention"], ref_target[:, 1])
+        )
+        loss = loss_h + loss_o + attn
+        return loss, {"nce_human": loss_h.item(), "nce_object": loss_o.item(), "attention": attn.item()}
+
+    def validate(self, model, out_dir: Path, step: int) -> dict[str, float]:
+        from choi.evaluation.evaluators import identity_retrieval
+
+        if not self.has_test:
+            return {}
+        device = next(model.parameters()).device
+        return identity_retrieval(
+            model, _loader(self.data, "test", 0, shuffle=False, limit=self.data.val_samples), device
+        )
+
+
+def make_task(kind: str, data: EvaluatorDataConfig):
+    if kind == "identity":
+        return IdentityTask(data)
+    if kind in ("interaction", "mask"):
+        return RecognizerTask(data, kind)
+    raise ValueError(f"unknown evaluator kind {kind!r}; choose from {EVALUATOR_KINDS}")
+
+
+def train_evaluators(
+    data: str,
+    out: str,
+    kinds: tuple[str, ...] = EVALUATOR_KINDS,
+    steps: int = 3000,
+    batch_size: int = 64,
+    lr: float = 1e-3,
+    workers: int = 1,
+    seed: int = 0,
+    resume: bool = False,
+) -> dict[str, Path]:
+    """Train each evaluator in ``kinds`` into ``out/<kind>``; returns the final model folders."""
+    from choi.errors import ChoiError
+    from choi.training.loop import TrainConfig, train
+
+    bad = [k for k in kinds if k not in EVALUATOR_KINDS]
+    if bad or not kinds:
+        raise ChoiError(
+            f"unknown evaluator kind(s) {', '.join(bad) or '(none)'}; choose from {', '.join(EVALUATOR_KINDS)}"
+        )
+    if steps <= 0 or batch_size <= 0 or workers < 0:
+        raise ChoiError("--steps and --batch-size must be positive and --workers non-negative")
+    ShardDataset(data, split="train")  # fail early, with the reader's message, on a bad dataset
+    results = {}
+    for kind in kinds:
+        data_cfg = EvaluatorDataConfig(data=data, batch_size=batch_size, num_workers=workers, seed=seed)
+        cfg = TrainConfig(
+            steps=steps,
+            batch_size=batch_size,
+            lr=lr,
+            seed=seed,
+            checkpoint_every=max(100, steps // 10),
+            log_every=max(10, steps // 100),
+            validate_every=max(100, steps // 5),
+        )
+        results[kind] = train(make_task(kind, data_cfg), cfg, Path(out) / kind, resume=resume)
+    return results

@@ -1,0 +1,238 @@
+"""The one training loop of choi, shared by the evaluators, the mask model and the image model.
+
+What differs between models lives in a :class:`Task` (data, loss, optional validation); the loop
+owns everything else: accelerate (CPU, one GPU or several without code changes; bf16 on GPU),
+AdamW with warm-up, EMA, gradient clipping, a JSONL loss log, periodic validation, and
+checkpoints that resume exactly (model + EMA as safetensors, optimiser/step/RNG in a separate
+training-state file).
+
+Run folder layout::
+
+    RUN/config.json          resolved TrainConfig + task config + choi version
+    RUN/log.jsonl            one line per logged step
+    RUN/checkpoint/          latest checkpoint: model/, ema/, training_state.pt
+    RUN/model/               final EMA weights (save_pretrained), what inference loads
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import shutil
+import sys
+from collections.abc import Iterable, Iterator
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any, Protocol
+
+import torch
+from accelerate import Accelerator
+from diffusers.training_utils import EMAModel
+from tqdm.auto import tqdm
+
+from choi import __version__
+from choi.errors import ChoiError
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class TrainConfig:
+    steps: int = 2000
+    batch_size: int = 32
+    lr: float = 1e-3
+    weight_decay: float = 0.01
+    warmup_steps: int = 100  # short warm-up: AdamW with GroupNorm nets is stable after a few hundred steps
+    grad_clip: float = 1.0
+    ema_decay: float = 0.999  # ~1000-step horizon, matched to the few-thousand-step CPU runs
+    log_every: int = 50
+    checkpoint_every: int = 500
+    validate_every: int = 0  # 0: only at the end
+    seed: int = 0
+    mixed_precision: str = "auto"  # "auto": bf16 on CUDA, fp32 on CPU; or "no" / "bf16" / "fp16"
+
+
+class Task(Protocol):
+    """What the loop needs from a model-specific training recipe."""
+
+    name: str
+
+    def build_model(self) -> torch.nn.Module: ...
+
+    def batches(self, epoch: int) -> Iterable[dict[str, torch.Tensor]]:
+        """Deterministic batches of one pass over the data (the loop re-calls with epoch+1)."""
+
+    def loss(self, model: torch.nn.Module, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, dict[str, float]]:
+        """Scalar loss and named values to log."""
+
+    def validate(self, model: torch.nn.Module, out_dir: Path, step: int) -> dict[str, float]:
+        """Optional: metrics (and files such as grids in ``out_dir``) for the current EMA model."""
+
+    def config(self) -> dict[str, Any]: ...
+
+
+def _lr_lambda(cfg: TrainConfig):
+    def fn(step: int) -> float:
+        if step < cfg.warmup_steps:
+            return (step + 1) / cfg.warmup_steps
+        progress = (step - cfg.warmup_steps) / max(1, cfg.steps - cfg.warmup_steps)
+        return 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))  # cosine to zero
+
+    return fn
+
+
+def _to_device(batch: dict[str, Any], device: torch.device) -> dict[str, Any]:
+    return {k: v.to(device, non_blocking=True) if torch.is_tensor(v) else v for k, v in batch.items()}
+
+
+def _atomic_replace_dir(tmp: Path, final: Path) -> None:
+    old = final.with_name(final.name + ".old")
+    if final.exists():
+        os.replace(final, old)
+    os.replace(tmp, final)
+    shutil.rmtree(old, ignore_errors=True)
+
+
+class _Stream:
+    """Infinite iterator over task batches that knows its position (epoch, batch) for exact resume."""
+
+    def __init__(self, task: Task, epoch: int = 0, index: int = 0):
+        self.task, self.epoch, self.index = task, epoch, index
+        self._it = self._start()
+
+    def _start(self) -> Iterator[dict[str, torch.Tensor]]:
+        it = iter(self.task.batches(self.epoch))
+        for _ in range(self.index):  # replay the consumed part of the epoch: same order, same data
+            next(it)
+        return it
+
+    def __next__(self) -> dict[str, torch.Tensor]:
+        try:
+            batch = next(self._it)
+        except StopIteration:
+            self.epoch, self.index = self.epoch + 1, 0
+            self._it = iter(self.task.batches(self.epoch))
+            try:
+                batch = next(self._it)
+            except StopIteration:
+                raise ChoiError(f"task '{self.task.name}' produced no training batches") from None
+        self.index += 1
+        return batch
+
+
+def train(task: Task, cfg: TrainConfig, run_dir: str | os.PathLike, resume: bool = False) -> Path:
+    """Train ``task``'s model; returns the folder with the final EMA weights (``RUN/model``)."""
+    run = Path(run_dir)
+    ckpt = run / "checkpoint"
+    if run.exists() and any(run.iterdir()) and not resume:
+        raise ChoiError(f"run folder {run} is not empty; pass --resume to continue it or choose a new --out")
+    if resume and not (ckpt / "training_state.pt").exists() and run.exists() and any(run.iterdir()):
+        raise ChoiError(f"cannot resume: {run} has no checkpoint")
+    run.mkdir(parents=True, exist_ok=True)
+
+    mp = cfg.mixed_precision
+    if mp == "auto":
+        mp = "bf16" if torch.cuda.is_available() else "no"
+    accelerator = Accelerator(mixed_precision=mp)
+    torch.manual_seed(cfg.seed)
+    model = task.build_model()
+    if (ckpt / "model").exists() and resume:
+        model.load_state_dict(type(model).from_pretrained(ckpt / "model").state_dict())
+    optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, _lr_lambda(cfg))
+    ema = EMAModel(model.parameters(), decay=cfg.ema_decay, model_cls=type(model), model_config=model.config)
+
+    step, epoch, index = 0, 0, 0
+    if resume and (ckpt / "training_state.pt").exists():
+        state = torch.load(ckpt / "training_state.pt", weights_only=False, map_location="cpu")
+        optimizer.load_state_dict(state["optimizer"])
+        scheduler.load_state_dict(state["scheduler"])
+        ema.load_state_dict(state["ema"])
+        torch.set_rng_state(state["torch_rng"])
+        step, epoch, index = state["step"], state["epoch"], state["index"]
+        log.info("resumed %s at step %d", task.name, step)
+
+    (run / "config.json").write_text(
+        json.dumps({"train": asdict(cfg), "task": task.config(), "choi_version": __version__}, indent=2)
+    )
+    model, optimizer = accelerator.prepare(model, optimizer)
+    ema.to(accelerator.device)
+    stream = _Stream(task, epoch, index)
+    bar = tqdm(total=cfg.steps, initial=step, desc=f"train {task.name}", disable=not sys.stderr.isatty())
+
+    def save_checkpoint() -> None:
+        if not accelerator.is_main_process:
+            return
+        tmp = run / "checkpoint.tmp"
+        shutil.rmtree(tmp, ignore_errors=True)
+        tmp.mkdir()
+        accelerator.unwrap_model(model).save_pretrained(tmp / "model")
+        ema.save_pretrained(tmp / "ema")
+        state = {
+            "optimizer": optimizer.state_dict(),
+            "scheduler": scheduler.state_dict(),
+            "ema": ema.state_dict(),
+            "torch_rng": torch.get_rng_state(),
+            "step": step,
+            "epoch": stream.epoch,
+            "index": stream.index,
+        }
+        torch.save(state, tmp / "training_state.pt")
+        _atomic_replace_dir(tmp, ckpt)
+
+    def validate() -> None:
+        if not hasattr(task, "validate") or not accelerator.is_main_process:
+            return
+        net = accelerator.unwrap_model(model)
+        ema.store(net.parameters())
+        ema.copy_to(net.parameters())
+        net.eval()
+        with torch.no_grad():
+            metrics = task.validate(net, run, step)
+        net.train()
+        ema.restore(net.parameters())
+        if metrics:
+            _log_line(run, {"step": step, **{f"val/{k}": v for k, v in metrics.items()}})
+            log.info("%s step %d validation %s", task.name, step, metrics)
+
+    model.train()
+    while step < cfg.steps:
+        batch = _to_device(next(stream), accelerator.device)
+        with accelerator.autocast():
+            loss, values = task.loss(model, batch)
+        accelerator.backward(loss)
+        if cfg.grad_clip > 0:
+            accelerator.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+        optimizer.step()
+        scheduler.step()
+        optimizer.zero_grad(set_to_none=True)
+        ema.step(accelerator.unwrap_model(model).parameters())
+        step += 1
+        bar.update(1)
+        if step % cfg.log_every == 0 or step == cfg.steps:
+            line = {"step": step, "loss": float(loss.detach()), "lr": scheduler.get_last_lr()[0], **values}
+            _log_line(run, line)
+            bar.set_postfix(loss=f"{line['loss']:.4f}")
+        if cfg.validate_every and step % cfg.validate_every == 0 and step < cfg.steps:
+            validate()
+        if step % cfg.checkpoint_every == 0 or step == cfg.steps:
+            save_checkpoint()
+    bar.close()
+    validate()
+
+    final = run / "model"
+    if accelerator.is_main_process:
+        net = accelerator.unwrap_model(model)
+        ema.copy_to(net.parameters())
+        tmp = run / "model.tmp"
+        shutil.rmtree(tmp, ignore_errors=True)
+        net.save_pretrained(tmp)
+        _atomic_replace_dir(tmp, final)
+    return final
+
+
+def _log_line(run: Path, values: dict[str, Any]) -> None:
+    with open(run / "log.jsonl", "a") as f:
+        f.write(json.dumps(values) + "\n")

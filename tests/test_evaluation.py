@@ -1,0 +1,126 @@
+"""Evaluator training, the evaluator suite and `choi eval` end to end on a tiny HOI-World dataset."""
+
+import json
+
+import numpy as np
+import pytest
+
+from choi.cli import main
+from choi.data.shards import iter_samples
+from choi.data.synth import SynthConfig, build_synth
+from choi.errors import ChoiError
+from choi.evaluation import benchmark
+from choi.evaluation.benchmark import EvalConfig, run_benchmark
+from choi.evaluation.evaluators import EvaluatorSuite
+from choi.pipelines import baselines
+from choi.pipelines.baselines import Request, copy_paste
+from choi.training.evaluators import train_evaluators
+
+
+@pytest.fixture(scope="module")
+def dataset(tmp_path_factory):
+    root = tmp_path_factory.mktemp("hoiw")
+    build_synth(root, SynthConfig(n=16, split="train", seed=0, resolution=64, shard_size=8))
+    build_synth(root, SynthConfig(n=12, split="test", seed=0, resolution=64, shard_size=6))
+    return root
+
+
+@pytest.fixture(scope="module")
+def evaluators(dataset, tmp_path_factory):
+    out = tmp_path_factory.mktemp("evaluators")
+    models = train_evaluators(str(dataset), str(out), steps=2, batch_size=8, workers=0)
+    root = tmp_path_factory.mktemp("suite")
+    for kind, path in models.items():
+        (root / kind).symlink_to(path)
+    return root
+
+
+def test_suite_scores_images_only(dataset, evaluators):
+    suite = EvaluatorSuite.load(evaluators)
+    samples = list(iter_samples(dataset, split="test"))[:5]
+    images = np.stack([s.image for s in samples])
+    probs = suite.classify_images(images)
+    assert probs.shape == (5, 26) and np.allclose(probs.sum(-1), 1, atol=1e-5)
+    emb = suite.embed(images)
+    assert emb["human"].shape == emb["object"].shape == (5, 128)
+    np.testing.assert_allclose(np.linalg.norm(emb["human"], axis=1), 1, atol=1e-5)
+    # Batch-size independence: one image alone gives the same embedding.
+    np.testing.assert_allclose(suite.embed(images[:1])["human"], emb["human"][:1], atol=1e-5)
+    mprobs = suite.classify_masks(np.stack([s.human_mask for s in samples]), np.stack([s.object_mask for s in samples]))
+    assert mprobs.shape == (5, 26)
+
+
+def test_suite_missing_weights_is_a_clear_error(tmp_path):
+    with pytest.raises(ChoiError, match="no trained evaluators"):
+        EvaluatorSuite.load(tmp_path)
+
+
+def test_copy_paste_stays_in_box_and_keeps_background(dataset):
+    s = next(iter(iter_samples(dataset, split="test")))
+    req = Request.from_sample(s)
+    out = copy_paste(req)
+    h, w = s.image.shape[:2]
+    x1, y1, x2, y2 = req.box
+    inside = np.zeros((h, w), bool)
+    inside[int(np.floor(y1 * h)) : int(np.ceil(y2 * h)), int(np.floor(x1 * w)) : int(np.ceil(x2 * w))] = True
+    assert out.human_mask.any() and out.object_mask.any()
+    assert not (out.human_mask & ~inside).any() and not (out.object_mask & ~inside).any()
+    np.testing.assert_array_equal(out.image[~inside], s.background[~inside])
+    assert not (out.human_mask & out.object_mask).any()
+
+
+def test_eval_end_to_end_cached_and_deterministic(dataset, evaluators, tmp_path, monkeypatch):
+    cfg = EvalConfig(
+        data=str(dataset),
+        out=str(tmp_path / "report"),
+        methods=("gt", "choi-tiny", "copy-paste"),
+        n=5,
+        seed=3,
+        evaluators=str(evaluators),
+    )
+    report = run_benchmark(cfg)
+    assert "missing" in report["methods"]["choi-tiny"]  # not faked
+    for name in ("gt", "copy-paste"):
+        m = report["methods"][name]
+        assert m["n"] == 5 and 0 <= m["interaction_acc"] <= 100 and "fid" in m["quality"]
+        assert 0 <= m["controls"]["box_iou"] <= 100
+    # Ground truth reproduces the requested box and background exactly; copy-paste keeps the background too.
+    assert report["methods"]["gt"]["controls"]["box_iou"] > 60
+    assert report["methods"]["gt"]["mask_acc"] is not None
+    for key in ("recognizer_acc_gt", "swapped_interaction_accepted", "retrieval_human_gt", "swapped_human_retrieved"):
+        assert key in report["validation"]
+    root = tmp_path / "report"
+    text = (root / "report.md").read_text()
+    assert "| gt |" in text and "| choi-tiny | missing" in text and "| copy-paste |" in text
+    for f in ("metrics.json", "per_class_accuracy.png", "grid_gt.png", "grid_copy-paste.png"):
+        assert (root / f).stat().st_size > 0
+    assert len(list((root / "outputs" / "copy-paste").glob("*.png"))) == 10  # image + masks per request
+
+    # A re-run reads every output from the cache and gives the same numbers.
+    calls = []
+    monkeypatch.setattr(baselines, "copy_paste", lambda *a: calls.append(a))
+    again = run_benchmark(cfg)
+    assert calls == []
+    assert json.dumps(again["methods"], sort_keys=True) == json.dumps(report["methods"], sort_keys=True)
+
+
+def test_eval_cli_errors(dataset, tmp_path, capsys):
+    assert main(["eval", "--data", str(dataset), "--methods", "gt,bogus", "--out", str(tmp_path / "r")]) == 2
+    assert "unknown method" in capsys.readouterr().err
+    assert main(["eval", "--data", str(tmp_path / "nope"), "--methods", "gt", "--out", str(tmp_path / "r")]) == 2
+    assert main(["eval", "--data", str(dataset), "--methods", "gt", "--out", str(tmp_path / "r"), "--n", "0"]) == 2
+    # More requests than the split can serve (it also needs as many disjoint real renders for FID).
+    assert main(["eval", "--data", str(dataset), "--methods", "gt", "--out", str(tmp_path / "r"), "--n", "50"]) == 2
+    assert "needs" in capsys.readouterr().err
+
+
+def test_evaluator_training_cli_errors(dataset, tmp_path):
+    assert main(["train", "evaluators", "--data", str(dataset), "--out", str(tmp_path / "e"), "--kinds", "x"]) == 2
+    assert main(["train", "evaluators", "--data", str(tmp_path / "none"), "--out", str(tmp_path / "e")]) == 2
+
+
+def test_foreground_box_from_background_difference():
+    bg = np.zeros((20, 20, 3), np.uint8)
+    img = bg.copy()
+    img[5:10, 2:8] = 200
+    assert benchmark.foreground_box(img, bg) == (2 / 20, 5 / 20, 8 / 20, 10 / 20)

@@ -1,0 +1,324 @@
+"""Stage 1, the mask generator: model, conditioning, pipeline, training recipe and `choi mask`."""
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from choi.cli import main
+from choi.data.schema import encode
+from choi.data.segment import silhouette
+from choi.data.shards import Manifest, ShardInfo, SplitInfo, file_sha256, shard_name, write_manifest, write_shard
+from choi.errors import ChoiError
+from choi.models.mask_generator import MASK_CONFIGS, MaskConditions, MaskGenerator, box_coverage, fit_silhouettes
+from choi.models.text_encoder import TextEmbeddings, TextEncoder
+from choi.pipelines.mask import MaskPipeline, parse_box
+from choi.training.loop import TrainConfig, train
+from choi.training.mask import MaskTask, MaskTrainConfig
+from fake_samples import random_sample
+
+STEPS = 4  # sampler steps in tests: enough to exercise the multistep solver, cheap on a CPU
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    """Shared CI machines: two OpenMP threads on an oversubscribed CPU can be 30x slower than one."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="module")
+def text_encoder():
+    return TextEncoder()
+
+
+@pytest.fixture(scope="module")
+def model():
+    torch.manual_seed(0)
+    return MaskGenerator.from_preset("tiny").eval()
+
+
+@pytest.fixture(scope="module")
+def pipe(model, text_encoder):
+    return MaskPipeline(model, text_encoder)
+
+
+def _shapes(size=64):
+    """A standing-person-like and a bar-like silhouette."""
+    yy, xx = np.mgrid[:size, :size] / size
+    human = ((xx - 0.5) ** 2 / 0.01 + (yy - 0.5) ** 2 / 0.16 < 1) | ((xx - 0.5) ** 2 + (yy - 0.15) ** 2 < 0.01)
+    obj = (np.abs(xx - 0.5) < 0.4) & (np.abs(yy - 0.6) < 0.1)
+    return human, obj
+
+
+def _request(**kw):
+    human, obj = _shapes()
+    args = dict(human_mask=human, object_mask=obj, interaction="ride bicycle", seed=0, num_inference_steps=STEPS)
+    return {**args, **kw}
+
+
+# --- model ------------------------------------------------------------------------------------
+
+
+def test_presets_build_and_predict_two_channels(text_encoder):
+    human, obj = _shapes()
+    refs = torch.from_numpy(np.stack([human, obj])[None].astype(np.float32))
+    cond = MaskConditions.build(text_encoder(["kick ball"]), refs, box=torch.tensor([[0.1, 0.2, 0.7, 0.9]]))
+    torch.manual_seed(0)
+    net = MaskGenerator.from_preset("tiny")
+    assert net(torch.randn(1, 2, 64, 64), torch.tensor([10]), cond).shape == (1, 2, 64, 64)
+    assert set(MASK_CONFIGS) >= {"tiny", "small"}
+    with pytest.raises(ChoiError, match="unknown mask model config"):
+        MaskGenerator.from_preset("huge")
+
+
+def test_silhouettes_are_normalised_for_position_and_scale():
+    canvas = torch.zeros(2, 1, 128, 128)
+    canvas[0, 0, 10:50, 20:40] = 1  # a 40x20 bar near the corner
+    canvas[1, 0, 40:120, 60:100] = 1  # the same shape, twice as large, elsewhere
+    a, b = fit_silhouettes(canvas, 32) > 0.5
+    assert (a & b).sum() / (a | b).sum() > 0.9 and a.float().mean() > 0.3
+    assert fit_silhouettes(torch.zeros(1, 1, 64, 64), 32).sum() == 0
+
+
+def test_box_coverage_is_sub_pixel_exact():
+    cov = box_coverage(torch.tensor([[0.1, 0.25, 0.5, 0.55]]), 10)[0, 0]
+    assert cov.sum().item() == pytest.approx(4 * 3, abs=1e-5)  # 0.4*10 wide, 0.3*10 tall
+
+
+def test_cross_attention_alone_makes_the_text_matter(model, text_encoder):
+    """Same pooled sentence vector, different token sequences: only cross-attention can tell them apart."""
+    human, obj = _shapes()
+    refs = torch.from_numpy(np.stack([human, obj])[None].astype(np.float32)).expand(2, -1, -1, -1)
+    emb = text_encoder(["ride bicycle", "carry bicycle"])
+    same_pooled = TextEmbeddings(emb.tokens, emb.mask, emb.pooled[:1].expand(2, -1))
+    cond = MaskConditions.build(same_pooled, refs)
+    x = torch.randn(1, 2, 64, 64).expand(2, -1, -1, -1)
+    with torch.no_grad():
+        out = model(x, torch.tensor([500, 500]), cond)
+        assert (out[0] - out[1]).abs().mean() > 1e-3
+        # A dropped text is replaced by the null token: then the text no longer matters.
+        dropped = model(x, torch.tensor([500, 500]), cond.dropped(text=True))
+        torch.testing.assert_close(dropped[0], dropped[1])
+
+
+# --- pipeline ---------------------------------------------------------------------------------
+
+
+def test_pipeline_output_shapes_and_metadata(pipe):
+    out = pipe(**_request(num_images=2, seed=3, height=96, width=80))
+    assert out.human_masks.shape == out.object_masks.shape == (2, 96, 80)
+    assert out.human_masks.dtype == bool and out.soft.shape == (2, 2, 64, 64)
+    assert not (out.human_masks & out.object_masks).any()  # visible masks never overlap
+    meta = out.metadata
+    assert meta["seeds"] == [3, 4] and meta["num_inference_steps"] == STEPS
+    assert meta["interaction_class"] == "ride_bicycle" and meta["model"]["id"] == "unsaved"
+    assert pipe(**_request()).human_masks.shape == (1, 64, 64)  # default: the reference's size
+
+
+def test_save_load_round_trip_gives_identical_masks(model, text_encoder, pipe, tmp_path):
+    model.save_pretrained(tmp_path / "m")
+    assert (tmp_path / "m" / "diffusion_pytorch_model.safetensors").exists()
+    loaded = MaskPipeline.from_pretrained(tmp_path / "m", text_encoder=text_encoder)
+    a, b = pipe(**_request(seed=11)), loaded(**_request(seed=11))
+    np.testing.assert_array_equal(a.soft, b.soft)
+    assert len(b.metadata["model"]["version"]) == 16  # the weights' digest
+
+
+def test_image_k_does_not_depend_on_num_images(pipe):
+    many = pipe(**_request(num_images=3, seed=20))
+    one = pipe(**_request(num_images=1, seed=22))
+    np.testing.assert_allclose(many.soft[2], one.soft[0], atol=1e-4)
+    assert (many.human_masks[2] != one.human_masks[0]).mean() < 1e-3
+    gens = [torch.Generator().manual_seed(s) for s in (20, 21, 22)]
+    np.testing.assert_allclose(pipe(**_request(num_images=3, seed=None, generator=gens)).soft, many.soft, atol=1e-5)
+
+
+def test_interaction_and_box_condition_the_masks(pipe):
+    ride = pipe(**_request(seed=5))
+    carry = pipe(**_request(seed=5, interaction="carrying a bike"))
+    assert np.abs(ride.soft - carry.soft).mean() > 1e-3
+    left = pipe(**_request(seed=5, box=(0.05, 0.1, 0.5, 0.9)))
+    right = pipe(**_request(seed=5, box=(0.5, 0.1, 0.95, 0.9)))
+    assert np.abs(left.soft - right.soft).mean() > 1e-3
+    assert np.abs(left.soft - ride.soft).mean() > 1e-3
+
+
+@pytest.mark.parametrize(
+    "kw, message",
+    [
+        ({"interaction": "juggle chainsaws"}, "unknown interaction"),
+        ({"box": (0.5, 0.1, 0.2, 0.9)}, "x1 < x2"),
+        ({"box": (0.1, 0.1, 1.5, 0.9)}, "x1 < x2"),
+        ({"box": "0.1,0.2,0.3"}, "4 numbers"),
+        ({"num_images": 0}, "num_images"),
+        ({"background": np.zeros((4, 4, 7))}, "RGB image"),
+    ],
+)
+def test_pipeline_rejects_bad_inputs(pipe, kw, message):
+    with pytest.raises(ChoiError, match=message):
+        pipe(**_request(**kw))
+
+
+def test_parse_box():
+    assert parse_box("0.1, 0.2,0.9,1") == (0.1, 0.2, 0.9, 1.0)
+    with pytest.raises(ChoiError):
+        parse_box("a,b,c,d")
+
+
+def test_text_encoder_caches_and_understands_paraphrases(text_encoder):
+    emb = text_encoder(["riding a bike", "ride bicycle", "drinking from a cup"])
+    assert emb.tokens.shape == (3, 16, 384) and emb.mask.dtype == torch.bool
+    sim = emb.pooled @ emb.pooled.T
+    assert sim[0, 1] > sim[0, 2] + 0.2
+    again = text_encoder(["ride bicycle"])
+    torch.testing.assert_close(again.tokens[0], emb.tokens[1], rtol=0, atol=0)
+
+
+# --- reference segmentation -------------------------------------------------------------------
+
+
+def _photo(size=96, colour=(205, 220, 235), seed=0):
+    """A subject on a plain, slightly noisy background, with a pinhole the colour of the wall."""
+    rng = np.random.default_rng(seed)
+    img = np.clip(np.array(colour) + rng.normal(0, 2, (size, size, 3)), 0, 255).astype(np.uint8)
+    truth = np.zeros((size, size), bool)
+    truth[15:85, 40:56] = True  # body
+    truth[8:20, 42:54] = True  # head
+    truth[30:34, 20:76] = True  # thin arms, 4 px
+    img[truth] = (60, 40, 30)
+    img[50:52, 47:49] = colour  # a button the colour of the background: a pinhole to fill
+    return img, truth
+
+
+def test_silhouette_of_a_plain_background_photo():
+    img, truth = _photo()
+    mask = silhouette(img)
+    assert (mask & truth).sum() / (mask | truth).sum() > 0.97
+    rgba = np.dstack([img, truth.astype(np.uint8) * 255])
+    np.testing.assert_array_equal(silhouette(rgba), truth)
+    with pytest.raises(ChoiError, match="no subject"):
+        silhouette(np.full((32, 32, 3), 200, np.uint8))
+
+
+# --- training ---------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def dataset(tmp_path_factory):
+    root = tmp_path_factory.mktemp("data")
+    manifest = Manifest(generator="test", generator_version="0", resolution=32)
+    for split, count in (("train", 8), ("test", 2)):
+        samples = [random_sample(f"{split}-{i:04d}", seed=[i, split == "train"], resolution=32) for i in range(count)]
+        write_shard(root / shard_name(split, 0), (encode(s) for s in samples))
+        info = ShardInfo(shard_name(split, 0), count, file_sha256(root / shard_name(split, 0)))
+        manifest.splits[split] = SplitInfo(count=count, shards=[info], complete=True)
+    write_manifest(root, manifest)
+    return root
+
+
+def _task(dataset, text_encoder, **kw):
+    cfg = MaskTrainConfig(data=str(dataset), batch_size=4, num_workers=0, val_samples=2, val_steps=2, **kw)
+    return MaskTask(cfg, text_encoder)
+
+
+def test_training_step_with_every_condition_dropped(dataset, text_encoder):
+    task = _task(dataset, text_encoder, p_drop_text=1.0, p_drop_refs=1.0, p_drop_box=1.0, p_drop_background=1.0)
+    torch.manual_seed(0)
+    net = task.build_model()
+    batch = next(iter(task.batches(0)))
+    assert batch["masks"].shape == (4, 2, 64, 64) and batch["text_tokens"].shape == (4, 16, 384)
+    loss, _ = task.loss(net, batch)
+    loss.backward()
+    assert torch.isfinite(loss)
+    assert net.null_text.grad.abs().sum() > 0 and net.null_refs.grad.abs().sum() > 0
+    assert net.text_proj.weight.grad is None or net.text_proj.weight.grad.abs().sum() == 0  # text fully dropped
+
+
+def test_training_smoke_through_the_shared_loop(dataset, text_encoder, tmp_path):
+    task = _task(dataset, text_encoder)
+    cfg = TrainConfig(steps=3, batch_size=4, lr=1e-3, warmup_steps=1, checkpoint_every=2, log_every=1)
+    final = train(task, cfg, tmp_path / "run")
+    config = json.loads((tmp_path / "run" / "config.json").read_text())
+    assert config["task"]["model"]["patch_size"] == MASK_CONFIGS["tiny"].patch_size
+    log = [json.loads(line) for line in (tmp_path / "run" / "log.jsonl").read_text().splitlines()]
+    assert [line["step"] for line in log if "loss" in line] == [1, 2, 3]
+    assert any("val/box_iou" in line for line in log)
+    grid = Image.open(tmp_path / "run" / "validation" / "step_0000003.png")
+    assert grid.size == (3 * 32, 2 * 32 + 2)
+    out = MaskPipeline.from_pretrained(final, text_encoder=text_encoder)(**_request())
+    assert out.human_masks.shape == (1, 64, 64)
+
+
+# --- CLI --------------------------------------------------------------------------------------
+
+
+@pytest.fixture()
+def cli_inputs(tmp_path, model):
+    model.save_pretrained(tmp_path / "model")
+    human, _ = _photo(96, seed=1)
+    obj = np.full((80, 80, 3), 240, np.uint8)
+    obj[30:50, 10:70] = (20, 120, 200)
+    Image.fromarray(human).save(tmp_path / "human.png")
+    Image.fromarray(obj).save(tmp_path / "object.png")
+    Image.fromarray(np.full((72, 100, 3), 90, np.uint8)).save(tmp_path / "bg.png")
+    (tmp_path / "notimage.png").write_text("not a png")
+    return tmp_path
+
+
+def _args(root, **kw):
+    base = {
+        "--human": root / "human.png",
+        "--object": root / "object.png",
+        "--interaction": "a person riding a bike",
+        "--model": root / "model",
+        "--out": root / "out",
+        "--steps": "3",
+    }
+    base.update(kw)
+    return ["mask", *[str(x) for kv in base.items() for x in kv if x is not None]]
+
+
+def test_cli_mask_end_to_end(cli_inputs):
+    root = cli_inputs
+    args = _args(root, **{"--background": root / "bg.png", "--box": "0.1,0.2,0.9,0.95"})
+    assert main([*args, "--seed", "5", "--num-images", "2"]) == 0
+    out = root / "out"
+    for k in (0, 1):
+        for role in ("human", "object"):
+            im = Image.open(out / f"mask_{k}_{role}.png")
+            assert im.mode == "L" and im.size == (100, 72)
+        assert Image.open(out / f"mask_{k}_preview.png").mode == "RGB"
+    record = json.loads((out / "mask.json").read_text())
+    assert record["seeds"] == [5, 6] and record["box"] == [0.1, 0.2, 0.9, 0.95]
+    assert record["inputs"]["human"].endswith("human.png") and record["interaction_class"] == "ride_bicycle"
+    assert [img["human"] for img in record["images"]] == ["mask_0_human.png", "mask_1_human.png"]
+
+
+@pytest.mark.parametrize(
+    "change",
+    [
+        {"--human": "missing.png"},
+        {"--object": "notimage.png"},
+        {"--box": "0.9,0.2,0.1,0.95"},
+        {"--box": "0,0,1"},
+        {"--interaction": "juggling a chainsaw"},
+        {"--model": "nowhere"},
+    ],
+)
+def test_cli_mask_errors_write_nothing(cli_inputs, change, capsys):
+    root = cli_inputs
+    change = {k: (root / v if k in ("--human", "--object", "--model") else v) for k, v in change.items()}
+    assert main(_args(root, **change)) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("choi: error:") and "\n" not in err
+    assert not (root / "out").exists()
+
+
+def test_cli_train_mask_rejects_a_missing_dataset(tmp_path, capsys):
+    assert main(["train", "mask", "--data", str(tmp_path / "none"), "--out", str(tmp_path / "run")]) == 2
+    assert "does not exist" in capsys.readouterr().err
