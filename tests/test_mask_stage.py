@@ -239,6 +239,14 @@ def test_training_step_with_every_condition_dropped(dataset, text_encoder):
     assert net.text_proj.weight.grad is None or net.text_proj.weight.grad.abs().sum() == 0  # text fully dropped
 
 
+def test_batches_are_deterministic_for_exact_resume(dataset, text_encoder):
+    task = _task(dataset, text_encoder)
+    a, b = next(iter(task.batches(3))), next(iter(task.batches(3)))
+    assert a.keys() == b.keys()
+    for key in a:
+        torch.testing.assert_close(a[key], b[key], rtol=0, atol=0)
+
+
 def test_training_smoke_through_the_shared_loop(dataset, text_encoder, tmp_path):
     task = _task(dataset, text_encoder)
     cfg = TrainConfig(steps=3, batch_size=4, lr=1e-3, warmup_steps=1, checkpoint_every=2, log_every=1)

@@ -71,6 +71,18 @@ def _data_preview(args: argparse.Namespace) -> None:
     write_contact_sheet(args.dataset, args.out, n=args.n, split=args.split)
 
 
+def _add_training_options(parser: argparse.ArgumentParser, steps: int, batch_size: int, lr: float) -> None:
+    """Options every `choi train` command shares; the defaults are each model's own."""
+    parser.add_argument("--data", required=True, help="dataset folder with a train split")
+    parser.add_argument("--out", required=True, help="run folder")
+    parser.add_argument("--steps", type=int, default=steps)
+    parser.add_argument("--batch-size", type=int, default=batch_size)
+    parser.add_argument("--lr", type=float, default=lr)
+    parser.add_argument("--workers", type=int, default=1, help="DataLoader workers")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--resume", action="store_true", help="continue the run in --out from its checkpoint")
+
+
 def _add_train(sub: argparse._SubParsersAction) -> None:
     train = sub.add_parser("train", help="train models", description="Train choi's models and evaluators.")
     tsub = train.add_subparsers(dest="train_command", required=True, parser_class=_Parser)
@@ -81,15 +93,8 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
         "present, is used for validation). Each lands in OUT/<kind>/model; a killed run continues with --resume.",
         epilog="example: choi train evaluators --data data/hoiw --out runs/evaluators --steps 3000",
     )
-    ev.add_argument("--data", required=True, help="dataset folder with a train split")
-    ev.add_argument("--out", required=True, help="run folder")
+    _add_training_options(ev, steps=3000, batch_size=64, lr=1e-3)
     ev.add_argument("--kinds", default="interaction,mask,identity", help="comma-separated evaluators to train")
-    ev.add_argument("--steps", type=int, default=3000)
-    ev.add_argument("--batch-size", type=int, default=64)
-    ev.add_argument("--lr", type=float, default=1e-3)
-    ev.add_argument("--workers", type=int, default=1, help="DataLoader workers")
-    ev.add_argument("--seed", type=int, default=0)
-    ev.add_argument("--resume", action="store_true", help="continue the runs in --out from their checkpoints")
     ev.set_defaults(func=_train_evaluators)
 
     mask = tsub.add_parser(
@@ -100,16 +105,9 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
         "a killed run continues with --resume.",
         epilog="example: choi train mask --data data/hoiw --out runs/mask --config tiny --steps 3000",
     )
-    mask.add_argument("--data", required=True, help="dataset folder with a train split")
-    mask.add_argument("--out", required=True, help="run folder")
+    _add_training_options(mask, steps=3000, batch_size=32, lr=5e-4)
     mask.add_argument("--config", default="tiny", help="model preset: tiny (CPU) or small (GPU)")
-    mask.add_argument("--steps", type=int, default=3000)
-    mask.add_argument("--batch-size", type=int, default=32)
-    mask.add_argument("--lr", type=float, default=5e-4)
-    mask.add_argument("--workers", type=int, default=1, help="DataLoader workers")
-    mask.add_argument("--seed", type=int, default=0)
     mask.add_argument("--validate-every", type=int, default=0, help="steps between validation grids (0: at the end)")
-    mask.add_argument("--resume", action="store_true", help="continue the run in --out from its checkpoint")
     mask.set_defaults(func=_train_mask)
 
 

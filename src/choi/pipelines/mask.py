@@ -288,6 +288,8 @@ class MaskPipeline:
         if bg is not None:
             height, width = bg.shape[:2]
         height, width = height or human_sil.shape[0], width or human_sil.shape[1]
+        if not (isinstance(height, int) and isinstance(width, int) and height > 0 and width > 0):
+            raise ChoiError(f"height and width must be positive integers, got {height!r} x {width!r}")
 
         # 2. Per-image generators: image k depends on its own generator only
         if generator is not None:
@@ -319,7 +321,8 @@ class MaskPipeline:
 
         # 4. Denoising loop
         scheduler = make_scheduler(model)
-        x = get_noise(generators, model.config.sample_size, device, model.dtype) * scheduler.init_noise_sigma
+        # The sampler state stays in fp32 whatever the model's dtype; the model casts its own input.
+        x = get_noise(generators, model.config.sample_size, device, torch.float32) * scheduler.init_noise_sigma
         x0 = denoise(model, scheduler, x, enc, uncond, num_inference_steps, guidance_scale)
 
         # 5. Post-process: upsample the continuous masks, then threshold
