@@ -215,7 +215,7 @@ def run_benchmark(cfg: EvalConfig) -> dict:
     report: dict = {
         "config": asdict(cfg),
         "choi_version": __version__,
-        "evaluators": str(suite.path),
+        "evaluators": cfg.evaluators or "shipped with choi (choi/weights/evaluators)",
         "validation": validate_evaluators(samples, suite, cfg.seed),
         "methods": {},
         "fid_reference": f"{len(real)} ground-truth renders of the {cfg.split} split, disjoint from the requests",

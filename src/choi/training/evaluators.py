@@ -22,6 +22,7 @@ from choi.data.batch import collate
 from choi.data.shards import ShardDataset, read_manifest
 from choi.models.evaluators import IdentityEmbedder, InteractionRecognizer
 from choi.vocabulary import CLASSES
+from choi.world import class_probabilities
 
 EVALUATOR_KINDS = ("interaction", "mask", "identity")
 
@@ -101,6 +102,10 @@ class RecognizerTask(_EvaluatorTask):
         self.kind = kind
         super().__init__(data)
         self.input_key = "image" if kind == "interaction" else "masks"
+        # Rare classes are ~10x scarcer in HOI-World's train split; a judge must not inherit that
+        # prior, so the loss weighs each class by its inverse training frequency.
+        freq = torch.from_numpy(class_probabilities("train")).float()
+        self.class_weights = (1.0 / freq) / (1.0 / freq).mean()
 
     def build_model(self) -> InteractionRecognizer:
         return InteractionRecognizer(in_channels=3 if self.kind == "interaction" else 2, num_classes=len(CLASSES))
@@ -111,7 +116,8 @@ class RecognizerTask(_EvaluatorTask):
         if self.kind == "interaction":
             x = _degrade(x)
         logits = model(x)
-        loss = F.cross_entropy(logits, batch["label"], label_smoothing=0.05)
+        weight = self.class_weights.to(logits.device)
+        loss = F.cross_entropy(logits, batch["label"], weight=weight, label_smoothing=0.05)
         acc = (logits.argmax(-1) == batch["label"]).float().mean()
         return loss, {"acc": acc.item()}
 
