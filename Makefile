@@ -18,9 +18,12 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 demo: install
-	$(CHOI) data synth --out outputs/demo-data --n 48 --split test --seed 0 --shard-size 16
-	$(CHOI) data preview outputs/demo-data --out outputs/demo-sheet.png --n 16
-	@echo "demo: dataset in outputs/demo-data, contact sheet in outputs/demo-sheet.png"
+	# The main job on the shipped choi-tiny weights: four HOI-World test pairs (examples/jobs.jsonl), two
+	# candidates each, then one customized pair: the kicking example's person riding the example bicycle.
+	$(CHOI) generate --jobs examples/jobs.jsonl --out outputs/demo --num-images 2
+	$(CHOI) generate --human examples/kick_ball_human.png --object examples/ride_bicycle_object.png \
+		--interaction "a person riding a bicycle" --seed 0 --num-images 2 --out outputs/demo/custom
+	@echo "demo: images in outputs/demo/<job>/image_K.png, masks in mask_K_preview.png, settings in choi.json"
 
 test: install
 	$(PY) -m pytest -q
@@ -31,6 +34,7 @@ lint: install
 
 bench: install
 	$(PY) benchmarks/bench_world.py
+	$(PY) benchmarks/bench_generate.py
 
 clean:
 	rm -rf outputs .pytest_cache .ruff_cache

@@ -55,3 +55,18 @@ def failing_render(split: str, index: int, seed: int, resolution: int = 128) -> 
     if index == 5:
         raise RuntimeError("renderer bug at sample 5")
     return fake_render(split, index, seed, resolution)
+
+
+def write_tiny_dataset(root, counts=(("train", 8), ("test", 2)), resolution: int = 32):
+    """A complete dataset of random samples (one shard per split) in ``root``; returns ``root``."""
+    from choi.data.schema import encode
+    from choi.data.shards import Manifest, ShardInfo, SplitInfo, file_sha256, shard_name, write_manifest, write_shard
+
+    manifest = Manifest(generator="test", generator_version="0", resolution=resolution)
+    for split, count in counts:
+        samples = [random_sample(f"{split}-{i:04d}", [i, split == "train"], resolution) for i in range(count)]
+        write_shard(root / shard_name(split, 0), (encode(s) for s in samples))
+        info = ShardInfo(shard_name(split, 0), count, file_sha256(root / shard_name(split, 0)))
+        manifest.splits[split] = SplitInfo(count=count, shards=[info], complete=True)
+    write_manifest(root, manifest)
+    return root

@@ -78,6 +78,11 @@ def test_eval_end_to_end_cached_and_deterministic(dataset, evaluators, tmp_path,
         seed=3,
         evaluators=str(evaluators),
     )
+
+    def no_weights():
+        raise baselines.MethodUnavailable("choi-tiny weights cannot be loaded: test")
+
+    monkeypatch.setattr(baselines, "_pipeline", no_weights)
     report = run_benchmark(cfg)
     assert "missing" in report["methods"]["choi-tiny"]  # not faked
     for name in ("gt", "copy-paste"):

@@ -8,16 +8,15 @@ import torch
 from PIL import Image
 
 from choi.cli import main
-from choi.data.schema import encode
 from choi.data.segment import silhouette
-from choi.data.shards import Manifest, ShardInfo, SplitInfo, file_sha256, shard_name, write_manifest, write_shard
 from choi.errors import ChoiError
-from choi.models.mask_generator import MASK_CONFIGS, MaskConditions, MaskGenerator, box_coverage, fit_silhouettes
+from choi.models.conditioning import box_coverage, fit_silhouettes
+from choi.models.mask_generator import MASK_CONFIGS, MaskConditions, MaskGenerator
 from choi.models.text_encoder import TextEmbeddings, TextEncoder
 from choi.pipelines.mask import MaskPipeline, parse_box
 from choi.training.loop import TrainConfig, train
 from choi.training.mask import MaskTask, MaskTrainConfig
-from fake_samples import random_sample
+from fake_samples import write_tiny_dataset
 
 STEPS = 4  # sampler steps in tests: enough to exercise the multistep solver, cheap on a CPU
 
@@ -210,15 +209,7 @@ def test_silhouette_of_a_plain_background_photo():
 
 @pytest.fixture(scope="module")
 def dataset(tmp_path_factory):
-    root = tmp_path_factory.mktemp("data")
-    manifest = Manifest(generator="test", generator_version="0", resolution=32)
-    for split, count in (("train", 8), ("test", 2)):
-        samples = [random_sample(f"{split}-{i:04d}", seed=[i, split == "train"], resolution=32) for i in range(count)]
-        write_shard(root / shard_name(split, 0), (encode(s) for s in samples))
-        info = ShardInfo(shard_name(split, 0), count, file_sha256(root / shard_name(split, 0)))
-        manifest.splits[split] = SplitInfo(count=count, shards=[info], complete=True)
-    write_manifest(root, manifest)
-    return root
+    return write_tiny_dataset(tmp_path_factory.mktemp("data"))
 
 
 def _task(dataset, text_encoder, **kw):

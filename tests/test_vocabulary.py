@@ -67,3 +67,10 @@ def test_phrase_uses_articles():
     assert BY_NAME["ride_bicycle"].phrase() == "a person riding a bicycle"
     assert BY_NAME["hold_umbrella"].phrase() == "a person holding an umbrella"
     assert BY_NAME[NO_INTERACTION].phrase("umbrella") == "a person standing next to an umbrella"
+
+
+def test_label_index_skips_interactions_outside_the_vocabulary():
+    from choi.vocabulary import UNLABELLED, label_index
+
+    assert label_index("kick_ball") == BY_NAME["kick_ball"].index
+    assert label_index("inspect_airplane") == UNLABELLED

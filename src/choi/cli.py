@@ -24,7 +24,12 @@ class _Parser(argparse.ArgumentParser):
 
 
 def _add_data(sub: argparse._SubParsersAction) -> None:
-    data = sub.add_parser("data", help="build and inspect datasets", description="Build and inspect datasets.")
+    data = sub.add_parser(
+        "data",
+        help="build and inspect datasets",
+        description="Build and inspect datasets.",
+        epilog="example: choi data synth --out data/hoiw --n 1000 --split train",
+    )
     dsub = data.add_subparsers(dest="data_command", required=True, parser_class=_Parser)
 
     synth = dsub.add_parser(
@@ -37,11 +42,47 @@ def _add_data(sub: argparse._SubParsersAction) -> None:
     synth.add_argument("--out", required=True, help="output dataset folder")
     synth.add_argument("--n", type=int, required=True, help="number of samples")
     synth.add_argument("--split", choices=("train", "test"), required=True)
-    synth.add_argument("--seed", type=int, default=0)
+    synth.add_argument("--seed", type=int, default=0, help="world seed: same seed, same samples")
     synth.add_argument("--resolution", type=int, default=128, choices=(64, 128, 256))
     synth.add_argument("--workers", type=int, default=1, help="parallel rendering processes")
     synth.add_argument("--shard-size", type=int, default=1000, help="samples per tar shard")
     synth.set_defaults(func=_data_synth)
+
+    hico = dsub.add_parser(
+        "hico",
+        help="build a dataset from HICO-DET-format images and annotations",
+        description="One sample per annotated interaction: person mask and keypoints from MediaPipe, object "
+        "mask from GrabCut (or SAM), references cut from the same image. Bad items go to rejects.jsonl; "
+        "re-running with the same arguments completes what is missing.",
+        epilog="example: choi data hico --images hico/images/train2015 --annotations trainval_hico.json "
+        "--out data/hico --workers 2",
+    )
+    hico.add_argument("--images", required=True, help="folder the annotations' file names are relative to")
+    hico.add_argument("--annotations", required=True, help="HICO-DET JSON annotation file")
+    _add_real_data_options(hico, shard_size=64)
+    hico.set_defaults(func=_data_hico)
+
+    video = dsub.add_parser(
+        "video",
+        help="build a dataset of different-pose pairs from a video of one human-object pair",
+        description="Follows the person (MediaPipe) and the object (OpenCV tracker, or per-frame boxes) and "
+        "mines pairs of frames far apart in time and pose: reference from one, target from the other. "
+        "Boxes are normalised x1,y1,x2,y2 in [0, 1].",
+        epilog="example: choi data video --video clip.mp4 --interaction 'ride bicycle' "
+        "--first-boxes 0.1,0.2,0.4,0.9:0.05,0.5,0.6,0.95 --out data/video",
+    )
+    video.add_argument("--video", required=True, help="video file (anything FFmpeg decodes)")
+    video.add_argument("--interaction", required=True, help="what the person does, e.g. 'ride bicycle'")
+    video.add_argument("--object", default=None, help="object category (default: the interaction's object)")
+    boxes = video.add_mutually_exclusive_group(required=True)
+    boxes.add_argument("--first-boxes", help="PERSON:OBJECT boxes in the first frame, each x1,y1,x2,y2")
+    boxes.add_argument("--boxes", help='JSON list of {"frame": i, "person": box, "object": box}')
+    video.add_argument("--sample-fps", type=float, default=5.0, help="frames per second sampled (default: 5)")
+    video.add_argument("--min-gap", type=float, default=1.0, help="least seconds between paired frames")
+    video.add_argument("--min-pose-distance", type=float, default=0.03, help="least pose change of a pair")
+    video.add_argument("--max-pairs", type=int, default=50, help="most pairs mined from the video")
+    _add_real_data_options(video, shard_size=32)
+    video.set_defaults(func=_data_video)
 
     preview = dsub.add_parser(
         "preview",
@@ -65,6 +106,55 @@ def _data_synth(args: argparse.Namespace) -> None:
     build_synth(args.out, cfg, workers=args.workers)
 
 
+def _add_real_data_options(parser: argparse.ArgumentParser, shard_size: int) -> None:
+    """Options `choi data hico` and `choi data video` share."""
+    parser.add_argument("--out", required=True, help="output dataset folder")
+    parser.add_argument("--split", choices=("train", "test"), default="train")
+    parser.add_argument("--resolution", type=int, default=256, choices=(64, 128, 256, 512))
+    parser.add_argument("--workers", type=int, default=1, help="parallel processes")
+    parser.add_argument("--shard", default=None, help="i/N: build only this machine's part (e.g. 0/4)")
+    parser.add_argument("--shard-size", type=int, default=shard_size, help="input items per tar shard")
+    parser.add_argument("--sam-checkpoint", default=None, help="SAM weights for object masks (needs choi[sam])")
+    parser.add_argument("--sam-model-type", default=None, help="vit_h, vit_l or vit_b (default: from the file name)")
+
+
+def _data_hico(args: argparse.Namespace) -> None:
+    from choi.data.hico import HicoConfig, build_hico
+
+    cfg = HicoConfig(
+        images=args.images,
+        annotations=args.annotations,
+        split=args.split,
+        resolution=args.resolution,
+        shard_size=args.shard_size,
+        sam_checkpoint=args.sam_checkpoint,
+        sam_model_type=args.sam_model_type,
+    )
+    build_hico(args.out, cfg, workers=args.workers, shard=args.shard)
+
+
+def _data_video(args: argparse.Namespace) -> None:
+    from choi.data.video import VideoConfig, build_video
+
+    cfg = VideoConfig(
+        video=args.video,
+        interaction=args.interaction,
+        object_category=args.object,
+        first_boxes=args.first_boxes,
+        boxes=args.boxes,
+        sample_fps=args.sample_fps,
+        min_gap=args.min_gap,
+        min_pose_distance=args.min_pose_distance,
+        max_pairs=args.max_pairs,
+        split=args.split,
+        resolution=args.resolution,
+        shard_size=args.shard_size,
+        sam_checkpoint=args.sam_checkpoint,
+        sam_model_type=args.sam_model_type,
+    )
+    build_video(args.out, cfg, workers=args.workers, shard=args.shard)
+
+
 def _data_preview(args: argparse.Namespace) -> None:
     from choi.data.preview import write_contact_sheet
 
@@ -75,16 +165,21 @@ def _add_training_options(parser: argparse.ArgumentParser, steps: int, batch_siz
     """Options every `choi train` command shares; the defaults are each model's own."""
     parser.add_argument("--data", required=True, help="dataset folder with a train split")
     parser.add_argument("--out", required=True, help="run folder")
-    parser.add_argument("--steps", type=int, default=steps)
-    parser.add_argument("--batch-size", type=int, default=batch_size)
-    parser.add_argument("--lr", type=float, default=lr)
+    parser.add_argument("--steps", type=int, default=steps, help=f"optimiser steps (default: {steps})")
+    parser.add_argument("--batch-size", type=int, default=batch_size, help=f"samples per step (default: {batch_size})")
+    parser.add_argument("--lr", type=float, default=lr, help=f"peak learning rate (default: {lr:g})")
     parser.add_argument("--workers", type=int, default=1, help="DataLoader workers")
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--seed", type=int, default=0, help="seed for initialisation and data order")
     parser.add_argument("--resume", action="store_true", help="continue the run in --out from its checkpoint")
 
 
 def _add_train(sub: argparse._SubParsersAction) -> None:
-    train = sub.add_parser("train", help="train models", description="Train choi's models and evaluators.")
+    train = sub.add_parser(
+        "train",
+        help="train models",
+        description="Train choi's models and evaluators.",
+        epilog="example: choi train mask --data data/hoiw --out runs/mask --steps 3000",
+    )
     tsub = train.add_subparsers(dest="train_command", required=True, parser_class=_Parser)
     ev = tsub.add_parser(
         "evaluators",
@@ -108,13 +203,30 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
     _add_training_options(mask, steps=3000, batch_size=32, lr=5e-4)
     mask.add_argument("--config", default="tiny", help="model preset: tiny (CPU) or small (GPU)")
     mask.add_argument("--validate-every", type=int, default=0, help="steps between validation grids (0: at the end)")
-    mask.set_defaults(func=_train_mask)
+    mask.set_defaults(func=_train_stage)
+
+    image = tsub.add_parser(
+        "image",
+        help="train the stage-2 image generator",
+        description="Train the mask-guided, identity-preserving image generator on a HOI-World dataset (train "
+        "split; the test split, when present, is used for validation grids). The same network learns the "
+        "two-stage mode (masks) and the single-stage baseline mode (box only). The final EMA weights land in "
+        "OUT/model; a killed run continues with --resume.",
+        epilog="example: choi train image --data data/hoiw --out runs/image --config tiny --steps 6000",
+    )
+    _add_training_options(image, steps=6000, batch_size=16, lr=8e-4)
+    image.add_argument("--config", default="tiny", help="model preset: tiny (CPU) or small (GPU)")
+    image.add_argument("--validate-every", type=int, default=0, help="steps between validation grids (0: at the end)")
+    image.set_defaults(func=_train_stage)
 
 
-def _train_mask(args: argparse.Namespace) -> None:
-    from choi.training.mask import train_mask
-
-    final = train_mask(
+def _train_stage(args: argparse.Namespace) -> None:
+    """``choi train mask`` and ``choi train image``: the two diffusion recipes take the same options."""
+    if args.train_command == "mask":
+        from choi.training.mask import train_mask as recipe
+    else:
+        from choi.training.image import train_image as recipe
+    final = recipe(
         args.data,
         args.out,
         config=args.config,
@@ -126,7 +238,7 @@ def _train_mask(args: argparse.Namespace) -> None:
         resume=args.resume,
         validate_every=args.validate_every,
     )
-    log.info("mask model written to %s", final)
+    log.info("%s model written to %s", args.train_command, final)
 
 
 def _train_evaluators(args: argparse.Namespace) -> None:
@@ -143,6 +255,106 @@ def _train_evaluators(args: argparse.Namespace) -> None:
         seed=args.seed,
         resume=args.resume,
     )
+
+
+_GENERATE_EXAMPLES = """examples:
+  choi generate --human me.png --object bike.png --interaction 'riding a bike' --num-images 4 --seed 0 --out out/
+  choi generate --human me.png --object bike.png --interaction 'ride bicycle' --background park.jpg \\
+      --box 0.3,0.2,0.9,0.95 --out out/
+  choi mask ... --out masks/ && choi generate ... --mask masks/mask_0_preview.png --out out/   # an edited mask
+  choi generate --jobs requests.jsonl --out batch/
+
+a jobs file has one JSON request per line, with the option names as keys (paths relative to the file):
+  {"id": "bob-bike", "human": "bob.png", "object": "bike.png", "interaction": "ride bicycle", "seed": 3}
+options given on the command line (--seed, --steps, ...) are defaults for every job."""
+
+
+def _add_generate(sub: argparse._SubParsersAction) -> None:
+    gen = sub.add_parser(
+        "generate",
+        help="generate images of a person interacting with an object (both stages)",
+        description="Generate images of the given person interacting with the given object: stage 1 lays out\n"
+        "the masks, stage 2 renders them. Writes image_K.png, mask_K_{human,object,preview}.png and\n"
+        "choi.json (every input, seed and model version) per request; choi.json last: it marks a request done.",
+        epilog=_GENERATE_EXAMPLES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    gen.add_argument("--human", help="photo of the person on a plain background")
+    gen.add_argument("--object", help="photo of the object on a plain background")
+    gen.add_argument("--interaction", help="e.g. 'ride bicycle', 'a person kicking a ball'")
+    gen.add_argument("--background", default=None, help="scene image; the output takes its size")
+    gen.add_argument("--box", default=None, help="normalised union box x1,y1,x2,y2 in [0, 1]")
+    gen.add_argument("--mask", default=None, help="colour-coded mask PNG (person red, object blue): skips stage 1")
+    gen.add_argument("--seed", type=int, default=None, help="image K uses seed+K (default: random, recorded)")
+    gen.add_argument("--steps", type=int, default=None, help="stage-2 sampler steps (default: the model's)")
+    gen.add_argument("--guidance", type=float, default=None, help="stage-2 guidance scale (default: the model's)")
+    gen.add_argument("--mask-steps", type=int, default=None, help="stage-1 sampler steps (default: the model's)")
+    gen.add_argument("--mask-guidance", type=float, default=None, help="stage-1 guidance (default: the model's)")
+    gen.add_argument("--num-images", type=int, default=None, help="candidates per request (default: 1)")
+    _add_model_options(gen)
+    gen.add_argument("--out", required=True, help="output folder (with --jobs: one subfolder per job)")
+    gen.add_argument("--jobs", default=None, help="JSON Lines file of requests, instead of --human/--object/...")
+    gen.set_defaults(func=_generate)
+
+
+def _add_model_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--model", default="choi-tiny", help="choi-tiny (shipped) or a model folder")
+    parser.add_argument("--device", default="cpu", choices=("cpu", "cuda"), help="where the model runs")
+    parser.add_argument("--dtype", default="float32", choices=("float32", "bfloat16"), help="model weights' dtype")
+
+
+def _generate(args: argparse.Namespace) -> None:
+    from choi.jobs import Request, generate, load_pipeline, read_jobs, run_jobs
+
+    single = {k: getattr(args, k) for k in ("human", "object", "interaction", "background", "box", "mask")}
+    options = {k: getattr(args, k) for k in ("seed", "steps", "guidance", "mask_steps", "mask_guidance", "num_images")}
+    options = {k: v for k, v in options.items() if v is not None}
+    if args.jobs is not None:
+        given = [f"--{k}" for k, v in single.items() if v is not None]
+        if given:
+            raise ChoiError(f"--jobs takes the requests from the file; drop {', '.join(given)}")
+        jobs = read_jobs(args.jobs, defaults=options)
+        summary = run_jobs(jobs, args.out, lambda: load_pipeline(args.model, args.device, args.dtype))
+        if summary.failed:
+            raise ChoiError(
+                f"{len(summary.failed)} of {summary.total} jobs failed: {', '.join(i for i, _ in summary.failed)}"
+            )
+        return
+    missing = [f"--{k}" for k in ("human", "object", "interaction") if single[k] is None]
+    if missing:
+        raise ChoiError(f"give {', '.join(missing)} (or --jobs FILE)")
+    request = Request.from_dict({**single, **options})
+    checked = request.check()  # every input is checked before the model loads or anything is written
+    pipe = load_pipeline(args.model, args.device, args.dtype)
+    out = generate(pipe, request, args.out, checked=checked, progress=True)
+    log.info("wrote %d image(s) to %s (seeds %s)", len(out.images), args.out, out.metadata["seeds"])
+
+
+def _add_app(sub: argparse._SubParsersAction) -> None:
+    app = sub.add_parser(
+        "app",
+        help="start the web app",
+        description="Start the web app (Gradio) on this machine. It binds to 127.0.0.1 unless --host says "
+        "otherwise, and serves no file outside its outputs folder.",
+        epilog="example: choi app --port 7860   # then open http://127.0.0.1:7860",
+    )
+    app.add_argument("--host", default="127.0.0.1", help="address to bind; 0.0.0.0 exposes the app to your network")
+    app.add_argument("--port", type=int, default=7860, help="port to listen on (default: 7860)")
+    app.add_argument("--outputs", default=None, help="folder for generated files (default: a new temporary folder)")
+    _add_model_options(app)
+    app.set_defaults(func=_app)
+
+
+def _app(args: argparse.Namespace) -> None:
+    from choi.jobs import load_pipeline
+
+    if not 0 < args.port < 65536:
+        raise ChoiError(f"--port must be in [1, 65535], got {args.port}")
+    try:
+        from choi.app import launch
+    except ImportError as err:
+        raise ChoiError(f"the app needs gradio ({err}); install choi with its dependencies") from err
+    launch(load_pipeline(args.model, args.device, args.dtype), host=args.host, port=args.port, outputs=args.outputs)
 
 
 def _add_mask(sub: argparse._SubParsersAction) -> None:
@@ -163,7 +375,7 @@ def _add_mask(sub: argparse._SubParsersAction) -> None:
     mask.add_argument("--seed", type=int, default=None, help="image K uses seed+K (default: random, recorded)")
     mask.add_argument("--steps", type=int, default=DEFAULT_STEPS, help="sampler steps")
     mask.add_argument("--guidance", type=float, default=DEFAULT_GUIDANCE, help="classifier-free guidance scale")
-    mask.add_argument("--num-images", type=int, default=1)
+    mask.add_argument("--num-images", type=int, default=1, help="mask candidates per request")
     mask.add_argument("--model", default=None, help="mask model folder (default: the shipped choi-tiny weights)")
     mask.add_argument("--out", required=True, help="output folder")
     mask.set_defaults(func=_mask)
@@ -208,11 +420,15 @@ def _add_eval(sub: argparse._SubParsersAction) -> None:
         epilog="example: choi eval --data data/hoiw --methods gt,copy-paste --out reports/hoiw --n 500",
     )
     ev.add_argument("--data", required=True, help="dataset folder with a test split")
-    ev.add_argument("--methods", default="gt,choi-tiny,single-stage,gt-mask,copy-paste")
+    ev.add_argument(
+        "--methods",
+        default="gt,choi-tiny,single-stage,gt-mask,copy-paste",
+        help="comma-separated methods (default: %(default)s)",
+    )
     ev.add_argument("--out", required=True, help="report folder")
     ev.add_argument("--n", type=int, default=500, help="number of requests")
-    ev.add_argument("--seed", type=int, default=0)
-    ev.add_argument("--split", default="test")
+    ev.add_argument("--seed", type=int, default=0, help="seed of the requests and of every method")
+    ev.add_argument("--split", default="test", help="dataset split the requests come from")
     ev.add_argument("--evaluators", default=None, help="folder of trained evaluators (default: shipped ones)")
     ev.add_argument("--no-background", action="store_true", help="requests without the background")
     ev.add_argument("--no-box", action="store_true", help="requests without the union box")
@@ -248,10 +464,12 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"choi {__version__}")
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+    _add_generate(sub)
     _add_data(sub)
     _add_mask(sub)
     _add_train(sub)
     _add_eval(sub)
+    _add_app(sub)
     return parser
 
 

@@ -197,3 +197,13 @@ def resolve(text: str) -> InteractionClass:
         raise UnknownInteractionError(f"unknown interaction '{text}': '{verb}' is not known for {obj}; known: {known}")
     suggestions = ", ".join(f"'{s}'" for s in closest(text))
     raise UnknownInteractionError(f"unknown interaction '{text}'; closest known: {suggestions}")
+
+
+UNLABELLED = -100  # PyTorch cross-entropy's default ignore_index
+
+
+def label_index(name: str) -> int:
+    """Class index of an interaction name; :data:`UNLABELLED` for one outside choi's vocabulary
+    (real HICO-DET verbs choi has no class for), which losses and metrics then skip."""
+    cls = BY_NAME.get(name)
+    return cls.index if cls is not None else UNLABELLED

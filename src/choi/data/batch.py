@@ -8,7 +8,7 @@ import numpy as np
 import torch
 
 from choi.data.schema import Sample
-from choi.vocabulary import BY_NAME
+from choi.vocabulary import label_index
 
 
 def image_tensor(images: Sequence[np.ndarray] | np.ndarray) -> torch.Tensor:
@@ -37,7 +37,7 @@ def collate(samples: Sequence[Sample]) -> dict[str, torch.Tensor]:
         "object_ref": image_tensor([s.object_ref for s in samples]),
         "ref_masks": mask_tensor([s.human_ref_mask for s in samples], [s.object_ref_mask for s in samples]),
         "union_box": torch.tensor([s.union_box for s in samples], dtype=torch.float32),
-        "label": torch.tensor([BY_NAME[s.interaction].index for s in samples], dtype=torch.long),
+        "label": torch.tensor([label_index(s.interaction) for s in samples], dtype=torch.long),
         "human_id": torch.tensor([s.human_id for s in samples], dtype=torch.long),
         "object_id": torch.tensor([s.object_id for s in samples], dtype=torch.long),
     }

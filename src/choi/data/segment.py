@@ -8,45 +8,129 @@ Example:
 from __future__ import annotations
 
 import os
+import warnings
 from pathlib import Path
 
 import cv2
 import numpy as np
-from PIL import Image, UnidentifiedImageError
+from PIL import Image, ImageOps, UnidentifiedImageError
 
 from choi.errors import ChoiError
 
 MIN_THRESHOLD = 4  # least colour distance (max over channels, 0-255) from the background; noisy photos raise it
+MAX_PIXELS = 40_000_000  # 40 MP: any phone photo; beyond that a file is a mistake or a decompression bomb
 
 
 def load_image(path: str | os.PathLike, what: str = "image") -> np.ndarray:
-    """Read an image file as (H, W, 3) RGB or, when it has transparency, (H, W, 4) RGBA uint8."""
+    """Read an image file as (H, W, 3) RGB or, when it has transparency, (H, W, 4) RGBA uint8.
+
+    EXIF orientation is applied; grayscale, palette, CMYK, 16-bit and float images are converted.
+    Missing files, folders, non-images, truncated files and images over :data:`MAX_PIXELS` raise
+    :class:`ChoiError` with a one-line message.
+    """
     path = Path(path)
-    if not path.is_file():
+    try:
+        is_dir, is_file = path.is_dir(), path.is_file()
+    except (OSError, ValueError) as err:  # a name too long, a NUL byte
+        reason = err.strerror if isinstance(err, OSError) and err.strerror else _one_line(err)
+        raise ChoiError(f"{what} path {str(path)[:80]!r}... is invalid ({reason})") from err
+    if is_dir:
+        raise ChoiError(f"{what} {path} is a folder, not an image file")
+    if not is_file:
         raise ChoiError(f"{what} {path} does not exist")
     try:
-        with Image.open(path) as im:
-            im.load()
-            keep_alpha = im.mode in ("RGBA", "LA", "PA") or (im.mode == "P" and "transparency" in im.info)
-            return np.asarray(im.convert("RGBA" if keep_alpha else "RGB")).copy()
-    except (UnidentifiedImageError, OSError, ValueError) as err:
-        raise ChoiError(f"cannot read {what} {path}: not an image file ({err})") from err
+        # Pillow warns (and only errors at twice its own limit) on decompression bombs; an error is
+        # what a bad input deserves, and it keeps the CLI's message to one line. (catch_warnings is
+        # process-wide; a race between threads can at worst leave this one filter switched on.)
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            with Image.open(path) as im:
+                _check_pixels(im.size, f"{what} {path}")  # from the header, before decoding anything
+                im.load()
+                return _to_array(im, what)
+    except ChoiError:
+        raise
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as err:
+        limit = f"{MAX_PIXELS / 1e6:.0f} megapixels"
+        raise ChoiError(f"{what} {path} is over {limit}: refused as a possible decompression bomb") from err
+    except UnidentifiedImageError as err:
+        raise ChoiError(f"cannot read {what} {path}: not an image file Pillow can read") from err
+    except Exception as err:  # Pillow's decoders raise many types on corrupt data (OSError, SyntaxError, ...)
+        raise ChoiError(f"cannot read {what} {path}: truncated or corrupt image ({_one_line(err)})") from err
 
 
 def as_rgb(image: np.ndarray | Image.Image, what: str = "image") -> np.ndarray:
-    """(H, W, 3) uint8 RGB from a PIL image or an (H, W), (H, W, 3) or (H, W, 4) array."""
+    """(H, W, 3) uint8 RGB from a PIL image (any mode) or an (H, W), (H, W, 1-4) array.
+
+    uint16 arrays are scaled from 0-65535, float arrays in [0, 1] from 0-1 (others clipped to 0-255);
+    a 2- or 4-channel array's alpha is dropped.
+    """
     if isinstance(image, Image.Image):
-        image = np.asarray(image.convert("RGB"))
+        _check_pixels(image.size, what)
+        image = _to_array(ImageOps.exif_transpose(image), what)
     arr = np.asarray(image)
-    if arr.ndim == 2:
-        arr = np.repeat(arr[..., None], 3, -1)
+    if arr.ndim == 3 and arr.shape[-1] in (1, 2):
+        arr = arr[..., :1]
+    if arr.ndim == 2 or (arr.ndim == 3 and arr.shape[-1] == 1):
+        arr = np.repeat(arr.reshape(arr.shape[:2])[..., None], 3, -1)
     if arr.ndim != 3 or arr.shape[-1] not in (3, 4) or min(arr.shape[:2]) < 8:
         raise ChoiError(f"{what} must be an RGB image of at least 8x8 pixels, got an array of shape {arr.shape}")
-    if arr.dtype != np.uint8:
-        if np.issubdtype(arr.dtype, np.floating) and arr.size and arr.min() >= 0 and arr.max() <= 1:
-            arr = (arr * 255).round()
-        arr = np.clip(arr, 0, 255).astype(np.uint8)
-    return np.ascontiguousarray(arr[..., :3])
+    _check_pixels((arr.shape[1], arr.shape[0]), what)
+    return np.ascontiguousarray(_to_uint8(arr[..., :3]))
+
+
+def _one_line(err: BaseException) -> str:
+    text = str(err).strip().splitlines()
+    return text[0] if text else type(err).__name__
+
+
+def _check_pixels(size: tuple[int, int], what: str) -> None:
+    width, height = size
+    if width * height > MAX_PIXELS:
+        raise ChoiError(
+            f"{what} is {width}x{height} pixels; at most {MAX_PIXELS / 1e6:.0f} megapixels are accepted (resize it)"
+        )
+
+
+def _to_uint8(arr: np.ndarray) -> np.ndarray:
+    """Any numeric array → uint8: bool as 0/255, uint16 scaled, floats in [0, 1] scaled, the rest clipped."""
+    if arr.dtype == np.uint8:
+        return arr
+    if arr.dtype == bool:
+        return arr.astype(np.uint8) * 255
+    if arr.dtype == np.uint16:
+        return (arr.astype(np.float32) / 257.0).round().astype(np.uint8)
+    floating = np.issubdtype(arr.dtype, np.floating)
+    arr = np.nan_to_num(arr.astype(np.float64), nan=0.0, posinf=255.0, neginf=0.0)
+    if floating and arr.size and arr.min() >= 0 and arr.max() <= 1:
+        arr = arr * 255
+    return np.clip(arr.round(), 0, 255).astype(np.uint8)
+
+
+def _to_array(im: Image.Image, what: str) -> np.ndarray:
+    """A decoded PIL image in any mode → (H, W, 3) RGB, or (H, W, 4) RGBA when it has transparency."""
+    im = ImageOps.exif_transpose(im)  # a phone photo's pixels are stored sideways; the tag says how to turn them
+    mode = im.mode
+    if mode.startswith("I;16") or mode in ("I", "F"):
+        # 16-bit/32-bit grayscale and float: Pillow's own convert("L") clips instead of scaling.
+        values = np.asarray(im)
+        if mode.startswith("I;16") or (mode == "I" and values.size and values.max() > 255):
+            values = np.clip(values, 0, 65535).astype(np.uint16)
+        gray = _to_uint8(values)
+        return np.repeat(gray[..., None], 3, -1)
+    if mode == "P":
+        im = im.convert("RGBA" if "transparency" in im.info else "RGB")
+    elif mode in ("LA", "La", "PA", "RGBa"):
+        im = im.convert("RGBA")
+    elif mode not in ("RGB", "RGBA"):
+        try:  # 1, L, CMYK, YCbCr, RGBX, ...
+            im = im.convert("RGB")
+        except ValueError as err:
+            raise ChoiError(f"{what} has image mode {mode}, which cannot be converted to RGB") from err
+    arr = np.array(im)  # a writable copy (np.asarray of a PIL image is read-only)
+    if arr.shape[-1] == 4 and (arr[..., 3] == 255).all():
+        arr = arr[..., :3]  # an alpha channel without transparency is just RGB
+    return np.ascontiguousarray(arr)
 
 
 def _fill_small_holes(mask: np.ndarray, max_fraction: float) -> np.ndarray:

@@ -34,6 +34,7 @@ from diffusers.configuration_utils import register_to_config
 from torch import nn
 
 from choi.errors import ChoiError
+from choi.models.conditioning import RoleTokens, box_coverage, fit_silhouettes
 from choi.models.text_encoder import TEXT_DIM, TEXT_ENCODER_NAME, TextEmbeddings
 
 NUM_FLAGS = 4  # has_text, has_refs, has_box, has_background
@@ -169,69 +170,7 @@ class EncodedConditions:
         return EncodedConditions(*(torch.cat([getattr(self, f.name), getattr(other, f.name)]) for f in fields(self)))
 
 
-def fit_silhouettes(masks: torch.Tensor, size: int, margin: float = 0.08) -> torch.Tensor:
-    """Crop each silhouette to its box (made square, plus a margin) and resize it to ``size``.
-
-    The network should learn the *shape* of the reference (build, proportions, object form), not
-    where or how large it happened to be drawn in the reference photo.
-    (N, C, H, W) float {0, 1} → (N, C, size, size) float [0, 1]; empty masks stay empty.
-    """
-    n, c, h, w = masks.shape
-    flat = masks.reshape(n * c, 1, h, w).float()
-    rows, cols = flat[:, 0].amax(-1) > 0.5, flat[:, 0].amax(-2) > 0.5  # (M, H), (M, W)
-    ar_h, ar_w = torch.arange(h, device=masks.device), torch.arange(w, device=masks.device)
-    y0 = torch.where(rows, ar_h, h).amin(-1).clamp(max=h - 1).float()
-    y1 = torch.where(rows, ar_h + 1, 0).amax(-1).float()
-    x0 = torch.where(cols, ar_w, w).amin(-1).clamp(max=w - 1).float()
-    x1 = torch.where(cols, ar_w + 1, 0).amax(-1).float()
-    side = torch.maximum(x1 - x0, y1 - y0).clamp(min=1.0) * (1 + 2 * margin)
-    cx, cy = (x0 + x1) / 2, (y0 + y1) / 2
-    theta = torch.zeros(n * c, 2, 3, device=masks.device)
-    theta[:, 0, 0], theta[:, 0, 2] = side / w, cx * 2 / w - 1
-    theta[:, 1, 1], theta[:, 1, 2] = side / h, cy * 2 / h - 1
-    grid = F.affine_grid(theta, [n * c, 1, size, size], align_corners=False)
-    # Average-pool first so that a large silhouette is not aliased away by point sampling.
-    factor = max(1, int(min(h, w) // (2 * size)))
-    src = F.avg_pool2d(flat, factor) if factor > 1 else flat
-    out = F.grid_sample(src, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
-    return out.reshape(n, c, size, size)
-
-
-def box_coverage(box: torch.Tensor, size: int) -> torch.Tensor:
-    """(N, 4) normalised boxes → (N, 1, size, size) fraction of each pixel inside the box (sub-pixel exact)."""
-    edges = torch.arange(size, device=box.device, dtype=box.dtype)
-
-    def overlap(lo: torch.Tensor, hi: torch.Tensor) -> torch.Tensor:  # (N,) → (N, size)
-        return (torch.minimum(edges + 1, hi[:, None] * size) - torch.maximum(edges, lo[:, None] * size)).clamp(0, 1)
-
-    cov_x, cov_y = overlap(box[:, 0], box[:, 2]), overlap(box[:, 1], box[:, 3])
-    return (cov_y[:, :, None] * cov_x[:, None, :])[:, None]
-
-
 # --- network ------------------------------------------------------------------------------------
-
-
-class SilhouetteEncoder(nn.Module):
-    """Reference silhouettes → role-tagged tokens: (N, 2, S, S) → (N, 2·G², D)."""
-
-    def __init__(self, size: int, grid: int, dim: int):
-        super().__init__()
-        layers: list[nn.Module] = []
-        cin, res, width = 1, size, 32
-        while res > grid:  # stride-2 convs down to a grid × grid feature map
-            layers += [nn.Conv2d(cin, width, 3, 2, 1), nn.GroupNorm(8, width), nn.SiLU()]
-            cin, res, width = width, res // 2, min(2 * width, dim)
-        self.convs = nn.Sequential(*layers)
-        self.proj = nn.Linear(cin, dim)
-        self.pos = nn.Parameter(torch.randn(grid * grid, dim) * 0.02)
-        self.role = nn.Parameter(torch.randn(2, dim) * 0.02)  # human vs object: the roles never mix
-
-    def forward(self, silhouettes: torch.Tensor) -> torch.Tensor:
-        n = silhouettes.shape[0]
-        x = self.convs(silhouettes.reshape(n * 2, 1, *silhouettes.shape[-2:]) * 2 - 1)  # (2N, C, G, G)
-        tokens = self.proj(x.flatten(2).transpose(1, 2)) + self.pos  # (2N, G², D)
-        tokens = tokens.reshape(n, 2, -1, tokens.shape[-1]) + self.role[None, :, None]  # (N, 2, G², D)
-        return tokens.flatten(1, 2)  # (N, 2·G², D)
 
 
 class MaskGenerator(ModelMixin, ConfigMixin):
@@ -270,7 +209,7 @@ class MaskGenerator(ModelMixin, ConfigMixin):
             raise ChoiError(f"sample_size {sample_size} is not a multiple of patch_size {patch_size}")
         dim, p2 = cross_attention_dim, patch_size * patch_size
         self.text_proj = nn.Linear(text_dim, dim)
-        self.refs = SilhouetteEncoder(ref_size, ref_grid, dim)
+        self.refs = RoleTokens(1, ref_size, ref_grid, dim)  # silhouette tokens, role-tagged
         self.null_text = nn.Parameter(torch.randn(dim) * 0.02)
         self.null_refs = nn.Parameter(torch.randn(2, dim) * 0.02)
         self.unet = UNet2DConditionModel(
@@ -310,7 +249,7 @@ class MaskGenerator(ModelMixin, ConfigMixin):
         text_mask = torch.where(keep, cond.text.mask, first)
 
         # Reference tokens; dropped references become one null token per role.
-        refs = self.refs(fit_silhouettes(cond.ref_masks, cfg.ref_size).to(dtype))  # (N, 2·G², D)
+        refs = self.refs(fit_silhouettes(cond.ref_masks, cfg.ref_size).to(dtype)[:, :, None] * 2 - 1)  # (N, 2·G², D)
         per_role = refs.shape[1] // 2
         null = self.null_refs.to(dtype).repeat_interleave(per_role, 0)  # (2·G², D)
         keep = cond.has_refs[:, None]

@@ -7,6 +7,8 @@ and box) into an image and, when it has them, human/object masks. Oracle methods
 
 from __future__ import annotations
 
+import functools
+import zlib
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -14,6 +16,7 @@ import cv2
 import numpy as np
 
 from choi.data.schema import Box, Sample
+from choi.errors import ChoiError
 
 
 @dataclass
@@ -100,24 +103,65 @@ def copy_paste(request: Request, sample: Sample | None = None) -> MethodOutput:
     return MethodOutput(canvas, human, obj & ~human)
 
 
-def unavailable(name: str, reason: str) -> Callable[[Request, Sample | None], MethodOutput]:
-    def run(request: Request, sample: Sample | None = None) -> MethodOutput:
-        raise MethodUnavailable(f"{name}: {reason}")
+@functools.cache
+def _pipeline():
+    """The shipped choi-tiny pipeline, loaded once per process; unavailable if its weights are missing."""
+    from choi.pipelines.choi import CHOIPipeline
 
-    return run
+    try:
+        return CHOIPipeline.from_pretrained("choi-tiny")
+    except ChoiError as err:
+        raise MethodUnavailable(f"choi-tiny weights cannot be loaded: {err}") from err
+
+
+def request_seed(request: Request) -> int:
+    """A seed fixed by the request alone: every method and every re-run draws the same noise for it."""
+    return zlib.crc32(request.key.encode()) & 0x7FFFFFFF
+
+
+def two_stage(request: Request, sample: Sample | None = None) -> MethodOutput:
+    """choi-tiny end to end: stage-1 masks, then stage 2 inside them."""
+    out = _pipeline()(
+        human=request.human_ref,
+        object=request.object_ref,
+        interaction=request.text,
+        background=request.background,
+        box=request.box,
+        seed=request_seed(request),
+    )
+    return MethodOutput(out.images[0], out.human_masks[0], out.object_masks[0])
+
+
+def _render(request: Request, masks: tuple[np.ndarray, np.ndarray] | None) -> np.ndarray:
+    return _pipeline().renderer(
+        request.human_ref,
+        request.object_ref,
+        request.text,
+        layout_masks=masks,
+        box=request.box if request.box is not None or masks is not None else (0.0, 0.0, 1.0, 1.0),
+        background=request.background,
+        seeds=[request_seed(request)],
+    )[0]
+
+
+def single_stage(request: Request, sample: Sample | None = None) -> MethodOutput:
+    """Stage 2 with the box alone (no masks): the AnyDoor-like setting the paper compares against."""
+    return MethodOutput(_render(request, None))
+
+
+def gt_mask(request: Request, sample: Sample | None = None) -> MethodOutput:
+    """Stage 2 given the true masks: an upper bound for stage 2."""
+    assert sample is not None
+    image = _render(request, (sample.human_mask[None], sample.object_mask[None]))
+    return MethodOutput(image, sample.human_mask, sample.object_mask)
 
 
 def available_methods() -> dict[str, Method]:
     """Every method `choi eval` knows, in the order of the report table."""
-    not_yet = "needs the stage-2 image model, which is not trained yet"
     return {
         "gt": Method("gt", "ground-truth HOI-World renders (ceiling)", ground_truth, oracle=True),
-        "choi-tiny": Method("choi-tiny", "two-stage choi-tiny", unavailable("choi-tiny", not_yet)),
-        "single-stage": Method(
-            "single-stage", "stage 2 with the box only (AnyDoor-like)", unavailable("single-stage", not_yet)
-        ),
-        "gt-mask": Method(
-            "gt-mask", "stage 2 given the true masks (oracle)", unavailable("gt-mask", not_yet), oracle=True
-        ),
+        "choi-tiny": Method("choi-tiny", "two-stage choi-tiny", two_stage),
+        "single-stage": Method("single-stage", "choi-tiny stage 2 with the box only (AnyDoor-like)", single_stage),
+        "gt-mask": Method("gt-mask", "choi-tiny stage 2 given the true masks (oracle)", gt_mask, oracle=True),
         "copy-paste": Method("copy-paste", "references pasted into the request box", copy_paste),
     }

@@ -14,7 +14,7 @@ import json
 import logging
 import os
 import secrets
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
@@ -108,6 +108,67 @@ class MaskPipelineOutput:
         return [*written, out / "mask.json"]
 
 
+# --- request handling shared by both stages -----------------------------------------------------
+
+
+def read_reference(
+    image: ImageInput | None, mask: np.ndarray | None, what: str
+) -> tuple[np.ndarray | None, np.ndarray]:
+    """A reference photo (path, PIL or array) → (RGB (H, W, 3) uint8 or None, silhouette (H, W) bool).
+
+    The silhouette is ``mask`` when given, else segmented from the photo's plain background.
+    """
+    rgb = None
+    if image is not None:
+        if isinstance(image, str | os.PathLike):
+            image = load_image(image, f"{what} image")
+        arr = np.asarray(image.convert("RGBA") if isinstance(image, Image.Image) else image)
+        rgb = as_rgb(arr, f"{what} image")  # shape/dtype check with a clear message
+    if mask is not None:
+        mask = np.asarray(mask).astype(bool)
+        if mask.ndim != 2 or not mask.any():
+            raise ChoiError(f"{what} silhouette must be a non-empty (H, W) mask")
+        if rgb is not None and rgb.shape[:2] != mask.shape:
+            raise ChoiError(f"{what} silhouette is {mask.shape}, the image is {rgb.shape[:2]}")
+        return rgb, mask
+    if image is None:
+        raise ChoiError(f"give the {what} image (or its silhouette)")
+    return rgb, silhouette(arr, f"{what} image")
+
+
+def read_background(background: ImageInput | None) -> np.ndarray | None:
+    if background is None:
+        return None
+    if isinstance(background, str | os.PathLike):
+        background = load_image(background, "background image")
+    return as_rgb(background, "background image")
+
+
+def check_sampling(num_images: int, num_inference_steps: int, guidance_scale: float) -> None:
+    if not isinstance(num_images, int) or num_images < 1:
+        raise ChoiError(f"num_images must be a positive integer, got {num_images!r}")
+    if not isinstance(num_inference_steps, int) or not 1 <= num_inference_steps <= 1000:
+        raise ChoiError(f"num_inference_steps must be an integer in [1, 1000], got {num_inference_steps!r}")
+    if not guidance_scale >= 0:
+        raise ChoiError(f"guidance_scale must be >= 0, got {guidance_scale}")
+
+
+def make_generators(
+    num_images: int, seed: int | None = None, generator: torch.Generator | Sequence[torch.Generator] | None = None
+) -> tuple[list[torch.Generator], list[int]]:
+    """One CPU generator per image (image k depends on its own only) and the seeds to record."""
+    if generator is not None:
+        generators = list(generator) if isinstance(generator, list | tuple) else [generator]
+        if isinstance(generator, torch.Generator) and num_images > 1:
+            raise ChoiError("pass one generator per image (a list), or a seed")
+        if len(generators) != num_images:
+            raise ChoiError(f"got {len(generators)} generators for {num_images} images")
+        return generators, [g.initial_seed() for g in generators]
+    base = secrets.randbits(31) if seed is None else int(seed)
+    seeds = [base + k for k in range(num_images)]
+    return [torch.Generator().manual_seed(s) for s in seeds], seeds
+
+
 # --- sampling, as plain functions ---------------------------------------------------------------
 
 
@@ -128,9 +189,9 @@ def make_scheduler(model: MaskGenerator) -> DPMSolverMultistepScheduler:
     )
 
 
-def get_noise(generators: Sequence[torch.Generator], size: int, device, dtype) -> torch.Tensor:
-    """(K, 2, size, size) noise, sample k drawn from ``generators[k]`` alone on the CPU."""
-    noise = [torch.randn((1, 2, size, size), generator=g, dtype=torch.float32) for g in generators]
+def get_noise(generators: Sequence[torch.Generator], shape: tuple[int, ...], device, dtype) -> torch.Tensor:
+    """(K, *shape) noise, sample k drawn from ``generators[k]`` alone on the CPU."""
+    noise = [torch.randn((1, *shape), generator=g, dtype=torch.float32) for g in generators]
     return torch.cat(noise).to(device=device, dtype=dtype)
 
 
@@ -143,17 +204,24 @@ def denoise(
     uncond: EncodedConditions | None,
     steps: int,
     guidance_scale: float,
+    callback: Callable[[int, int], None] | None = None,
 ) -> torch.Tensor:
-    """Run the sampler from noise ``x``; with ``uncond``, classifier-free guidance in one batched pass."""
+    """Run the sampler from noise ``x``; with ``uncond``, classifier-free guidance in one batched pass.
+
+    ``model`` is either stage's generator (``denoise(x, t, encoded)``); ``callback(step, total)``
+    is called after every step (progress bars).
+    """
     scheduler.set_timesteps(steps, device=x.device)
     both = cond.cat(uncond) if uncond is not None else cond
-    for t in scheduler.timesteps:
+    for i, t in enumerate(scheduler.timesteps):
         inp = torch.cat([x, x]) if uncond is not None else x
         pred = model.denoise(inp, t.expand(inp.shape[0]), both).float()
         if uncond is not None:
             c, u = pred.chunk(2)
             pred = u + guidance_scale * (c - u)
         x = scheduler.step(pred, t, x).prev_sample
+        if callback is not None:
+            callback(i + 1, len(scheduler.timesteps))
     return x.clamp(-1, 1)
 
 
@@ -170,7 +238,7 @@ def to_masks(x0: torch.Tensor, height: int, width: int) -> tuple[np.ndarray, np.
     return human, obj, soft.cpu().numpy()
 
 
-def _weights_digest(folder: Path) -> str:
+def weights_digest(folder: Path) -> str:
     files = sorted(folder.glob("*.safetensors"))
     digest = hashlib.sha256()
     for f in files:
@@ -224,26 +292,12 @@ class MaskPipeline:
         except (OSError, ValueError, TypeError, KeyError) as err:
             raise ChoiError(f"cannot load the mask model in {folder}: {err}") from err
         model_id = "choi-tiny" if path is None else str(folder)
-        return cls(model.to(device), text_encoder, model_id, _weights_digest(folder)).to(device)
+        return cls(model.to(device), text_encoder, model_id, weights_digest(folder)).to(device)
 
     def to(self, device: str | torch.device) -> MaskPipeline:
         self.model.to(device)
         self.text_encoder.to(device)
         return self
-
-    def _reference(self, image: ImageInput | None, mask: np.ndarray | None, what: str) -> np.ndarray:
-        if mask is not None:
-            mask = np.asarray(mask).astype(bool)
-            if mask.ndim != 2 or not mask.any():
-                raise ChoiError(f"{what} silhouette must be a non-empty (H, W) mask")
-            return mask
-        if image is None:
-            raise ChoiError(f"give the {what} image (or its silhouette)")
-        if isinstance(image, str | os.PathLike):
-            image = load_image(image, f"{what} image")
-        arr = np.asarray(image.convert("RGBA") if isinstance(image, Image.Image) else image)
-        as_rgb(arr, f"{what} image")  # shape/dtype check with a clear message
-        return silhouette(arr, f"{what} image")
 
     @torch.no_grad()
     def __call__(
@@ -262,6 +316,7 @@ class MaskPipeline:
         guidance_scale: float = DEFAULT_GUIDANCE,
         height: int | None = None,
         width: int | None = None,
+        callback: Callable[[int, int], None] | None = None,
     ) -> MaskPipelineOutput:
         """Generate ``num_images`` human/object mask pairs for one request.
 
@@ -271,20 +326,11 @@ class MaskPipeline:
         """
         # 1. Check inputs
         cls_ = resolve(interaction)
-        if not isinstance(num_images, int) or num_images < 1:
-            raise ChoiError(f"num_images must be a positive integer, got {num_images!r}")
-        if not 1 <= num_inference_steps <= 1000:
-            raise ChoiError(f"num_inference_steps must be in [1, 1000], got {num_inference_steps}")
-        if guidance_scale < 0:
-            raise ChoiError(f"guidance_scale must be >= 0, got {guidance_scale}")
+        check_sampling(num_images, num_inference_steps, guidance_scale)
         box_t = parse_box(box) if box is not None else None
-        bg = None
-        if background is not None:
-            if isinstance(background, str | os.PathLike):
-                background = load_image(background, "background image")
-            bg = as_rgb(background, "background image")
-        human_sil = self._reference(human, human_mask, "human reference")
-        object_sil = self._reference(object, object_mask, "object reference")
+        bg = read_background(background)
+        _, human_sil = read_reference(human, human_mask, "human reference")
+        _, object_sil = read_reference(object, object_mask, "object reference")
         if bg is not None:
             height, width = bg.shape[:2]
         height, width = height or human_sil.shape[0], width or human_sil.shape[1]
@@ -292,17 +338,7 @@ class MaskPipeline:
             raise ChoiError(f"height and width must be positive integers, got {height!r} x {width!r}")
 
         # 2. Per-image generators: image k depends on its own generator only
-        if generator is not None:
-            generators = list(generator) if isinstance(generator, list | tuple) else [generator]
-            if isinstance(generator, torch.Generator) and num_images > 1:
-                raise ChoiError("pass one generator per image (a list), or a seed")
-            if len(generators) != num_images:
-                raise ChoiError(f"got {len(generators)} generators for {num_images} images")
-            seeds = [g.initial_seed() for g in generators]
-        else:
-            base = secrets.randbits(31) if seed is None else int(seed)
-            seeds = [base + k for k in range(num_images)]
-            generators = [torch.Generator().manual_seed(s) for s in seeds]
+        generators, seeds = make_generators(num_images, seed, generator)
 
         # 3. Encode the conditions (once; reused at every step)
         model, device = self.model, self.model.device
@@ -322,8 +358,9 @@ class MaskPipeline:
         # 4. Denoising loop
         scheduler = make_scheduler(model)
         # The sampler state stays in fp32 whatever the model's dtype; the model casts its own input.
-        x = get_noise(generators, model.config.sample_size, device, torch.float32) * scheduler.init_noise_sigma
-        x0 = denoise(model, scheduler, x, enc, uncond, num_inference_steps, guidance_scale)
+        size = model.config.sample_size
+        x = get_noise(generators, (2, size, size), device, torch.float32) * scheduler.init_noise_sigma
+        x0 = denoise(model, scheduler, x, enc, uncond, num_inference_steps, guidance_scale, callback)
 
         # 5. Post-process: upsample the continuous masks, then threshold
         human_masks, object_masks, soft = to_masks(x0, height, width)

@@ -236,3 +236,30 @@ def train(task: Task, cfg: TrainConfig, run_dir: str | os.PathLike, resume: bool
 def _log_line(run: Path, values: dict[str, Any]) -> None:
     with open(run / "log.jsonl", "a") as f:
         f.write(json.dumps(values) + "\n")
+
+
+def train_recipe(
+    task: Task,
+    out: str | os.PathLike,
+    steps: int,
+    batch_size: int,
+    lr: float,
+    seed: int = 0,
+    resume: bool = False,
+    validate_every: int = 0,
+) -> Path:
+    """:func:`train` with the schedule every diffusion recipe uses: warm-up, checkpoint and log
+    cadence scaled to ``steps``. Returns ``out/model``."""
+    if steps <= 0 or batch_size <= 0 or lr <= 0:
+        raise ChoiError("--steps, --batch-size and --lr must be positive")
+    cfg = TrainConfig(
+        steps=steps,
+        batch_size=batch_size,
+        lr=lr,
+        seed=seed,
+        warmup_steps=min(200, max(1, steps // 10)),
+        checkpoint_every=max(100, steps // 20),
+        log_every=max(1, min(50, steps // 100)),
+        validate_every=validate_every,
+    )
+    return train(task, cfg, out, resume=resume)

@@ -22,7 +22,6 @@ from typing import Any
 import numpy as np
 import torch
 import torch.nn.functional as F
-from diffusers import DDPMScheduler
 from torch.utils.data import DataLoader
 
 from choi.data.batch import image_tensor, mask_tensor
@@ -32,10 +31,11 @@ from choi.errors import ChoiError
 from choi.evaluation.metrics import box_iou, union_box_from_masks
 from choi.io import atomic_write_bytes, png_bytes
 from choi.models.mask_generator import MASK_CONFIGS, MaskConditions, MaskGenerator
-from choi.models.text_encoder import TextEmbeddings, TextEncoder
+from choi.models.text_encoder import TextEncoder
 from choi.pipelines.mask import DEFAULT_GUIDANCE, DEFAULT_STEPS, MaskPipeline, mask_preview
-from choi.training.loop import TrainConfig, train
-from choi.vocabulary import BY_NAME
+from choi.training.diffusion import batch_text, diffusion_loss, flip_halves, noise_scheduler, text_variants, with_text
+from choi.training.loop import train_recipe
+from choi.vocabulary import label_index
 
 log = logging.getLogger(__name__)
 
@@ -60,12 +60,6 @@ class MaskTrainConfig:
     val_guidance: float = DEFAULT_GUIDANCE
 
 
-def text_variants(sample: Sample) -> list[str]:
-    """Phrasings of the sample's interaction: the model should not depend on one template."""
-    cls = BY_NAME[sample.interaction]
-    return list(dict.fromkeys([sample.text, cls.phrase(sample.object_category), cls.text]))
-
-
 def mask_collate(samples: Sequence[Sample], size: int) -> dict[str, Any]:
     """Only what the mask model reads; target masks and the background already at model size."""
     masks = mask_tensor([s.human_mask for s in samples], [s.object_mask for s in samples])
@@ -76,24 +70,9 @@ def mask_collate(samples: Sequence[Sample], size: int) -> dict[str, Any]:
         "union_box": torch.tensor([s.union_box for s in samples], dtype=torch.float32),
         "background": F.interpolate(image_tensor(background), size=(size, size), mode="bilinear", antialias=True),
         "has_background": torch.tensor([s.background is not None for s in samples]),
-        "label": torch.tensor([BY_NAME[s.interaction].index for s in samples], dtype=torch.long),
+        "label": torch.tensor([label_index(s.interaction) for s in samples], dtype=torch.long),
         "texts": [text_variants(s) for s in samples],
     }
-
-
-def _flip_target(batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """Mirror a random half of the targets (masks, box, background) and, independently, of the references."""
-    n, device = batch["masks"].shape[0], batch["masks"].device
-    out = dict(batch)
-    flip = (torch.rand(n, device=device) < 0.5).view(-1, 1, 1, 1)
-    for key in ("masks", "background"):
-        out[key] = torch.where(flip, batch[key].flip(-1), batch[key])
-    box = batch["union_box"]
-    mirrored = torch.stack([1 - box[:, 2], box[:, 1], 1 - box[:, 0], box[:, 3]], 1)
-    out["union_box"] = torch.where(flip.view(-1, 1), mirrored, box)
-    flip_refs = (torch.rand(n, device=device) < 0.5).view(-1, 1, 1, 1)
-    out["ref_masks"] = torch.where(flip_refs, batch["ref_masks"].flip(-1), batch["ref_masks"])
-    return out
 
 
 class MaskTask:
@@ -109,11 +88,7 @@ class MaskTask:
         splits = read_manifest(cfg.data).splits
         self.val_split = "test" if "test" in splits else "train"  # unseen identities when there are any
         self.text_encoder = text_encoder or TextEncoder(max_length=self.model_cfg.max_text_tokens)
-        self.noise = DDPMScheduler(
-            num_train_timesteps=self.model_cfg.num_train_timesteps,
-            beta_schedule=self.model_cfg.beta_schedule,
-            prediction_type=self.model_cfg.prediction_type,
-        )
+        self.noise = noise_scheduler(self.model_cfg)
         self._val: list[Sample] | None = None
 
     def build_model(self) -> MaskGenerator:
@@ -129,20 +104,17 @@ class MaskTask:
         collate = functools.partial(mask_collate, size=self.model_cfg.sample_size)
         loader = DataLoader(ds, batch_size=cfg.batch_size, collate_fn=collate, num_workers=cfg.num_workers)
         rng = np.random.default_rng([cfg.seed, epoch])  # text choice: same batches on a resumed run
-        for batch in loader:
-            texts = [variants[int(rng.integers(len(variants)))] for variants in batch.pop("texts")]
-            emb = self.text_encoder(texts)  # cached per text: MiniLM runs once per phrasing
-            yield {**batch, "text_tokens": emb.tokens, "text_mask": emb.mask, "text_pooled": emb.pooled}
+        yield from with_text(loader, self.text_encoder, rng)
 
     def loss(self, model: MaskGenerator, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, dict[str, float]]:
         cfg = self.cfg
         if cfg.flip:
-            batch = _flip_target(batch)
+            batch = flip_halves(batch, ("masks", "background"), ("ref_masks",))
         x0 = batch["masks"] * 2 - 1  # (N, 2, S, S) in [-1, 1]
         n, device = x0.shape[0], x0.device
         yes = torch.ones(n, dtype=torch.bool, device=device)
         cond = MaskConditions(
-            text=TextEmbeddings(batch["text_tokens"], batch["text_mask"], batch["text_pooled"]),
+            text=batch_text(batch),
             ref_masks=batch["ref_masks"],
             box=batch["union_box"],
             background=batch["background"],
@@ -161,13 +133,7 @@ class MaskTask:
             box=drop(cfg.p_drop_box),
             background=drop(cfg.p_drop_background),
         )
-        noise = torch.randn_like(x0)
-        t = torch.randint(0, self.noise.config.num_train_timesteps, (n,), device=device)
-        xt = self.noise.add_noise(x0, noise, t)
-        target = self.noise.get_velocity(x0, noise, t) if self.model_cfg.prediction_type == "v_prediction" else noise
-        pred = model(xt, t, cond)
-        loss = F.mse_loss(pred.float(), target.float())
-        return loss, {}
+        return diffusion_loss(self.noise, lambda xt, t: model(xt, t, cond), x0), {}
 
     def _val_samples(self) -> list[Sample]:
         if self._val is None:
@@ -234,19 +200,9 @@ def train_mask(
     text_encoder: TextEncoder | None = None,
 ) -> Path:
     """Train the mask generator into ``out``; returns ``out/model`` (the EMA weights the pipeline loads)."""
-    if steps <= 0 or batch_size <= 0 or workers < 0 or lr <= 0:
-        raise ChoiError("--steps, --batch-size and --lr must be positive and --workers non-negative")
+    if workers < 0:
+        raise ChoiError("--workers must be non-negative")
     ShardDataset(data, split="train")  # fail early, with the reader's message, on a bad dataset
     data_cfg = MaskTrainConfig(data=data, model=config, batch_size=batch_size, num_workers=workers, seed=seed)
     task = MaskTask(data_cfg, text_encoder)
-    cfg = TrainConfig(
-        steps=steps,
-        batch_size=batch_size,
-        lr=lr,
-        seed=seed,
-        warmup_steps=min(200, max(1, steps // 10)),
-        checkpoint_every=max(100, steps // 10),
-        log_every=max(1, min(50, steps // 100)),
-        validate_every=validate_every,
-    )
-    return train(task, cfg, out, resume=resume)
+    return train_recipe(task, out, steps, batch_size, lr, seed, resume, validate_every)

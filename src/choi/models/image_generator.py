@@ -1,0 +1,288 @@
+"""Stage 2 of choi: the mask-guided, identity-preserving image generator.
+
+A conditional diffusion model over the 128×128 RGB image (pixel space, 8×8 space-to-depth patches,
+so that a 2-core CPU renders an image in about a second), built on diffusers' ``UNet2DConditionModel``:
+
+- the human reference and the object reference each become a grid of tokens (a shared conv trunk
+  over the reference cropped to its subject, RGB + silhouette) tagged with a learned *role*
+  embedding, and reach the network through cross-attention next to the interaction text: two
+  separate identities, never one tiled picture as in the public reference code;
+- the layout enters as input channels: the stage-1 human and object masks, or, in the
+  single-stage (box-only) mode that the paper compares against, only the box;
+- the background with the region to generate removed (inpainting style) plus the known-pixel map;
+- the pooled text, box coordinates and condition flags enter the timestep embedding.
+
+Every condition has a per-sample flag; a dropped condition becomes a learned null token (text, each
+reference) or zero channels (masks, box, background). Training drops them at random, and
+classifier-free guidance drops text and references in its unconditional branch.
+
+Example:
+    >>> model = ImageGenerator.from_preset("tiny")
+    >>> cond = ImageConditions.build(text, refs, ref_masks, masks=masks, region=region)
+    >>> v = model(torch.randn(1, 3, 128, 128), torch.tensor([500]), cond)  # (1, 3, 128, 128)
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, fields, replace
+
+import torch
+import torch.nn.functional as F
+from diffusers import ConfigMixin, ModelMixin, UNet2DConditionModel
+from diffusers.configuration_utils import register_to_config
+from torch import nn
+
+from choi.errors import ChoiError
+from choi.models.conditioning import RoleTokens, box_coverage, drop_tokens, fit_to_box
+from choi.models.text_encoder import TEXT_DIM, TEXT_ENCODER_NAME, TextEmbeddings
+
+FLAG_NAMES = ("text", "human", "object", "masks", "box", "background")
+
+
+@dataclass(frozen=True)
+class ImageModelConfig:
+    """Architecture of an :class:`ImageGenerator`; named presets live in :data:`IMAGE_CONFIGS`."""
+
+    sample_size: int = 128
+    # 16x16 grid of 8x8 patches: on a 2-core CPU the UNet's cost is mostly per level and per grid
+    # cell, so large patches are what buy a ~50 ms guided step (benchmarks/bench_generate.py).
+    patch_size: int = 8
+    block_out_channels: tuple[int, ...] = (96, 128, 192)
+    # Cross-attention at 8x8 and 4x4: where a body part is matched with the reference's colours.
+    down_block_types: tuple[str, ...] = ("DownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D")
+    up_block_types: tuple[str, ...] = ("CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "UpBlock2D")
+    mid_block_type: str | None = None
+    layers_per_block: int = 1
+    norm_num_groups: int = 32
+    cross_attention_dim: int = 128
+    attention_head_dim: int = 32
+    ref_size: int = 64  # each reference is cropped to its subject and resized to this square
+    ref_grid: int = 8  # 64 tokens per reference
+    text_encoder: str = TEXT_ENCODER_NAME
+    text_dim: int = TEXT_DIM
+    max_text_tokens: int = 16
+    num_train_timesteps: int = 1000
+    beta_schedule: str = "squaredcos_cap_v2"
+    # The clean image, not the velocity: 8x8 patches give the first layer 192 noise values per cell
+    # and only 96 channels, too few to carry per-pixel noise through the net, which v/epsilon
+    # prediction needs; with "v_prediction" the first choi-tiny run sampled pure speckle.
+    prediction_type: str = "sample"
+
+
+IMAGE_CONFIGS: dict[str, ImageModelConfig] = {
+    "tiny": ImageModelConfig(),
+    # For a GPU: 2x2 patches (finer faces and patterns), wider, deeper, attention in the middle too.
+    "small": ImageModelConfig(
+        patch_size=4,
+        block_out_channels=(96, 192, 288, 384),
+        down_block_types=("DownBlock2D", "DownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D"),
+        up_block_types=("CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "UpBlock2D", "UpBlock2D"),
+        mid_block_type="UNetMidBlock2DCrossAttn",
+        layers_per_block=2,
+        norm_num_groups=32,
+        cross_attention_dim=256,
+    ),
+}
+
+
+@dataclass
+class ImageConditions:
+    """What N images are conditioned on. A False flag means absent or dropped; its values are ignored."""
+
+    text: TextEmbeddings
+    refs: torch.Tensor  # (N, 2, 3, H, W) float [0, 1]: human and object reference photos
+    ref_masks: torch.Tensor  # (N, 2, H, W) float {0, 1}: their silhouettes
+    masks: torch.Tensor  # (N, 2, S, S) float [0, 1]: human and object layout masks
+    box: torch.Tensor  # (N, 4) normalised union box
+    background: torch.Tensor  # (N, 3, S, S) float [0, 1]
+    region: torch.Tensor  # (N, 1, S, S) float [0, 1]: where to generate (1) vs keep the background (0)
+    has_text: torch.Tensor  # (N,) bool
+    has_human: torch.Tensor
+    has_object: torch.Tensor
+    has_masks: torch.Tensor
+    has_box: torch.Tensor
+    has_background: torch.Tensor
+
+    @classmethod
+    def build(
+        cls,
+        text: TextEmbeddings,
+        refs: torch.Tensor,
+        ref_masks: torch.Tensor,
+        region: torch.Tensor,
+        masks: torch.Tensor | None = None,
+        box: torch.Tensor | None = None,
+        background: torch.Tensor | None = None,
+    ) -> ImageConditions:
+        n, size, device = refs.shape[0], region.shape[-1], refs.device
+        yes = torch.ones(n, dtype=torch.bool, device=device)
+        return cls(
+            text=text,
+            refs=refs.float(),
+            ref_masks=ref_masks.float(),
+            masks=torch.zeros(n, 2, size, size, device=device) if masks is None else masks.float(),
+            box=torch.zeros(n, 4, device=device) if box is None else box.float(),
+            background=torch.zeros(n, 3, size, size, device=device) if background is None else background.float(),
+            region=region.float(),
+            has_text=yes,
+            has_human=yes,
+            has_object=yes,
+            has_masks=yes if masks is not None else ~yes,
+            has_box=yes if box is not None else ~yes,
+            has_background=yes if background is not None else ~yes,
+        )
+
+    def __len__(self) -> int:
+        return self.refs.shape[0]
+
+    def dropped(self, **drop: torch.Tensor | bool) -> ImageConditions:
+        """A copy with conditions switched off, by flag name (``text=True``, ``human=mask``...)."""
+        unknown = set(drop) - set(FLAG_NAMES)
+        if unknown:
+            raise ValueError(f"unknown conditions {sorted(unknown)}; known: {FLAG_NAMES}")
+        changes = {}
+        for name, value in drop.items():
+            flag = getattr(self, f"has_{name}")
+            changes[f"has_{name}"] = flag & ~torch.as_tensor(value, dtype=torch.bool, device=flag.device)
+        return replace(self, **changes)
+
+    def flags(self) -> torch.Tensor:
+        return torch.stack([getattr(self, f"has_{name}") for name in FLAG_NAMES], 1)  # (N, 6)
+
+    def to(self, device: torch.device | str) -> ImageConditions:
+        return ImageConditions(**{f.name: getattr(self, f.name).to(device) for f in fields(self)})
+
+
+@dataclass
+class EncodedImageConditions:
+    """Conditions turned into network inputs once per sampling run, reused at every step."""
+
+    context: torch.Tensor  # (N, T, D): text, human reference, object reference tokens
+    context_mask: torch.Tensor  # (N, T) float
+    extra: torch.Tensor  # (N, 7, S, S): masks, box map, background with the region removed, known-pixel map
+    vector: torch.Tensor  # (N, text_dim + 4 + 6)
+
+    def cat(self, other: EncodedImageConditions) -> EncodedImageConditions:
+        return EncodedImageConditions(
+            *(torch.cat([getattr(self, f.name), getattr(other, f.name)]) for f in fields(self))
+        )
+
+
+class ImageGenerator(ModelMixin, ConfigMixin):
+    """Conditional diffusion model over RGB images in [-1, 1]; predicts ``prediction_type`` targets.
+
+    Example:
+        >>> model = ImageGenerator.from_preset("tiny")
+        >>> model.save_pretrained("runs/image/model")
+        >>> model = ImageGenerator.from_pretrained("runs/image/model")
+    """
+
+    @register_to_config
+    def __init__(
+        self,
+        sample_size: int = 128,
+        patch_size: int = 8,
+        block_out_channels: tuple[int, ...] = (96, 128, 192),
+        down_block_types: tuple[str, ...] = ("DownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D"),
+        up_block_types: tuple[str, ...] = ("CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "UpBlock2D"),
+        mid_block_type: str | None = None,
+        layers_per_block: int = 1,
+        norm_num_groups: int = 32,
+        cross_attention_dim: int = 128,
+        attention_head_dim: int = 32,
+        ref_size: int = 64,
+        ref_grid: int = 8,
+        text_encoder: str = TEXT_ENCODER_NAME,
+        text_dim: int = TEXT_DIM,
+        max_text_tokens: int = 16,
+        num_train_timesteps: int = 1000,
+        beta_schedule: str = "squaredcos_cap_v2",
+        prediction_type: str = "sample",
+    ):
+        super().__init__()
+        if sample_size % patch_size:
+            raise ChoiError(f"sample_size {sample_size} is not a multiple of patch_size {patch_size}")
+        dim, p2 = cross_attention_dim, patch_size * patch_size
+        self.text_proj = nn.Linear(text_dim, dim)
+        self.refs = RoleTokens(4, ref_size, ref_grid, dim, refine=True)  # RGB + silhouette per reference
+        self.null_text = nn.Parameter(torch.randn(dim) * 0.02)
+        self.null_refs = nn.Parameter(torch.randn(2, dim) * 0.02)
+        self.unet = UNet2DConditionModel(
+            sample_size=sample_size // patch_size,
+            in_channels=(3 + 7) * p2,  # noisy image + layout/background channels, space-to-depth
+            out_channels=3 * p2,
+            block_out_channels=tuple(block_out_channels),
+            down_block_types=tuple(down_block_types),
+            up_block_types=tuple(up_block_types),
+            mid_block_type=mid_block_type,
+            layers_per_block=layers_per_block,
+            norm_num_groups=norm_num_groups,
+            cross_attention_dim=dim,
+            attention_head_dim=attention_head_dim,
+            class_embed_type="projection",
+            projection_class_embeddings_input_dim=text_dim + 4 + len(FLAG_NAMES),
+        )
+
+    @classmethod
+    def from_preset(cls, name: str) -> ImageGenerator:
+        if name not in IMAGE_CONFIGS:
+            raise ChoiError(f"unknown image model config '{name}'; choose from {', '.join(IMAGE_CONFIGS)}")
+        return cls(**asdict(IMAGE_CONFIGS[name]))
+
+    def reference_crops(self, refs: torch.Tensor, ref_masks: torch.Tensor) -> torch.Tensor:
+        """(N, 2, 3, H, W) photos + (N, 2, H, W) silhouettes → (N, 2, 4, R, R) subject crops in [-1, 1]."""
+        n, r = ref_masks.shape[:2]
+        masks = ref_masks.flatten(0, 1)[:, None].float()  # (N·2, 1, H, W)
+        layers = torch.cat([refs.flatten(0, 1).float() * masks, masks], 1)  # subject on black + silhouette
+        crops = fit_to_box(layers, masks, self.config.ref_size) * 2 - 1
+        return crops.reshape(n, r, 4, *crops.shape[-2:])
+
+    def encode_conditions(self, cond: ImageConditions) -> EncodedImageConditions:
+        """Everything the denoiser needs from ``cond``, computed once per sampling run."""
+        dtype, size = self.dtype, self.config.sample_size
+        text = self.text_proj(cond.text.tokens.to(dtype))
+        text, text_mask = drop_tokens(text, cond.text.mask, cond.has_text, self.null_text)
+
+        refs = self.refs(self.reference_crops(cond.refs, cond.ref_masks).to(dtype))  # (N, 2·G², D)
+        per_role = refs.shape[1] // 2
+        ones = torch.ones(refs.shape[:2], dtype=torch.bool, device=refs.device)
+        human, human_mask = drop_tokens(refs[:, :per_role], ones[:, :per_role], cond.has_human, self.null_refs[0])
+        obj, obj_mask = drop_tokens(refs[:, per_role:], ones[:, per_role:], cond.has_object, self.null_refs[1])
+
+        def on(flag: torch.Tensor) -> torch.Tensor:
+            return flag.to(dtype)[:, None, None, None]
+
+        masks = (cond.masks.to(dtype) * 2 - 1) * on(cond.has_masks)
+        box_map = (box_coverage(cond.box.float(), size).to(dtype) * 2 - 1) * on(cond.has_box)
+        known = (1 - cond.region.to(dtype)) * on(cond.has_background)  # background pixels the model may see
+        background = (cond.background.to(dtype) * 2 - 1) * known
+        vector = torch.cat(
+            [
+                cond.text.pooled.to(dtype) * cond.has_text[:, None].to(dtype),
+                cond.box.to(dtype) * cond.has_box[:, None].to(dtype),
+                cond.flags().to(dtype),
+            ],
+            1,
+        )
+        return EncodedImageConditions(
+            context=torch.cat([text, human, obj], 1),
+            context_mask=torch.cat([text_mask, human_mask, obj_mask], 1).to(dtype),
+            extra=torch.cat([masks, box_map, background, known * 2 - 1], 1),
+            vector=vector,
+        )
+
+    def denoise(self, sample: torch.Tensor, timestep: torch.Tensor, enc: EncodedImageConditions) -> torch.Tensor:
+        """The network prediction for noisy images ``sample`` (N, 3, S, S) at ``timestep`` (N,) or scalar."""
+        p = self.config.patch_size
+        x = F.pixel_unshuffle(torch.cat([sample.to(self.dtype), enc.extra], 1), p)
+        out = self.unet(
+            x,
+            timestep,
+            encoder_hidden_states=enc.context,
+            class_labels=enc.vector,
+            encoder_attention_mask=enc.context_mask,
+        ).sample
+        return F.pixel_shuffle(out, p)
+
+    def forward(self, sample: torch.Tensor, timestep: torch.Tensor, cond: ImageConditions) -> torch.Tensor:
+        return self.denoise(sample, timestep, self.encode_conditions(cond))

@@ -1,0 +1,435 @@
+"""The end-to-end CHOI pipeline: references + interaction (+ background, box) → images and masks.
+
+Stage 1 (:class:`~choi.pipelines.mask.MaskPipeline`) draws where the person and the object go and
+how they touch; stage 2 (:class:`ImageRenderer`) paints *these* identities inside those masks. A
+user mask skips stage 1. With a background, pixels outside the generated region are the
+background's own.
+
+Example:
+    >>> pipe = CHOIPipeline.from_pretrained("choi-tiny")  # shipped weights, offline
+    >>> out = pipe(human="examples/human_0.png", object="examples/object_0.png", interaction="ride bicycle", seed=0)
+    >>> out.save("outputs/ride")  # image_0.png, mask_0_*.png, choi.json
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from PIL import Image
+
+from choi import __version__
+from choi.data.segment import as_rgb, load_image
+from choi.errors import ChoiError
+from choi.io import atomic_write_bytes, png_bytes
+from choi.models.conditioning import generation_region
+from choi.models.image_generator import ImageConditions, ImageGenerator
+from choi.models.text_encoder import TEXT_ENCODER_NAME, TextEncoder
+from choi.pipelines.mask import (
+    HUMAN_COLOUR,
+    OBJECT_COLOUR,
+    ImageInput,
+    MaskPipeline,
+    MaskPipelineOutput,
+    check_sampling,
+    denoise,
+    get_noise,
+    make_generators,
+    make_scheduler,
+    mask_preview,
+    parse_box,
+    read_background,
+    read_reference,
+    weights_digest,
+)
+from choi.vocabulary import resolve
+
+DEFAULT_STEPS = 20  # DPM-Solver++(2M) on the image model
+DEFAULT_GUIDANCE = 2.0  # on the references and the text; layout and background are never dropped
+Callback = Callable[[str, int, int], None]  # (stage "mask" | "image", step, total)
+
+
+def default_model_path() -> Path:
+    """The choi-tiny weights shipped inside the package: ``mask/`` (stage 1) and ``image/`` (stage 2)."""
+    return Path(str(resources.files("choi") / "weights"))
+
+
+def _square(array: np.ndarray, size: int, mode: int) -> np.ndarray:
+    """Pad an (H, W[, C]) uint8 array to a centred square with zeros and resize it to ``size``."""
+    h, w = array.shape[:2]
+    side = max(h, w)
+    canvas = np.zeros((side, side, *array.shape[2:]), array.dtype)
+    canvas[(side - h) // 2 : (side - h) // 2 + h, (side - w) // 2 : (side - w) // 2 + w] = array
+    return np.asarray(Image.fromarray(canvas).resize((size, size), mode)) if side != size else canvas
+
+
+def _to_tensor(image: np.ndarray) -> torch.Tensor:
+    return torch.from_numpy(np.array(image, dtype=np.float32)).permute(2, 0, 1) / 255.0
+
+
+def read_layout_mask(mask: Any) -> tuple[np.ndarray, np.ndarray]:
+    """A user mask → (human, object) (H, W) bool.
+
+    Accepts a ``(human, object)`` pair of arrays, a colour-coded (H, W, 3) preview as choi writes
+    it (red person, blue object), or the path of such a PNG.
+    """
+    if isinstance(mask, tuple | list) and len(mask) == 2:
+        human, obj = (np.asarray(m).astype(bool) for m in mask)
+        if human.ndim != 2 or human.shape != obj.shape:
+            raise ChoiError(f"mask pair must be two (H, W) arrays of one size, got {human.shape} and {obj.shape}")
+    else:
+        rgb = as_rgb(load_image(mask, "mask") if isinstance(mask, str | os.PathLike) else mask, "mask")
+        px = rgb.astype(np.int32)
+
+        def near(colour: tuple[int, int, int]) -> np.ndarray:
+            return np.abs(px - np.array(colour)).max(-1) < 60
+
+        human, obj = near(HUMAN_COLOUR), near(OBJECT_COLOUR) & ~near(HUMAN_COLOUR)
+    if not human.any() or not obj.any():
+        raise ChoiError("the mask must contain both the person (red) and the object (blue)")
+    return human, obj
+
+
+def union_box(human: np.ndarray, obj: np.ndarray) -> tuple[float, float, float, float]:
+    """Normalised box around both masks; the whole image when both are empty."""
+    ys, xs = np.nonzero(human | obj)
+    h, w = human.shape
+    if len(xs) == 0:
+        return 0.0, 0.0, 1.0, 1.0
+    return xs.min() / w, ys.min() / h, (xs.max() + 1) / w, (ys.max() + 1) / h
+
+
+class ImageRenderer:
+    """Stage 2: paint the referenced person and object inside a layout (masks, or a box alone).
+
+    Example:
+        >>> render = ImageRenderer(ImageGenerator.from_pretrained("runs/image/model"))
+        >>> images = render(human=h, object=o, interaction="kick ball", layout_masks=(hm, om), seeds=[0])
+    """
+
+    def __init__(
+        self,
+        model: ImageGenerator,
+        text_encoder: TextEncoder | None = None,
+        model_id: str = "unsaved",
+        model_version: str = "unsaved",
+    ):
+        if model.config.text_encoder != TEXT_ENCODER_NAME:
+            raise ChoiError(f"the image model expects text encoder '{model.config.text_encoder}'")
+        self.model = model.eval()
+        self.text_encoder = text_encoder or TextEncoder(max_length=model.config.max_text_tokens)
+        self.model_id, self.model_version = model_id, model_version
+
+    @classmethod
+    def from_pretrained(
+        cls, path: str | os.PathLike, torch_dtype: torch.dtype = torch.float32, text_encoder: TextEncoder | None = None
+    ) -> ImageRenderer:
+        folder = Path(path)
+        if not (folder / "config.json").is_file():
+            raise ChoiError(f"no image model in {folder} (expected a folder from `choi train image`, e.g. RUN/model)")
+        try:
+            model = ImageGenerator.from_pretrained(folder, torch_dtype=torch_dtype)
+        except (OSError, ValueError, TypeError, KeyError) as err:
+            raise ChoiError(f"cannot load the image model in {folder}: {err}") from err
+        return cls(model, text_encoder, str(folder), weights_digest(folder))
+
+    @torch.no_grad()
+    def __call__(
+        self,
+        human: ImageInput | None,
+        object: ImageInput | None,  # noqa: A002 - the user-facing name of the object reference
+        interaction: str,
+        layout_masks: tuple[np.ndarray, np.ndarray] | None = None,
+        box: Sequence[float] | None = None,
+        background: np.ndarray | None = None,
+        human_mask: np.ndarray | None = None,
+        object_mask: np.ndarray | None = None,
+        seeds: Sequence[int] | None = None,
+        generators: Sequence[torch.Generator] | None = None,
+        num_inference_steps: int = DEFAULT_STEPS,
+        guidance_scale: float = DEFAULT_GUIDANCE,
+        callback: Callable[[int, int], None] | None = None,
+    ) -> list[np.ndarray]:
+        """K images, (H, W, 3) uint8: the background's size, else the masks', else the model's.
+
+        ``layout_masks`` are (K, H, W) human and object masks (two-stage); without them the layout
+        is ``box`` alone (single-stage). The generated region is the box (or the masks' union box)
+        plus a margin; with a background, everything outside it is the background's own pixels.
+        """
+        model, device = self.model, self.model.device
+        size = model.config.sample_size
+        human_rgb, human_sil = read_reference(human, human_mask, "human reference")
+        object_rgb, object_sil = read_reference(object, object_mask, "object reference")
+        if human_rgb is None or object_rgb is None:
+            raise ChoiError("stage 2 needs the human and object reference photos, not only their silhouettes")
+        if generators is None:
+            generators = [torch.Generator().manual_seed(int(s)) for s in (seeds or [0])]
+        k = len(generators)
+        if layout_masks is None and box is None:
+            raise ChoiError("stage 2 needs a layout: the masks, or at least the box")
+
+        # Layout and region, per image, at the model's size
+        if layout_masks is not None:
+            hm, om = (np.asarray(m).astype(bool).reshape(-1, *np.shape(m)[-2:]) for m in layout_masks)
+            if len(hm) != k:
+                raise ChoiError(f"got {len(hm)} layout masks for {k} images")
+            out_h, out_w = hm.shape[-2:]
+            masks = F.interpolate(torch.from_numpy(np.stack([hm, om], 1)).float(), size=(size, size), mode="area")
+            boxes = [box if box is not None else union_box(h_, o_) for h_, o_ in zip(hm, om, strict=True)]
+        else:
+            out_h = out_w = size
+            masks, boxes = None, [box] * k
+        if background is not None:
+            out_h, out_w = background.shape[:2]
+        box_t = torch.tensor(boxes, dtype=torch.float32)
+        region = generation_region(box_t, size)  # (K, 1, S, S)
+
+        refs = torch.stack(
+            [
+                _to_tensor(_square(human_rgb, size, Image.BILINEAR)),
+                _to_tensor(_square(object_rgb, size, Image.BILINEAR)),
+            ]
+        )
+        ref_masks = torch.stack(
+            [
+                torch.from_numpy(_square(human_sil.astype(np.uint8) * 255, size, Image.BILINEAR) > 127),
+                torch.from_numpy(_square(object_sil.astype(np.uint8) * 255, size, Image.BILINEAR) > 127),
+            ]
+        ).float()
+        bg = None
+        if background is not None:
+            bg = _to_tensor(np.asarray(Image.fromarray(background).resize((size, size), Image.BILINEAR)))[None]
+        text = self.text_encoder([interaction.strip()] * k).to(device)
+        cond = ImageConditions.build(
+            text,
+            refs[None].expand(k, -1, -1, -1, -1).to(device),
+            ref_masks[None].expand(k, -1, -1, -1).to(device),
+            region=region.to(device),
+            masks=None if masks is None else masks.to(device),
+            box=box_t.to(device) if masks is None else None,
+            background=None if bg is None else bg.expand(k, -1, -1, -1).to(device),
+        )
+        enc = model.encode_conditions(cond)
+        use_cfg = guidance_scale > 1.0
+        uncond = model.encode_conditions(cond.dropped(text=True, human=True, object=True)) if use_cfg else None
+        scheduler = make_scheduler(model)
+        x = get_noise(generators, (3, size, size), device, torch.float32) * scheduler.init_noise_sigma
+        x0 = denoise(model, scheduler, x, enc, uncond, num_inference_steps, guidance_scale, callback)
+
+        images = ((x0.float().cpu() + 1) * 127.5).round().clamp(0, 255).to(torch.uint8).permute(0, 2, 3, 1).numpy()
+        if (out_h, out_w) != (size, size):
+            images = np.stack([np.asarray(Image.fromarray(im).resize((out_w, out_h), Image.BICUBIC)) for im in images])
+        if background is not None:  # composite: outside the region, exactly the given background
+            keep = F.interpolate(region, size=(out_h, out_w), mode="nearest")[:, 0].numpy() < 0.5
+            images = np.where(keep[..., None], background[None], images)
+        return list(images)
+
+
+@dataclass
+class CHOIOutput:
+    """K generated images, their masks, and everything needed to reproduce them."""
+
+    images: list[np.ndarray]  # (H, W, 3) uint8 each
+    human_masks: np.ndarray  # (K, H, W) bool
+    object_masks: np.ndarray
+    metadata: dict[str, Any]
+    background: np.ndarray | None = None
+
+    def mask_preview(self, k: int) -> np.ndarray:
+        return mask_preview(self.human_masks[k], self.object_masks[k], self.background)
+
+    def save(self, out_dir: str | os.PathLike, inputs: dict[str, Any] | None = None) -> list[Path]:
+        """Write ``image_K.png``, ``mask_K_{human,object,preview}.png``, then ``choi.json`` last, atomically."""
+        out = Path(out_dir)
+        out.mkdir(parents=True, exist_ok=True)
+        written, records = [], []
+        for k, image in enumerate(self.images):
+            files = {
+                "image": (f"image_{k}.png", image),
+                "human_mask": (f"mask_{k}_human.png", self.human_masks[k].astype(np.uint8) * 255),
+                "object_mask": (f"mask_{k}_object.png", self.object_masks[k].astype(np.uint8) * 255),
+                "mask_preview": (f"mask_{k}_preview.png", self.mask_preview(k)),
+            }
+            for name, array in files.values():
+                atomic_write_bytes(out / name, png_bytes(array))
+                written.append(out / name)
+            records.append({"index": k, "seed": self.metadata["seeds"][k], **{r: f[0] for r, f in files.items()}})
+        record = {"inputs": inputs or {}, **self.metadata, "images": records}
+        atomic_write_bytes(out / "choi.json", (json.dumps(record, indent=2) + "\n").encode())
+        return [*written, out / "choi.json"]
+
+
+class CHOIPipeline:
+    """Two-stage customized human–object interaction generation.
+
+    Example:
+        >>> pipe = CHOIPipeline.from_pretrained("choi-tiny")
+        >>> out = pipe(human=h, object=o, interaction="a person kicking a ball", background=bg,
+        ...            box=(0.2, 0.3, 0.8, 0.95), num_images=4, seed=0)
+        >>> out.images[0].shape, out.metadata["seeds"]
+    """
+
+    def __init__(self, masks: MaskPipeline, renderer: ImageRenderer, model_id: str = "unsaved"):
+        self.masks, self.renderer, self.model_id = masks, renderer, model_id
+
+    @classmethod
+    def from_pretrained(
+        cls,
+        name_or_path: str | os.PathLike = "choi-tiny",
+        device: str | torch.device = "cpu",
+        torch_dtype: torch.dtype = torch.float32,
+    ) -> CHOIPipeline:
+        """``"choi-tiny"`` (the shipped weights) or a folder with ``mask/`` and ``image/`` model folders."""
+        folder = default_model_path() if str(name_or_path) == "choi-tiny" else Path(name_or_path)
+        if not folder.is_dir():
+            raise ChoiError(f"model {name_or_path!r} is neither 'choi-tiny' nor a folder")
+        text_encoder = TextEncoder()
+        masks = MaskPipeline.from_pretrained(folder / "mask", torch_dtype=torch_dtype, text_encoder=text_encoder)
+        renderer = ImageRenderer.from_pretrained(folder / "image", torch_dtype=torch_dtype, text_encoder=text_encoder)
+        model_id = "choi-tiny" if str(name_or_path) == "choi-tiny" else str(folder)
+        masks.model_id = f"{model_id}/mask"
+        renderer.model_id = f"{model_id}/image"
+        return cls(masks, renderer, model_id).to(device)
+
+    @property
+    def device(self) -> torch.device:
+        return self.renderer.model.device
+
+    def to(self, device: str | torch.device) -> CHOIPipeline:
+        if str(device).startswith("cuda") and not torch.cuda.is_available():
+            raise ChoiError("--device cuda was asked for, but no CUDA GPU is available")
+        self.masks.to(device)
+        self.renderer.model.to(device)
+        return self
+
+    def generate_masks(
+        self,
+        human: ImageInput,
+        object: ImageInput,  # noqa: A002
+        interaction: str,
+        background: ImageInput | None = None,
+        box: str | Sequence[float] | None = None,
+        num_images: int = 1,
+        seed: int | None = None,
+        generator: torch.Generator | list[torch.Generator] | None = None,
+        num_inference_steps: int | None = None,
+        guidance_scale: float | None = None,
+        callback: Callback | None = None,
+    ) -> MaskPipelineOutput:
+        """Stage 1 alone: K human/object mask pairs (to inspect or edit before rendering)."""
+        from choi.pipelines.mask import DEFAULT_GUIDANCE as MASK_GUIDANCE
+        from choi.pipelines.mask import DEFAULT_STEPS as MASK_STEPS
+
+        return self.masks(
+            human=human,
+            object=object,
+            interaction=interaction,
+            background=background,
+            box=box,
+            num_images=num_images,
+            seed=seed,
+            generator=generator,
+            num_inference_steps=MASK_STEPS if num_inference_steps is None else num_inference_steps,
+            guidance_scale=MASK_GUIDANCE if guidance_scale is None else guidance_scale,
+            callback=None if callback is None else (lambda i, n: callback("mask", i, n)),
+        )
+
+    def __call__(
+        self,
+        human: ImageInput,
+        object: ImageInput,  # noqa: A002
+        interaction: str,
+        background: ImageInput | None = None,
+        box: str | Sequence[float] | None = None,
+        mask: Any = None,
+        num_images: int = 1,
+        seed: int | None = None,
+        generator: torch.Generator | list[torch.Generator] | None = None,
+        num_inference_steps: int | None = None,
+        guidance_scale: float | None = None,
+        mask_steps: int | None = None,
+        mask_guidance: float | None = None,
+        callback: Callback | None = None,
+    ) -> CHOIOutput:
+        """Generate ``num_images`` images of this person doing ``interaction`` with this object.
+
+        ``mask`` (a (human, object) pair, a colour-coded preview, or its PNG path) skips stage 1.
+        ``seed`` gives image k the seed ``seed + k``; or pass one CPU generator per image.
+        """
+        steps = DEFAULT_STEPS if num_inference_steps is None else num_inference_steps
+        guidance = DEFAULT_GUIDANCE if guidance_scale is None else guidance_scale
+        cls_ = resolve(interaction)
+        check_sampling(num_images, steps, guidance)
+        box_t = parse_box(box) if box is not None else None
+        bg = read_background(background)
+        human_rgb, human_sil = read_reference(human, None, "human reference")
+        object_rgb, object_sil = read_reference(object, None, "object reference")
+        generators, seeds = make_generators(num_images, seed, generator)
+
+        if mask is not None:
+            hm, om = read_layout_mask(mask)
+            if bg is not None and hm.shape != bg.shape[:2]:
+                raise ChoiError(f"the mask is {hm.shape[1]}x{hm.shape[0]}, the background {bg.shape[1]}x{bg.shape[0]}")
+            human_masks, object_masks = np.repeat(hm[None], num_images, 0), np.repeat(om[None], num_images, 0)
+            stage1 = None
+        else:
+            # Stage 1 draws from its own generators (the same seeds), so a user mask changes nothing else.
+            from choi.pipelines.mask import DEFAULT_GUIDANCE as MASK_GUIDANCE
+            from choi.pipelines.mask import DEFAULT_STEPS as MASK_STEPS
+
+            out1 = self.masks(
+                human_mask=human_sil,
+                object_mask=object_sil,
+                interaction=interaction,
+                background=bg,
+                box=box_t,
+                num_images=num_images,
+                generator=[torch.Generator().manual_seed(s) for s in seeds],
+                num_inference_steps=MASK_STEPS if mask_steps is None else mask_steps,
+                guidance_scale=MASK_GUIDANCE if mask_guidance is None else mask_guidance,
+                height=human_rgb.shape[0] if bg is None else None,
+                width=human_rgb.shape[1] if bg is None else None,
+                callback=None if callback is None else (lambda i, n: callback("mask", i, n)),
+            )
+            human_masks, object_masks, stage1 = out1.human_masks, out1.object_masks, out1.metadata
+        images = self.renderer(
+            human_rgb,
+            object_rgb,
+            interaction,
+            layout_masks=(human_masks, object_masks),
+            box=box_t,
+            background=bg,
+            human_mask=human_sil,
+            object_mask=object_sil,
+            generators=generators,
+            num_inference_steps=steps,
+            guidance_scale=guidance,
+            callback=None if callback is None else (lambda i, n: callback("image", i, n)),
+        )
+        metadata = {
+            "interaction": interaction,
+            "interaction_class": cls_.name,
+            "seeds": seeds,
+            "num_images": num_images,
+            "num_inference_steps": steps,
+            "guidance_scale": guidance,
+            "box": list(box_t) if box_t is not None else None,
+            "background": bg is not None,
+            "mask_source": "user" if mask is not None else "stage-1",
+            "stage1": stage1,
+            "model": {
+                "id": self.model_id,
+                "image": {"id": self.renderer.model_id, "version": self.renderer.model_version},
+                "mask": {"id": self.masks.model_id, "version": self.masks.model_version},
+            },
+            "choi_version": __version__,
+        }
+        return CHOIOutput(images, human_masks, object_masks, metadata, background=bg)

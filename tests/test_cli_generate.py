@@ -1,0 +1,209 @@
+"""`choi generate` (single requests and --jobs batches) and the help of every subcommand.
+
+The pipeline is a fake (tests/fake_pipeline.py): these tests check inputs, outputs, errors and
+batches, not the model.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from choi import jobs
+from choi.cli import build_parser, main
+from fake_pipeline import FakePipeline
+
+
+@pytest.fixture
+def refs(tmp_path):
+    """Person and object references on plain backgrounds, a background, and a colour-coded mask."""
+    folder = tmp_path / "refs"
+    folder.mkdir()
+    human = np.full((64, 64, 3), 240, np.uint8)
+    human[10:60, 24:40] = (200, 120, 90)
+    obj = np.full((64, 64, 3), 240, np.uint8)
+    obj[30:50, 10:54] = (30, 160, 60)
+    mask = np.zeros((48, 80, 3), np.uint8)
+    mask[8:40, 10:30] = (230, 40, 40)
+    mask[20:40, 40:70] = (40, 90, 230)
+    for name, array in (("human", human), ("object", obj), ("background", np.full((48, 80, 3), 90, np.uint8))):
+        Image.fromarray(array).save(folder / f"{name}.png")
+    Image.fromarray(mask).save(folder / "mask.png")
+    (folder / "notes.png").write_text("not an image")
+    return folder
+
+
+@pytest.fixture
+def fake(monkeypatch):
+    pipe = FakePipeline(fail_on="carry suitcase")
+    loads = []
+
+    def load_pipeline(model=None, device="cpu", dtype="float32"):
+        loads.append((model, device, dtype))
+        return pipe
+
+    monkeypatch.setattr(jobs, "load_pipeline", load_pipeline)
+    pipe.loads = loads
+    return pipe
+
+
+def _request(refs, **extra):
+    args = ["generate", "--human", str(refs / "human.png"), "--object", str(refs / "object.png")]
+    args += ["--interaction", extra.pop("interaction", "riding a bike")]
+    for key, value in extra.items():
+        args += [f"--{key.replace('_', '-')}", str(value)]
+    return args
+
+
+def _one_line_error(capsys, code: int) -> str:
+    err = capsys.readouterr().err
+    assert code == 2, err
+    assert err.startswith("choi: error: ") and err.count("\n") == 1, err
+    return err
+
+
+def test_generate_writes_images_masks_and_json(refs, fake, tmp_path):
+    out = tmp_path / "out"
+    code = main(_request(refs, background=refs / "background.png", box="0.1,0.2,0.9,1", seed=7, num_images=2,
+                         steps=5, guidance=1.5, mask_steps=4, out=out))  # fmt: skip
+    assert code == 0
+    names = sorted(p.name for p in out.iterdir())
+    assert names == sorted(
+        ["choi.json"] + [f"image_{k}.png" for k in range(2)]
+        + [f"mask_{k}_{r}.png" for k in range(2) for r in ("human", "object", "preview")]
+    )  # fmt: skip
+    record = json.loads((out / "choi.json").read_text())
+    assert record["seeds"] == [7, 8]
+    assert record["inputs"]["box"] == "0.1,0.2,0.9,1" and record["inputs"]["steps"] == 5
+    call = fake.calls[-1]
+    assert call["box"] == (0.1, 0.2, 0.9, 1.0) and call["num_inference_steps"] == 5 and call["mask_steps"] == 4
+    assert call["guidance_scale"] == 1.5 and call["background"].shape == (48, 80, 3)
+    assert Image.open(out / "image_0.png").size == (80, 48)
+    assert fake.loads == [("choi-tiny", "cpu", "float32")]
+
+
+def test_generate_with_a_mask_file(refs, fake, tmp_path):
+    assert main(_request(refs, mask=refs / "mask.png", out=tmp_path / "out")) == 0
+    human, obj = fake.calls[-1]["mask"][..., 0] > 150, fake.calls[-1]["mask"][..., 2] > 150
+    assert human[8:40, 10:30].all() and obj[20:40, 40:70].all()
+
+
+@pytest.mark.parametrize(
+    "change,message",
+    [
+        ({"human": "missing.png"}, "does not exist"),
+        ({"object": "notes.png"}, "not an image"),
+        ({"background": "."}, "folder"),
+        ({"box": "0.5,0.5,1.2,0.9"}, "box"),
+        ({"box": "0.5,0.5,0.5,0.9"}, "box"),
+        ({"box": "0.9,0.5,0.1,0.6"}, "box"),
+        ({"box": "a,b,c,d"}, "box"),
+        ({"interaction": "juggling a cat"}, "unknown interaction"),
+        ({"num_images": 0}, "num_images"),
+        ({"steps": 0}, "steps"),
+        ({"guidance": -1}, "guidance"),
+        ({"seed": -3}, "seed"),
+        ({"mask": "notes.png"}, "mask image"),
+    ],
+)
+def test_bad_inputs_fail_in_one_line_and_write_nothing(refs, fake, tmp_path, capsys, change, message):
+    extra = dict(change)
+    for key in ("human", "object", "background", "mask"):
+        if key in extra:
+            extra[key] = refs / extra[key]
+    args = _request(refs, **{k: v for k, v in extra.items() if k not in ("human", "object")}, out=tmp_path / "out")
+    for key in ("human", "object"):
+        if key in extra:
+            args[args.index(f"--{key}") + 1] = str(extra[key])
+    err = _one_line_error(capsys, main(args))
+    assert message in err
+    assert not (tmp_path / "out").exists()
+    assert fake.loads == []  # rejected before any model was loaded
+
+
+def test_option_combinations(refs, fake, tmp_path, capsys):
+    _one_line_error(capsys, main(["generate", "--human", str(refs / "human.png"), "--out", str(tmp_path / "o")]))
+    jobs_file = tmp_path / "jobs.jsonl"
+    jobs_file.write_text("{}\n")
+    err = _one_line_error(capsys, main([*_request(refs), "--jobs", str(jobs_file), "--out", str(tmp_path / "o")]))
+    assert "--jobs" in err
+    _one_line_error(capsys, main(["generate", "--jobs", str(tmp_path / "none.jsonl"), "--out", str(tmp_path / "o")]))
+    assert not (tmp_path / "o").exists()
+
+
+def test_cuda_without_a_gpu_is_one_line(refs, tmp_path, capsys, monkeypatch):
+    monkeypatch.setattr("torch.cuda.is_available", lambda: False)
+    err = _one_line_error(capsys, main([*_request(refs), "--device", "cuda", "--out", str(tmp_path / "o")]))
+    assert "cuda" in err.lower()
+
+
+def test_jobs_batch_reports_failures_goes_on_and_skips_done_jobs(refs, fake, tmp_path, capsys, caplog):
+    lines = [
+        {"id": "a", "human": "refs/human.png", "object": "refs/object.png", "interaction": "ride bicycle", "seed": 1},
+        {"human": "refs/human.png", "object": "refs/missing.png", "interaction": "kick ball"},
+        "{not json",
+        {"id": "crash", "human": "refs/human.png", "object": "refs/object.png", "interaction": "carry suitcase"},
+        {"id": "b", "human": "refs/human.png", "object": "refs/object.png", "interaction": "kick ball",
+         "box": [0.1, 0.1, 0.9, 0.9], "num_images": 2},
+        {"id": "c", "human": "refs/human.png", "object": "refs/object.png", "interaction": "fly kite", "model": "x"},
+    ]  # fmt: skip
+    caplog.set_level(logging.INFO, "choi")
+    jobs_file = tmp_path / "jobs.jsonl"
+    jobs_file.write_text("\n".join(x if isinstance(x, str) else json.dumps(x) for x in lines) + "\n\n# done\n")
+    out = tmp_path / "batch"
+    args = ["generate", "--jobs", str(jobs_file), "--out", str(out), "--steps", "3"]
+    err = _one_line_error_last(capsys, main(args))
+    assert "4 of 6 jobs failed" in err
+    assert sorted(p.name for p in out.iterdir()) == ["a", "b"]
+    assert json.loads((out / "b" / "choi.json").read_text())["seeds"] == [1234, 1235]
+    assert all(c["num_inference_steps"] == 3 for c in fake.calls)  # the command-line default reached every job
+    log = caplog.text  # one line per failed job
+    assert "job 2 (line 2) failed" in log and "missing.png" in log and "line 3" in log
+    assert "RuntimeError: simulated model failure" in log and "second line" not in log
+    assert "set for the whole batch" in log and "6 jobs: 2 done, 0 already done, 4 failed" in log
+
+    # A re-run skips the done jobs; the failed ones are tried again.
+    calls = len(fake.calls)
+    _one_line_error_last(capsys, main(args))
+    assert [c["interaction"] for c in fake.calls[calls:]] == ["carry suitcase"]
+    assert "6 jobs: 0 done, 2 already done, 4 failed" in caplog.text
+
+
+def _one_line_error_last(capsys, code: int) -> str:
+    """Batch runs log one line per failed job, then end with the one-line summary error."""
+    err = capsys.readouterr().err
+    assert code == 2, err
+    assert err.splitlines()[-1].startswith("choi: error: ") and "Traceback" not in err
+    return err
+
+
+def test_job_ids_must_be_safe_and_unique(tmp_path):
+    base = {"human": "h.png", "object": "o.png", "interaction": "ride bicycle"}
+    jobs_file = tmp_path / "jobs.jsonl"
+    rows = [{**base, "id": "../escape"}, {**base, "id": "x"}, {**base, "id": "x"}, [1, 2], {**base, "seed": True}]
+    jobs_file.write_text("\n".join(json.dumps(r) for r in rows))
+    parsed = jobs.read_jobs(jobs_file)
+    assert [j.error is None for j in parsed] == [False, True, False, False, False]
+    assert parsed[1].request.human == str(tmp_path / "h.png")  # relative to the jobs file
+
+
+def _subcommands(parser: argparse.ArgumentParser, prefix=()):
+    yield prefix, parser
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for name, sub in action.choices.items():
+                yield from _subcommands(sub, (*prefix, name))
+
+
+def test_every_help_shows_an_example_and_documents_every_option():
+    for path, parser in _subcommands(build_parser()):
+        text = parser.format_help()
+        assert "example" in text, f"choi {' '.join(path)} --help has no example"
+        for action in parser._actions:
+            if action.option_strings and action.dest != "help":
+                assert action.help or action.choices, f"choi {' '.join(path)}: {action.option_strings} has no help"

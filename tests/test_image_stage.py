@@ -1,0 +1,249 @@
+"""Stage 2 and the end-to-end pipeline: image model, renderer, CHOIPipeline, training recipe, baselines."""
+
+import json
+from dataclasses import asdict
+
+import numpy as np
+import pytest
+import torch
+
+from choi.errors import ChoiError
+from choi.models.conditioning import generation_region
+from choi.models.image_generator import IMAGE_CONFIGS, ImageConditions, ImageGenerator, ImageModelConfig
+from choi.models.mask_generator import MaskGenerator
+from choi.models.text_encoder import TextEncoder
+from choi.pipelines.choi import CHOIPipeline, ImageRenderer, read_layout_mask
+from choi.pipelines.mask import MaskPipeline, mask_preview
+from choi.training.image import ImageTask, ImageTrainConfig
+from choi.training.loop import TrainConfig, train
+from choi.world import render_sample
+from fake_samples import write_tiny_dataset
+
+STEPS = 3
+TINY = dict(
+    sample_size=32,
+    patch_size=4,
+    block_out_channels=(32, 32),
+    down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"),
+    up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"),
+    norm_num_groups=8,
+    cross_attention_dim=32,
+    attention_head_dim=16,
+    ref_size=16,
+    ref_grid=4,
+)
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="module")
+def text_encoder():
+    return TextEncoder()
+
+
+@pytest.fixture(scope="module")
+def image_model():
+    torch.manual_seed(0)
+    return ImageGenerator(**TINY).eval()
+
+
+@pytest.fixture(scope="module")
+def renderer(image_model, text_encoder):
+    return ImageRenderer(image_model, text_encoder)
+
+
+@pytest.fixture(scope="module")
+def sample():
+    return render_sample("test", 3, seed=0, resolution=64)
+
+
+def _render(renderer, sample, **kw):
+    args = dict(
+        human=sample.human_ref,
+        object=sample.object_ref,
+        interaction=sample.text,
+        layout_masks=(sample.human_mask[None], sample.object_mask[None]),
+        seeds=[0],
+        num_inference_steps=STEPS,
+    )
+    return renderer(**{**args, **kw})
+
+
+# --- model ------------------------------------------------------------------------------------
+
+
+def test_model_predicts_rgb_and_round_trips(image_model, text_encoder, tmp_path):
+    n = 2
+    cond = ImageConditions.build(
+        text_encoder(["kick ball", "ride bicycle"]),
+        torch.rand(n, 2, 3, 40, 40),
+        (torch.rand(n, 2, 40, 40) > 0.5).float(),
+        region=generation_region(torch.tensor([[0.1, 0.1, 0.6, 0.9]] * n), 32),
+        masks=torch.rand(n, 2, 32, 32),
+        background=torch.rand(n, 3, 32, 32),
+    )
+    x, t = torch.randn(n, 3, 32, 32), torch.tensor([10, 900])
+    with torch.no_grad():
+        out = image_model(x, t, cond)
+        assert out.shape == (n, 3, 32, 32)
+        image_model.save_pretrained(tmp_path / "m")
+        again = ImageGenerator.from_pretrained(tmp_path / "m").eval()
+        torch.testing.assert_close(again(x, t, cond), out)
+        # Every condition reaches the output.
+        for name in ("text", "human", "object", "masks", "background"):
+            assert not torch.allclose(image_model(x, t, cond.dropped(**{name: True})), out), name
+    assert set(IMAGE_CONFIGS) >= {"tiny", "small"}
+    with pytest.raises(ChoiError, match="unknown image model config"):
+        ImageGenerator.from_preset("huge")
+    with pytest.raises(ValueError, match="unknown conditions"):
+        cond.dropped(colour=True)
+
+
+def test_region_covers_the_box_with_a_margin():
+    region = generation_region(torch.tensor([[0.25, 0.25, 0.75, 0.5]]), 32)[0, 0]
+    assert region[8:16, 8:24].all() and region.sum() < 0.5 * 32 * 32
+    assert not region[:5].any() and not region[:, :5].any()
+
+
+# --- renderer ----------------------------------------------------------------------------------
+
+
+def test_renderer_is_deterministic_per_seed_and_batch_independent(renderer, sample):
+    hm, om = np.repeat(sample.human_mask[None], 3, 0), np.repeat(sample.object_mask[None], 3, 0)
+    batch = _render(renderer, sample, layout_masks=(hm, om), seeds=[5, 6, 7])
+    single = _render(renderer, sample, seeds=[6])
+    assert batch[0].shape == (64, 64, 3) and batch[0].dtype == np.uint8
+    assert np.abs(batch[1].astype(int) - single[0]).max() <= 1
+    assert np.array_equal(_render(renderer, sample, seeds=[6])[0], single[0])
+    assert not np.array_equal(batch[0], batch[1])
+
+
+def test_background_is_kept_outside_the_region(renderer, sample):
+    bg = np.asarray(sample.background)
+    out = _render(renderer, sample, background=bg, box=(0.3, 0.3, 0.7, 0.8))[0]
+    region = generation_region(torch.tensor([[0.3, 0.3, 0.7, 0.8]]), 32)
+    inside = torch.nn.functional.interpolate(region, size=(64, 64), mode="nearest")[0, 0].numpy() > 0.5
+    assert np.array_equal(out[~inside], bg[~inside])
+    assert not np.array_equal(out[inside], bg[inside])
+
+
+def test_box_only_layout_and_missing_layout(renderer, sample):
+    assert _render(renderer, sample, layout_masks=None, box=(0.2, 0.2, 0.8, 0.9))[0].shape == (32, 32, 3)
+    with pytest.raises(ChoiError, match="needs a layout"):
+        _render(renderer, sample, layout_masks=None)
+
+
+# --- end-to-end pipeline ---------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def pipe(image_model, text_encoder):
+    torch.manual_seed(1)
+    masks = MaskPipeline(MaskGenerator.from_preset("tiny").eval(), text_encoder)
+    return CHOIPipeline(masks, ImageRenderer(image_model, text_encoder))
+
+
+def _call(pipe, sample, **kw):
+    args = dict(
+        human=sample.human_ref,
+        object=sample.object_ref,
+        interaction="a person kicking a ball",
+        seed=3,
+        num_inference_steps=STEPS,
+        mask_steps=STEPS,
+    )
+    return pipe(**{**args, **kw})
+
+
+def test_pipeline_end_to_end_save_and_metadata(pipe, sample, tmp_path):
+    out = _call(pipe, sample, num_images=2, background=sample.background, box=(0.1, 0.2, 0.9, 0.95))
+    assert len(out.images) == 2 and out.images[0].shape == (64, 64, 3)
+    assert out.human_masks.shape == (2, 64, 64) and out.metadata["seeds"] == [3, 4]
+    assert out.metadata["interaction_class"] == "kick_ball" and out.metadata["mask_source"] == "stage-1"
+    files = out.save(tmp_path / "o", inputs={"human": "h.png"})
+    assert files[-1].name == "choi.json" and all(f.exists() for f in files)
+    record = json.loads(files[-1].read_text())
+    assert record["inputs"] == {"human": "h.png"} and record["images"][1]["image"] == "image_1.png"
+    again = _call(pipe, sample, num_images=1, seed=4, background=sample.background, box=(0.1, 0.2, 0.9, 0.95))
+    assert np.abs(again.images[0].astype(int) - out.images[1]).max() <= 1  # image k depends on its seed only
+
+
+def test_user_mask_skips_stage_one_in_every_form(pipe, sample, tmp_path):
+    pair = (sample.human_mask, sample.object_mask)
+    preview = mask_preview(*pair, sample.background)
+    from PIL import Image
+
+    Image.fromarray(preview).save(tmp_path / "mask.png")
+    outs = [_call(pipe, sample, mask=m) for m in (pair, preview, tmp_path / "mask.png")]
+    for out in outs:
+        assert out.metadata["mask_source"] == "user" and out.metadata["stage1"] is None
+        assert np.array_equal(out.human_masks[0], sample.human_mask)
+        assert np.array_equal(out.images[0], outs[0].images[0])
+    h, o = read_layout_mask(preview)
+    assert np.array_equal(h, sample.human_mask) and np.array_equal(o, sample.object_mask)
+
+
+@pytest.mark.parametrize(
+    "kw, message",
+    [
+        ({"interaction": "juggle chainsaws on a unicycle"}, "interaction"),
+        ({"box": (0.5, 0.5, 0.4, 0.9)}, "box"),
+        ({"num_images": 0}, "num_images"),
+        ({"num_inference_steps": 0}, "num_inference_steps"),
+        ({"mask": (np.zeros((64, 64), bool), np.zeros((64, 64), bool))}, "both the person"),
+        ({"human": "/nonexistent/human.png"}, "does not exist"),
+    ],
+)
+def test_pipeline_rejects_bad_inputs(pipe, sample, kw, message):
+    with pytest.raises(ChoiError, match=message):
+        _call(pipe, sample, **kw)
+
+
+def test_from_pretrained_folder_and_missing(pipe, tmp_path):
+    pipe.masks.model.save_pretrained(tmp_path / "m" / "mask")
+    pipe.renderer.model.save_pretrained(tmp_path / "m" / "image")
+    loaded = CHOIPipeline.from_pretrained(tmp_path / "m")
+    assert loaded.model_id == str(tmp_path / "m")
+    with pytest.raises(ChoiError, match="neither"):
+        CHOIPipeline.from_pretrained(tmp_path / "nothing")
+    with pytest.raises(ChoiError, match="no image model"):
+        (tmp_path / "half" / "mask").mkdir(parents=True)
+        pipe.masks.model.save_pretrained(tmp_path / "half" / "mask")
+        CHOIPipeline.from_pretrained(tmp_path / "half")
+
+
+# --- training ---------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def dataset(tmp_path_factory):
+    return write_tiny_dataset(tmp_path_factory.mktemp("data"))
+
+
+class _TinyTask(ImageTask):
+    def build_model(self):
+        return ImageGenerator(**asdict(self.model_cfg))
+
+
+def test_training_through_the_shared_loop(dataset, text_encoder, tmp_path):
+    cfg = ImageTrainConfig(data=str(dataset), batch_size=4, num_workers=0, val_samples=1, val_steps=2)
+    task = _TinyTask(cfg, text_encoder)
+    task.model_cfg = ImageModelConfig(**TINY)  # the tiny test model trains at 32 px
+    batch = next(iter(task.batches(0)))
+    assert batch["image"].shape == (4, 3, 32, 32) and batch["refs"].shape == (4, 2, 3, 32, 32)
+    torch.manual_seed(0)
+    net = task.build_model()
+    loss, _ = task.loss(net, batch)
+    loss.backward()
+    assert torch.isfinite(loss) and net.refs.role.grad.abs().sum() > 0
+    final = train(task, TrainConfig(steps=2, batch_size=4, warmup_steps=1, log_every=1), tmp_path / "run")
+    log = [json.loads(line) for line in (tmp_path / "run" / "log.jsonl").read_text().splitlines()]
+    assert any("val/mae_in_masks" in line for line in log)
+    assert (tmp_path / "run" / "validation" / "step_0000002.png").exists()
+    assert ImageGenerator.from_pretrained(final).config.sample_size == 32
