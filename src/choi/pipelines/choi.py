@@ -33,6 +33,8 @@ from choi.io import atomic_write_bytes, png_bytes
 from choi.models.conditioning import generation_region
 from choi.models.image_generator import ImageConditions, ImageGenerator
 from choi.models.text_encoder import TEXT_ENCODER_NAME, TextEncoder
+from choi.pipelines.mask import DEFAULT_GUIDANCE as MASK_GUIDANCE
+from choi.pipelines.mask import DEFAULT_STEPS as MASK_STEPS
 from choi.pipelines.mask import (
     HUMAN_COLOUR,
     OBJECT_COLOUR,
@@ -325,10 +327,10 @@ class CHOIPipeline:
         callback: Callback | None = None,
     ) -> MaskPipelineOutput:
         """Stage 1 alone: K human/object mask pairs (to inspect or edit before rendering)."""
-        from choi.pipelines.mask import DEFAULT_GUIDANCE as MASK_GUIDANCE
-        from choi.pipelines.mask import DEFAULT_STEPS as MASK_STEPS
-
-        return self.masks(
+        return self._stage1(
+            num_inference_steps,
+            guidance_scale,
+            callback,
             human=human,
             object=object,
             interaction=interaction,
@@ -337,9 +339,17 @@ class CHOIPipeline:
             num_images=num_images,
             seed=seed,
             generator=generator,
-            num_inference_steps=MASK_STEPS if num_inference_steps is None else num_inference_steps,
-            guidance_scale=MASK_GUIDANCE if guidance_scale is None else guidance_scale,
+        )
+
+    def _stage1(
+        self, steps: int | None, guidance: float | None, callback: Callback | None, **request: Any
+    ) -> MaskPipelineOutput:
+        """The mask pipeline with stage 1's own defaults and the stage-tagged progress callback."""
+        return self.masks(
+            num_inference_steps=MASK_STEPS if steps is None else steps,
+            guidance_scale=MASK_GUIDANCE if guidance is None else guidance,
             callback=None if callback is None else (lambda i, n: callback("mask", i, n)),
+            **request,
         )
 
     def __call__(
@@ -382,10 +392,10 @@ class CHOIPipeline:
             stage1 = None
         else:
             # Stage 1 draws from its own generators (the same seeds), so a user mask changes nothing else.
-            from choi.pipelines.mask import DEFAULT_GUIDANCE as MASK_GUIDANCE
-            from choi.pipelines.mask import DEFAULT_STEPS as MASK_STEPS
-
-            out1 = self.masks(
+            out1 = self._stage1(
+                mask_steps,
+                mask_guidance,
+                callback,
                 human_mask=human_sil,
                 object_mask=object_sil,
                 interaction=interaction,
@@ -393,11 +403,8 @@ class CHOIPipeline:
                 box=box_t,
                 num_images=num_images,
                 generator=[torch.Generator().manual_seed(s) for s in seeds],
-                num_inference_steps=MASK_STEPS if mask_steps is None else mask_steps,
-                guidance_scale=MASK_GUIDANCE if mask_guidance is None else mask_guidance,
                 height=human_rgb.shape[0] if bg is None else None,
                 width=human_rgb.shape[1] if bg is None else None,
-                callback=None if callback is None else (lambda i, n: callback("mask", i, n)),
             )
             human_masks, object_masks, stage1 = out1.human_masks, out1.object_masks, out1.metadata
         images = self.renderer(
