@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from choi.errors import ChoiError
-from choi.models.conditioning import generation_region
+from choi.models.conditioning import generation_region, layout_region, warp_into_masks
 from choi.models.image_generator import IMAGE_CONFIGS, ImageConditions, ImageGenerator, ImageModelConfig
 from choi.models.mask_generator import MaskGenerator
 from choi.models.text_encoder import TextEncoder
@@ -31,15 +31,11 @@ TINY = dict(
     attention_head_dim=16,
     ref_size=16,
     ref_grid=4,
+    warp_prior=True,
 )
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")
@@ -105,6 +101,52 @@ def test_model_predicts_rgb_and_round_trips(image_model, text_encoder, tmp_path)
         cond.dropped(colour=True)
 
 
+def test_load_compatible_grows_an_older_model_into_the_warp_prior(image_model, text_encoder):
+    torch.manual_seed(2)
+    old = ImageGenerator(**{**TINY, "warp_prior": False}).eval()
+    new = ImageGenerator(**TINY).eval()
+    assert new.load_compatible(old) == ["unet.conv_out.weight", "unet.conv_out.bias"]
+    shared = old.unet.conv_in.weight.shape[1]
+    assert torch.equal(new.unet.conv_in.weight[:, :shared], old.unet.conv_in.weight)
+    assert not new.unet.conv_in.weight[:, shared:].any()
+    assert torch.equal(new.refs.role, old.refs.role)
+    # The zeroed correction leaves exactly the first guess: background outside, references inside.
+    cond = ImageConditions.build(
+        text_encoder(["kick ball"]),
+        torch.rand(1, 2, 3, 40, 40),
+        torch.ones(1, 2, 40, 40),
+        region=torch.ones(1, 1, 32, 32),
+        masks=torch.rand(1, 2, 32, 32) > 0.5,
+    )
+    with torch.no_grad():
+        enc = new.encode_conditions(cond)
+        torch.testing.assert_close(new.denoise(torch.randn(1, 3, 32, 32), torch.tensor([500]), enc), enc.skip)
+    assert enc.skip.abs().sum() > 0
+    # A model of another config keeps its own initialisation where the shapes differ.
+    other = ImageGenerator(**{**TINY, "block_out_channels": (32, 64)})
+    assert len(other.load_compatible(new)) > 2
+    with pytest.raises(ChoiError, match="prediction_type"):
+        ImageGenerator(**{**TINY, "prediction_type": "v_prediction"})
+
+
+def test_warp_puts_each_reference_into_its_own_mask():
+    ref = torch.zeros(1, 3, 40, 40)
+    ref[:, 0, 5:15, 10:20] = 1  # red top half ...
+    ref[:, 2, 15:25, 10:20] = 1  # ... blue bottom half of a 10x20 subject
+    sil = torch.zeros(1, 1, 40, 40)
+    sil[..., 5:25, 10:20] = 1
+    target = torch.zeros(1, 1, 32, 32)
+    target[..., 4:28, 16:24] = 1
+    out = warp_into_masks(ref, sil, target)[0]
+    assert out.shape == (4, 32, 32)
+    assert out[0, 5:15, 17:23].min() > 0.9 and out[2, 5:15, 17:23].max() < 0.1  # top is red
+    assert out[2, 17:27, 17:23].min() > 0.9 and out[0, 17:27, 17:23].max() < 0.1  # bottom is blue
+    assert not out[:, :, :16].any() and not out[:, :4].any()  # nothing outside the target mask
+    assert not warp_into_masks(ref, sil, torch.zeros(1, 1, 32, 32)).any()
+    grown = layout_region(torch.stack([target[:, 0], torch.zeros(1, 32, 32)], 1))[0, 0]
+    assert grown[4:28, 16:24].all() and grown[4:28, 15].all() and not grown[:, :14].any()  # 1 px at 32 px
+
+
 def test_region_covers_the_box_with_a_margin():
     region = generation_region(torch.tensor([[0.25, 0.25, 0.75, 0.5]]), 32)[0, 0]
     assert region[8:16, 8:24].all() and region.sum() < 0.5 * 32 * 32
@@ -126,11 +168,21 @@ def test_renderer_is_deterministic_per_seed_and_batch_independent(renderer, samp
 
 def test_background_is_kept_outside_the_region(renderer, sample):
     bg = np.asarray(sample.background)
-    out = _render(renderer, sample, background=bg, box=(0.3, 0.3, 0.7, 0.8))[0]
+    out = _render(renderer, sample, layout_masks=None, background=bg, box=(0.3, 0.3, 0.7, 0.8))[0]
     region = generation_region(torch.tensor([[0.3, 0.3, 0.7, 0.8]]), 32)
     inside = torch.nn.functional.interpolate(region, size=(64, 64), mode="nearest")[0, 0].numpy() > 0.5
     assert np.array_equal(out[~inside], bg[~inside])
     assert not np.array_equal(out[inside], bg[inside])
+
+
+def test_background_is_kept_outside_the_masks(renderer, sample):
+    bg = np.asarray(sample.background)
+    out = _render(renderer, sample, background=bg)[0]
+    masks = torch.from_numpy(np.stack([sample.human_mask, sample.object_mask])[None]).float()
+    region = layout_region(torch.nn.functional.interpolate(masks, size=(32, 32), mode="area"))
+    inside = torch.nn.functional.interpolate(region, size=(64, 64), mode="nearest")[0, 0].numpy() > 0.5
+    assert inside.mean() < 0.6 and (sample.human_mask | sample.object_mask)[~inside].sum() == 0
+    assert np.array_equal(out[~inside], bg[~inside])
 
 
 def test_box_only_layout_and_missing_layout(renderer, sample):
@@ -247,3 +299,9 @@ def test_training_through_the_shared_loop(dataset, text_encoder, tmp_path):
     assert any("val/mae_in_masks" in line for line in log)
     assert (tmp_path / "run" / "validation" / "step_0000002.png").exists()
     assert ImageGenerator.from_pretrained(final).config.sample_size == 32
+
+
+def test_init_from_needs_an_image_model(dataset, text_encoder, tmp_path):
+    task = ImageTask(ImageTrainConfig(data=str(dataset), init_from=str(tmp_path / "none")), text_encoder)
+    with pytest.raises(ChoiError, match="--init-from: no image model"):
+        task.build_model()

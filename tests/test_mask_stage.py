@@ -13,7 +13,7 @@ from choi.errors import ChoiError
 from choi.models.conditioning import box_coverage, fit_silhouettes
 from choi.models.mask_generator import MASK_CONFIGS, MaskConditions, MaskGenerator
 from choi.models.text_encoder import TextEmbeddings, TextEncoder
-from choi.pipelines.mask import MaskPipeline, parse_box
+from choi.pipelines.mask import MaskPipeline, parse_box, to_masks
 from choi.training.loop import TrainConfig, train
 from choi.training.mask import MaskTask, MaskTrainConfig
 from fake_samples import write_tiny_dataset
@@ -21,13 +21,7 @@ from fake_samples import write_tiny_dataset
 STEPS = 4  # sampler steps in tests: enough to exercise the multistep solver, cheap on a CPU
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """Shared CI machines: two OpenMP threads on an oversubscribed CPU can be 30x slower than one."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")
@@ -321,3 +315,16 @@ def test_cli_mask_errors_write_nothing(cli_inputs, change, capsys):
 def test_cli_train_mask_rejects_a_missing_dataset(tmp_path, capsys):
     assert main(["train", "mask", "--data", str(tmp_path / "none"), "--out", str(tmp_path / "run")]) == 2
     assert "does not exist" in capsys.readouterr().err
+
+
+def test_a_faint_object_channel_still_gives_an_object_mask():
+    x0 = torch.full((2, 2, 16, 16), -1.0)
+    x0[:, 0, 2:14, 2:6] = 1.0  # a clear person
+    x0[0, 1, 8:12, 9:13] = -0.4  # an object the model drew faintly: soft 0.3, under the 0.5 threshold
+    x0[1, 1, 8:12, 9:13] = 1.0  # and a clear one
+    human, obj, _ = to_masks(x0, 32, 32)
+    assert human[0, 4:28, 4:12].all() and not human[0, :, 16:].any()
+    assert obj[0].sum() > 20 and not (obj[0] & human[0]).any() and obj[0, 16:24, 18:26].all()
+    assert np.array_equal(obj[0], obj[1]) or obj[1].sum() >= obj[0].sum()
+    empty = torch.full((1, 2, 16, 16), -1.0)
+    assert not to_masks(empty, 32, 32)[1].any()  # nothing drawn at all stays empty

@@ -217,6 +217,9 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
     _add_training_options(image, steps=6000, batch_size=16, lr=8e-4)
     image.add_argument("--config", default="tiny", help="model preset: tiny (CPU) or small (GPU)")
     image.add_argument("--validate-every", type=int, default=0, help="steps between validation grids (0: at the end)")
+    image.add_argument(
+        "--init-from", default=None, metavar="MODEL", help="start from this image model folder (fine-tuning)"
+    )
     image.set_defaults(func=_train_stage)
 
 
@@ -237,6 +240,7 @@ def _train_stage(args: argparse.Namespace) -> None:
         seed=args.seed,
         resume=args.resume,
         validate_every=args.validate_every,
+        **({"init_from": args.init_from} if args.train_command == "image" else {}),
     )
     log.info("%s model written to %s", args.train_command, final)
 

@@ -30,6 +30,7 @@ from typing import Any
 from tqdm import tqdm
 
 from choi import __version__
+from choi.data.building import describe_difference, init_worker, make_output_folder
 from choi.data.schema import SCHEMA_VERSION, Sample, encode
 from choi.data.shards import (
     FORMAT_VERSION,
@@ -44,7 +45,6 @@ from choi.data.shards import (
     shard_name,
     write_manifest,
 )
-from choi.data.synth import _describe_difference, _init_worker, _prepare_folder
 from choi.errors import ChoiError
 from choi.io import TMP_SUFFIX, atomic_write_text
 
@@ -126,7 +126,7 @@ def _checked_manifest(root: Path, spec: BuildSpec) -> Manifest:
     existing = manifest.splits.get(spec.split)
     if existing is not None and existing.builder != spec.builder_args:
         raise ChoiError(
-            f"split '{spec.split}' in {root} {_describe_difference(existing.builder, spec.builder_args)}; "
+            f"split '{spec.split}' in {root} {describe_difference(existing.builder, spec.builder_args)}; "
             "re-run with the same arguments to resume, or use another --out"
         )
     return manifest
@@ -135,7 +135,7 @@ def _checked_manifest(root: Path, spec: BuildSpec) -> Manifest:
 def prepare_folder(out: str | os.PathLike, spec: BuildSpec) -> Path:
     """Create/check ``out`` for ``spec`` before any work (wrong folder or arguments: :class:`ChoiError`)."""
     root = Path(out)
-    _prepare_folder(root)
+    make_output_folder(root)
     _checked_manifest(root, spec)
     (root / PARTS).mkdir(exist_ok=True)
     return root
@@ -159,7 +159,7 @@ def run_build(
     if workers <= 0:
         raise ChoiError(f"--workers must be positive, got {workers}")
     root = Path(out)
-    _prepare_folder(root)
+    make_output_folder(root)
     try:
         manifest = _checked_manifest(root, spec)
         (root / PARTS).mkdir(exist_ok=True)
@@ -194,7 +194,7 @@ def _process_units(
         jobs = [(root, spec, process, cfg, k, items) for k, items in todo]
         ctx = multiprocessing.get_context("spawn")  # workers start clean (no torch/tqdm threads)
         try:
-            with ctx.Pool(min(workers, len(jobs)), initializer=_init_worker) as pool:
+            with ctx.Pool(min(workers, len(jobs)), initializer=init_worker) as pool:
                 for n_items in pool.imap_unordered(_unit_job, jobs):
                     bar.update(n_items)
         finally:

@@ -15,7 +15,6 @@ from __future__ import annotations
 import logging
 import multiprocessing
 import os
-import signal
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -25,6 +24,7 @@ from typing import Any
 from tqdm import tqdm
 
 from choi import __version__
+from choi.data.building import describe_difference, init_worker, make_output_folder
 from choi.data.schema import SCHEMA_VERSION, Sample, encode
 from choi.data.shards import (
     FORMAT_VERSION,
@@ -123,12 +123,6 @@ class _Orphaned(Exception):
     """The builder process that started this worker is gone (killed with SIGKILL, say)."""
 
 
-def _init_worker() -> None:
-    # Ctrl-C reaches every process of the terminal's group: let the builder alone react to it (it
-    # terminates the pool), so that workers don't each print a traceback.
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-
-
 def _render_shard_job(job: tuple[str, SynthConfig, int, Callable[..., Sample], int]) -> int:
     path, cfg, k, render_sample, builder_pid = job
 
@@ -157,24 +151,6 @@ def _card(manifest: Manifest) -> str:
     )
 
 
-def _describe_difference(old: dict[str, Any], new: dict[str, Any]) -> str:
-    keys = [k for k in new if old.get(k) != new[k]]
-    before = ", ".join(f"{k}={old.get(k)}" for k in keys)
-    after = ", ".join(f"{k}={new[k]}" for k in keys)
-    return f"was built with {before}; this run asks for {after}"
-
-
-def _prepare_folder(root: Path) -> None:
-    if root.exists() and not root.is_dir():
-        raise ChoiError(f"--out {root} exists and is not a folder")
-    try:
-        root.mkdir(parents=True, exist_ok=True)
-    except OSError as err:
-        raise ChoiError(f"cannot create --out folder {root}: {err.strerror or err}") from err
-    if not os.access(root, os.W_OK | os.X_OK):
-        raise ChoiError(f"--out folder {root} is not writable")
-
-
 def _checked_manifest(root: Path, cfg: SynthConfig, world_version: str) -> Manifest:
     """The folder's manifest (a new one for an empty folder), checked against this run's arguments."""
     if not (root / MANIFEST_NAME).exists():
@@ -197,7 +173,7 @@ def _checked_manifest(root: Path, cfg: SynthConfig, world_version: str) -> Manif
     existing = manifest.splits.get(cfg.split)
     if existing is not None and existing.builder != args:
         raise ChoiError(
-            f"split '{cfg.split}' in {root} {_describe_difference(existing.builder, args)}; "
+            f"split '{cfg.split}' in {root} {describe_difference(existing.builder, args)}; "
             "re-run with the same arguments to resume, or use another --out"
         )
     return manifest
@@ -214,7 +190,7 @@ def build_synth(out: str | os.PathLike, cfg: SynthConfig, workers: int = 1) -> M
         raise ChoiError(f"--workers must be positive, got {workers}")
     root = Path(out)
     render_sample, world_version = _world()
-    _prepare_folder(root)
+    make_output_folder(root)
     try:
         manifest = _checked_manifest(root, cfg, world_version)
         # Only this split's and the manifest's: a build of the other split may be running here.
@@ -262,7 +238,7 @@ def _render_shards(
         # spawn: workers start clean, without the parent's threads or locks (torch, tqdm).
         ctx = multiprocessing.get_context("spawn")
         try:
-            with ctx.Pool(min(workers, len(jobs)), initializer=_init_worker) as pool:
+            with ctx.Pool(min(workers, len(jobs)), initializer=init_worker) as pool:
                 for count in pool.imap_unordered(_render_shard_job, jobs):
                     bar.update(count)
         finally:

@@ -12,6 +12,31 @@ import torch.nn.functional as F
 from torch import nn
 
 
+def mask_bounds(masks: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(M, 1, H, W) masks → x0, y0, x1, y1 pixel edges of each mask's box (M,) float, and empty (M,) bool.
+
+    An empty mask gets the whole image.
+    """
+    _, _, h, w = masks.shape
+    rows, cols = masks[:, 0].amax(-1) > 0.5, masks[:, 0].amax(-2) > 0.5  # (M, H), (M, W)
+    ar_h, ar_w = torch.arange(h, device=masks.device), torch.arange(w, device=masks.device)
+    empty = ~rows.any(-1)
+    y0 = torch.where(empty, 0.0, torch.where(rows, ar_h, h).amin(-1).float())
+    y1 = torch.where(empty, float(h), torch.where(rows, ar_h + 1, 0).amax(-1).float())
+    x0 = torch.where(empty, 0.0, torch.where(cols, ar_w, w).amin(-1).float())
+    x1 = torch.where(empty, float(w), torch.where(cols, ar_w + 1, 0).amax(-1).float())
+    return x0, y0, x1, y1, empty
+
+
+def _resample(images: torch.Tensor, theta: torch.Tensor, size: int) -> torch.Tensor:
+    """Bilinear ``grid_sample`` of (M, C, H, W) on an affine output→input map; zero outside the image."""
+    grid = F.affine_grid(theta, [images.shape[0], 1, size, size], align_corners=False)
+    # Average-pool first so that a large subject is not aliased away by point sampling.
+    factor = max(1, int(min(images.shape[-2:]) // (2 * size)))
+    src = F.avg_pool2d(images.float(), factor) if factor > 1 else images.float()
+    return F.grid_sample(src, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
+
+
 def fit_to_box(images: torch.Tensor, masks: torch.Tensor, size: int, margin: float = 0.08) -> torch.Tensor:
     """Crop each image to its mask's box (made square, plus a margin) and resize it to ``size``.
 
@@ -21,25 +46,36 @@ def fit_to_box(images: torch.Tensor, masks: torch.Tensor, size: int, margin: flo
     keeps the whole image.
     """
     m, _, h, w = images.shape
-    rows, cols = masks[:, 0].amax(-1) > 0.5, masks[:, 0].amax(-2) > 0.5  # (M, H), (M, W)
-    ar_h, ar_w = torch.arange(h, device=images.device), torch.arange(w, device=images.device)
-    y0 = torch.where(rows, ar_h, h).amin(-1).clamp(max=h - 1).float()
-    y1 = torch.where(rows, ar_h + 1, 0).amax(-1).float()
-    x0 = torch.where(cols, ar_w, w).amin(-1).clamp(max=w - 1).float()
-    x1 = torch.where(cols, ar_w + 1, 0).amax(-1).float()
-    empty = ~rows.any(-1)
-    y0, y1 = torch.where(empty, 0.0, y0), torch.where(empty, float(h), y1)
-    x0, x1 = torch.where(empty, 0.0, x0), torch.where(empty, float(w), x1)
+    x0, y0, x1, y1, _ = mask_bounds(masks)
     side = torch.maximum(x1 - x0, y1 - y0).clamp(min=1.0) * (1 + 2 * margin)
     cx, cy = (x0 + x1) / 2, (y0 + y1) / 2
     theta = torch.zeros(m, 2, 3, device=images.device)
     theta[:, 0, 0], theta[:, 0, 2] = side / w, cx * 2 / w - 1
     theta[:, 1, 1], theta[:, 1, 2] = side / h, cy * 2 / h - 1
-    grid = F.affine_grid(theta, [m, 1, size, size], align_corners=False)
-    # Average-pool first so that a large subject is not aliased away by point sampling.
-    factor = max(1, int(min(h, w) // (2 * size)))
-    src = F.avg_pool2d(images.float(), factor) if factor > 1 else images.float()
-    return F.grid_sample(src, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
+    return _resample(images, theta, size)
+
+
+def warp_into_masks(images: torch.Tensor, masks: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """Stretch each subject's box onto its target mask's box, kept only inside the target mask.
+
+    A coarse, pose-blind first guess of what the target looks like (the reference's colours where
+    the layout puts the subject), which stage 2 then corrects. images (M, 3, H, W) in [0, 1],
+    masks (M, 1, H, W) their silhouettes, targets (M, 1, S, S) layout masks → (M, 4, S, S): the
+    subject's colours premultiplied by its warped silhouette, then that silhouette (its coverage).
+    An empty mask or target gives zeros.
+    """
+    m, _, h, w = images.shape
+    size = targets.shape[-1]
+    rx0, ry0, rx1, ry1, r_empty = mask_bounds(masks)
+    tx0, ty0, tx1, ty1, t_empty = mask_bounds(targets)
+    theta = torch.zeros(m, 2, 3, device=images.device)
+    # output pixel edge coordinate u (target) maps to r0 + (u - t0) * (r1 - r0) / (t1 - t0) in the reference
+    sx, sy = (rx1 - rx0) / w / ((tx1 - tx0) / size), (ry1 - ry0) / h / ((ty1 - ty0) / size)
+    theta[:, 0, 0], theta[:, 0, 2] = sx, (rx0 * 2 / w - 1) - (tx0 * 2 / size - 1) * sx
+    theta[:, 1, 1], theta[:, 1, 2] = sy, (ry0 * 2 / h - 1) - (ty0 * 2 / size - 1) * sy
+    layers = _resample(torch.cat([images.float() * masks.float(), masks.float()], 1), theta, size)
+    keep = targets.float() * (~(r_empty | t_empty)).float()[:, None, None, None]
+    return layers * keep
 
 
 def fit_silhouettes(masks: torch.Tensor, size: int, margin: float = 0.08) -> torch.Tensor:
@@ -121,3 +157,17 @@ def expand_box(box: torch.Tensor, size: int, margin: float = REGION_MARGIN) -> t
 def generation_region(box: torch.Tensor, size: int, margin: float = REGION_MARGIN) -> torch.Tensor:
     """(N, 4) union boxes → (N, 1, size, size) {0, 1}: the pixels stage 2 paints; the rest is background."""
     return (box_coverage(expand_box(box.float(), size, margin), size) > 0).float()
+
+
+LAYOUT_MARGIN = 3 / 128  # the generated region around layout masks: this fraction of the image side
+
+
+def layout_region(masks: torch.Tensor, margin: float = LAYOUT_MARGIN) -> torch.Tensor:
+    """(N, 2, S, S) human/object layout masks → (N, 1, S, S) {0, 1}: their union grown by ``margin``.
+
+    With masks, stage 2 paints only there; in HOI-World every pixel that the pair changes lies
+    within 2 px of its masks at 128 px.
+    """
+    radius = max(1, round(margin * masks.shape[-1]))
+    union = (masks.amax(1, keepdim=True) > 0).float()
+    return F.max_pool2d(union, 2 * radius + 1, stride=1, padding=radius)

@@ -33,7 +33,7 @@ from diffusers.configuration_utils import register_to_config
 from torch import nn
 
 from choi.errors import ChoiError
-from choi.models.conditioning import RoleTokens, box_coverage, drop_tokens, fit_to_box
+from choi.models.conditioning import RoleTokens, box_coverage, drop_tokens, fit_to_box, warp_into_masks
 from choi.models.text_encoder import TEXT_DIM, TEXT_ENCODER_NAME, TextEmbeddings
 
 FLAG_NAMES = ("text", "human", "object", "masks", "box", "background")
@@ -67,6 +67,11 @@ class ImageModelConfig:
     # and only 96 channels, too few to carry per-pixel noise through the net, which v/epsilon
     # prediction needs; with "v_prediction" the first choi-tiny run sampled pure speckle.
     prediction_type: str = "sample"
+    # A first guess painted without learning: each reference stretched into its layout mask
+    # (conditioning.warp_into_masks). It enters as input channels and, with "sample" prediction, as a
+    # full-resolution skip added to the output, so the network predicts a correction: the 8x8 patches
+    # then no longer have to carry every pixel of the identities through the bottleneck.
+    warp_prior: bool = True
 
 
 IMAGE_CONFIGS: dict[str, ImageModelConfig] = {
@@ -159,8 +164,10 @@ class EncodedImageConditions:
 
     context: torch.Tensor  # (N, T, D): text, human reference, object reference tokens
     context_mask: torch.Tensor  # (N, T) float
-    extra: torch.Tensor  # (N, 7, S, S): masks, box map, background with the region removed, known-pixel map
+    extra: torch.Tensor  # (N, 7 [+ 4], S, S): masks, box map, background with the region removed,
+    # known-pixel map [, warped references and their coverage]
     vector: torch.Tensor  # (N, text_dim + 4 + 6)
+    skip: torch.Tensor  # (N, 3, S, S): added to a "sample" prediction: known background + warped references
 
     def cat(self, other: EncodedImageConditions) -> EncodedImageConditions:
         return EncodedImageConditions(
@@ -198,10 +205,13 @@ class ImageGenerator(ModelMixin, ConfigMixin):
         num_train_timesteps: int = 1000,
         beta_schedule: str = "squaredcos_cap_v2",
         prediction_type: str = "sample",
+        warp_prior: bool = False,  # False for configs saved before it existed
     ):
         super().__init__()
         if sample_size % patch_size:
             raise ChoiError(f"sample_size {sample_size} is not a multiple of patch_size {patch_size}")
+        if warp_prior and prediction_type != "sample":
+            raise ChoiError("warp_prior adds its first guess to the predicted image: it needs prediction_type 'sample'")
         dim, p2 = cross_attention_dim, patch_size * patch_size
         self.text_proj = nn.Linear(text_dim, dim)
         self.refs = RoleTokens(4, ref_size, ref_grid, dim, refine=True)  # RGB + silhouette per reference
@@ -209,7 +219,7 @@ class ImageGenerator(ModelMixin, ConfigMixin):
         self.null_refs = nn.Parameter(torch.randn(2, dim) * 0.02)
         self.unet = UNet2DConditionModel(
             sample_size=sample_size // patch_size,
-            in_channels=(3 + 7) * p2,  # noisy image + layout/background channels, space-to-depth
+            in_channels=(3 + 7 + 4 * warp_prior) * p2,  # noisy image + condition channels, space-to-depth
             out_channels=3 * p2,
             block_out_channels=tuple(block_out_channels),
             down_block_types=tuple(down_block_types),
@@ -228,6 +238,40 @@ class ImageGenerator(ModelMixin, ConfigMixin):
         if name not in IMAGE_CONFIGS:
             raise ChoiError(f"unknown image model config '{name}'; choose from {', '.join(IMAGE_CONFIGS)}")
         return cls(**asdict(IMAGE_CONFIGS[name]))
+
+    def load_compatible(self, other: ImageGenerator) -> list[str]:
+        """Start from ``other``'s weights (fine-tuning, or growing a model into a newer config).
+
+        Same-shaped tensors are copied; an input convolution with more input channels here gets
+        ``other``'s weights for the channels they share and zeros for the new ones, so it computes
+        exactly what it did. When this model adds the warp prior to its output and ``other`` did not,
+        the output convolution starts at zero: the untrained correction adds nothing to the first
+        guess. Returns the names of the tensors left as initialised.
+        """
+        own, theirs = self.state_dict(), other.state_dict()
+        if self.config.warp_prior and not other.config.warp_prior:
+            theirs = {k: v for k, v in theirs.items() if not k.startswith("unet.conv_out.")}
+            nn.init.zeros_(self.unet.conv_out.weight)
+            nn.init.zeros_(self.unet.conv_out.bias)
+        kept = []
+        with torch.no_grad():
+            for name, tensor in own.items():
+                src = theirs.get(name)
+                if src is not None and src.shape == tensor.shape:
+                    tensor.copy_(src)
+                elif name == "unet.conv_in.weight" and src is not None and self._grows(src.shape, other):
+                    # space-to-depth keeps channel c in rows c·p² … c·p² + p² - 1, and the new
+                    # condition channels come last: the shared rows line up
+                    tensor.zero_()
+                    tensor[:, : src.shape[1]] = src
+                else:
+                    kept.append(name)
+        return kept
+
+    def _grows(self, shape: torch.Size, other: ImageGenerator) -> bool:
+        own = self.unet.conv_in.weight.shape
+        same = shape[0] == own[0] and shape[2:] == own[2:] and other.config.patch_size == self.config.patch_size
+        return same and shape[1] < own[1]
 
     def reference_crops(self, refs: torch.Tensor, ref_masks: torch.Tensor) -> torch.Tensor:
         """(N, 2, 3, H, W) photos + (N, 2, H, W) silhouettes → (N, 2, 4, R, R) subject crops in [-1, 1]."""
@@ -256,6 +300,12 @@ class ImageGenerator(ModelMixin, ConfigMixin):
         box_map = (box_coverage(cond.box.float(), size).to(dtype) * 2 - 1) * on(cond.has_box)
         known = (1 - cond.region.to(dtype)) * on(cond.has_background)  # background pixels the model may see
         background = (cond.background.to(dtype) * 2 - 1) * known
+        extra = [masks, box_map, background, known * 2 - 1]
+        skip = torch.zeros_like(background)
+        if self.config.warp_prior:
+            prior, cover = self.warped_references(cond)
+            extra += [prior, cover * 2 - 1]
+            skip = prior + background
         vector = torch.cat(
             [
                 cond.text.pooled.to(dtype) * cond.has_text[:, None].to(dtype),
@@ -267,9 +317,27 @@ class ImageGenerator(ModelMixin, ConfigMixin):
         return EncodedImageConditions(
             context=torch.cat([text, human, obj], 1),
             context_mask=torch.cat([text_mask, human_mask, obj_mask], 1).to(dtype),
-            extra=torch.cat([masks, box_map, background, known * 2 - 1], 1),
+            extra=torch.cat(extra, 1),
             vector=vector,
+            skip=skip,
         )
+
+    def warped_references(self, cond: ImageConditions) -> tuple[torch.Tensor, torch.Tensor]:
+        """The first guess: (N, 3, S, S) in [-1, 1], zero where uncovered, and its (N, 1, S, S) coverage.
+
+        The human reference stretched into the human mask over the object reference stretched into
+        the object mask; a dropped reference (or no masks) contributes nothing.
+        """
+        n, size, dtype = len(cond), self.config.sample_size, self.dtype
+        layers = warp_into_masks(
+            cond.refs.flatten(0, 1), cond.ref_masks.flatten(0, 1)[:, None], cond.masks.flatten(0, 1)[:, None]
+        ).reshape(n, 2, 4, size, size)
+        use = torch.stack([cond.has_human, cond.has_object], 1) & cond.has_masks[:, None]  # (N, 2)
+        layers = (layers * use[..., None, None, None].float()).to(dtype)
+        (h_rgb, h_cov), (o_rgb, o_cov) = ((layers[:, r, :3], layers[:, r, 3:]) for r in range(2))
+        cover = h_cov + (1 - h_cov) * o_cov
+        rgb = h_rgb + (1 - h_cov) * o_rgb  # premultiplied "over"
+        return (rgb * 2 - cover), cover  # [0, 1] colours → [-1, 1], still zero where uncovered
 
     def denoise(self, sample: torch.Tensor, timestep: torch.Tensor, enc: EncodedImageConditions) -> torch.Tensor:
         """The network prediction for noisy images ``sample`` (N, 3, S, S) at ``timestep`` (N,) or scalar."""
@@ -282,7 +350,8 @@ class ImageGenerator(ModelMixin, ConfigMixin):
             class_labels=enc.vector,
             encoder_attention_mask=enc.context_mask,
         ).sample
-        return F.pixel_shuffle(out, p)
+        out = F.pixel_shuffle(out, p)
+        return out + enc.skip.to(out.dtype) if self.config.warp_prior else out
 
     def forward(self, sample: torch.Tensor, timestep: torch.Tensor, cond: ImageConditions) -> torch.Tensor:
         return self.denoise(sample, timestep, self.encode_conditions(cond))

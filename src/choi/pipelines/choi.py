@@ -30,7 +30,7 @@ from choi import __version__
 from choi.data.segment import as_rgb, load_image
 from choi.errors import ChoiError
 from choi.io import atomic_write_bytes, png_bytes
-from choi.models.conditioning import generation_region
+from choi.models.conditioning import generation_region, layout_region
 from choi.models.image_generator import ImageConditions, ImageGenerator
 from choi.models.text_encoder import TEXT_ENCODER_NAME, TextEncoder
 from choi.pipelines.mask import DEFAULT_GUIDANCE as MASK_GUIDANCE
@@ -47,6 +47,7 @@ from choi.pipelines.mask import (
     make_generators,
     make_scheduler,
     mask_preview,
+    pad_square,
     parse_box,
     read_background,
     read_reference,
@@ -55,22 +56,17 @@ from choi.pipelines.mask import (
 from choi.vocabulary import resolve
 
 DEFAULT_STEPS = 20  # DPM-Solver++(2M) on the image model
-DEFAULT_GUIDANCE = 2.0  # on the references and the text; layout and background are never dropped
+# Classifier-free guidance on the references and the text (layout and background are never dropped).
+# Off by default: with the warp prior the references already steer the image, and on 32 HOI-World test
+# requests with true masks guidance 1.0 / 1.5 / 2.0 / 3.0 gave recognizer accuracy 93.8 / 90.6 / 87.5 /
+# 87.5% and error inside the masks 47.8 / 48.2 / 50.9 / 58.0; it also halves the cost of a step.
+DEFAULT_GUIDANCE = 1.0
 Callback = Callable[[str, int, int], None]  # (stage "mask" | "image", step, total)
 
 
 def default_model_path() -> Path:
     """The choi-tiny weights shipped inside the package: ``mask/`` (stage 1) and ``image/`` (stage 2)."""
     return Path(str(resources.files("choi") / "weights"))
-
-
-def _square(array: np.ndarray, size: int, mode: int) -> np.ndarray:
-    """Pad an (H, W[, C]) uint8 array to a centred square with zeros and resize it to ``size``."""
-    h, w = array.shape[:2]
-    side = max(h, w)
-    canvas = np.zeros((side, side, *array.shape[2:]), array.dtype)
-    canvas[(side - h) // 2 : (side - h) // 2 + h, (side - w) // 2 : (side - w) // 2 + w] = array
-    return np.asarray(Image.fromarray(canvas).resize((size, size), mode)) if side != size else canvas
 
 
 def _to_tensor(image: np.ndarray) -> torch.Tensor:
@@ -163,8 +159,8 @@ class ImageRenderer:
         """K images, (H, W, 3) uint8: the background's size, else the masks', else the model's.
 
         ``layout_masks`` are (K, H, W) human and object masks (two-stage); without them the layout
-        is ``box`` alone (single-stage). The generated region is the box (or the masks' union box)
-        plus a margin; with a background, everything outside it is the background's own pixels.
+        is ``box`` alone (single-stage). The generated region is the masks grown by a few pixels
+        (or the box plus a margin); with a background, everything outside it is the background's own.
         """
         model, device = self.model, self.model.device
         size = model.config.sample_size
@@ -192,18 +188,18 @@ class ImageRenderer:
         if background is not None:
             out_h, out_w = background.shape[:2]
         box_t = torch.tensor(boxes, dtype=torch.float32)
-        region = generation_region(box_t, size)  # (K, 1, S, S)
+        region = generation_region(box_t, size) if masks is None else layout_region(masks)  # (K, 1, S, S)
 
         refs = torch.stack(
             [
-                _to_tensor(_square(human_rgb, size, Image.BILINEAR)),
-                _to_tensor(_square(object_rgb, size, Image.BILINEAR)),
+                _to_tensor(pad_square(human_rgb, size, Image.BILINEAR)),
+                _to_tensor(pad_square(object_rgb, size, Image.BILINEAR)),
             ]
         )
         ref_masks = torch.stack(
             [
-                torch.from_numpy(_square(human_sil.astype(np.uint8) * 255, size, Image.BILINEAR) > 127),
-                torch.from_numpy(_square(object_sil.astype(np.uint8) * 255, size, Image.BILINEAR) > 127),
+                torch.from_numpy(pad_square(human_sil.astype(np.uint8) * 255, size, Image.BILINEAR) > 127),
+                torch.from_numpy(pad_square(object_sil.astype(np.uint8) * 255, size, Image.BILINEAR) > 127),
             ]
         ).float()
         bg = None

@@ -16,6 +16,7 @@ Example:
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -30,11 +31,13 @@ from choi.data.schema import Sample
 from choi.data.shards import ShardDataset, iter_samples, read_manifest
 from choi.errors import ChoiError
 from choi.io import atomic_write_bytes, png_bytes
-from choi.models.conditioning import generation_region
+from choi.models.conditioning import generation_region, layout_region
 from choi.models.image_generator import IMAGE_CONFIGS, ImageConditions, ImageGenerator
 from choi.models.text_encoder import TextEncoder
 from choi.training.diffusion import batch_text, diffusion_loss, flip_halves, noise_scheduler, text_variants, with_text
 from choi.training.loop import train_recipe
+
+log = logging.getLogger(__name__)
 
 PERSON_OBJECT_WEIGHT = 4.0  # loss weight of human/object pixels relative to background pixels
 
@@ -43,6 +46,7 @@ PERSON_OBJECT_WEIGHT = 4.0  # loss weight of human/object pixels relative to bac
 class ImageTrainConfig:
     data: str
     model: str = "tiny"
+    init_from: str | None = None  # an image model folder to start from (fine-tuning); None: random
     batch_size: int = 16
     num_workers: int = 1
     shuffle_buffer: int = 1000
@@ -55,7 +59,7 @@ class ImageTrainConfig:
     flip: bool = True
     val_samples: int = 8
     val_steps: int = 20
-    val_guidance: float = 2.0
+    val_guidance: float = 1.0  # the pipeline's default (pipelines/choi.py)
 
 
 def image_collate(samples: Sequence[Sample]) -> dict[str, Any]:
@@ -73,14 +77,20 @@ def image_collate(samples: Sequence[Sample]) -> dict[str, Any]:
     }
 
 
-def conditions_from_batch(batch: dict[str, torch.Tensor]) -> ImageConditions:
-    """Every condition of a collated batch switched on (the masks layout, with the box)."""
+def conditions_from_batch(batch: dict[str, torch.Tensor], box_only: torch.Tensor | None = None) -> ImageConditions:
+    """Every condition of a collated batch switched on (the masks layout, with the box).
+
+    The region to paint is the masks' (grown a little), or for ``box_only`` rows the box's.
+    """
     size = batch["image"].shape[-1]
+    region = layout_region(batch["masks"])
+    if box_only is not None:
+        region = torch.where(box_only[:, None, None, None], generation_region(batch["union_box"], size), region)
     cond = ImageConditions.build(
         batch_text(batch),
         batch["refs"],
         batch["ref_masks"],
-        region=generation_region(batch["union_box"], size),
+        region=region,
         masks=batch["masks"],
         box=batch["union_box"],
         background=batch["background"],
@@ -105,7 +115,14 @@ class ImageTask:
         self._val: list[Sample] | None = None
 
     def build_model(self) -> ImageGenerator:
-        return ImageGenerator.from_preset(self.cfg.model)
+        model = ImageGenerator.from_preset(self.cfg.model)
+        if self.cfg.init_from:
+            folder = Path(self.cfg.init_from)
+            if not (folder / "config.json").is_file():
+                raise ChoiError(f"--init-from: no image model in {folder} (expected e.g. RUN/model)")
+            kept = model.load_compatible(ImageGenerator.from_pretrained(folder))
+            log.info("started from %s; %d tensors left as initialised: %s", folder, len(kept), ", ".join(kept))
+        return model
 
     def config(self) -> dict[str, Any]:
         return {"data": asdict(self.cfg), "model": asdict(self.model_cfg), "text_encoder": self.text_encoder.name}
@@ -132,7 +149,7 @@ class ImageTask:
             return torch.rand(n, device=device) < p
 
         box_only = drop(cfg.p_box_only)
-        cond = conditions_from_batch(batch).dropped(
+        cond = conditions_from_batch(batch, box_only).dropped(
             text=drop(cfg.p_drop_text),
             human=drop(cfg.p_drop_human),
             object=drop(cfg.p_drop_object),
@@ -198,12 +215,16 @@ def train_image(
     resume: bool = False,
     validate_every: int = 0,
     text_encoder: TextEncoder | None = None,
+    init_from: str | None = None,
 ) -> Path:
     """Train the image generator into ``out``; returns ``out/model`` (the EMA weights the pipeline loads)."""
     if workers < 0:
         raise ChoiError("--workers must be non-negative")
     ShardDataset(data, split="train")  # fail early, with the reader's message, on a bad dataset
     task = ImageTask(
-        ImageTrainConfig(data=data, model=config, batch_size=batch_size, num_workers=workers, seed=seed), text_encoder
+        ImageTrainConfig(
+            data=data, model=config, init_from=init_from, batch_size=batch_size, num_workers=workers, seed=seed
+        ),
+        text_encoder,
     )
     return train_recipe(task, out, steps, batch_size, lr, seed, resume, validate_every)
