@@ -96,15 +96,6 @@ def read_layout_mask(mask: Any) -> tuple[np.ndarray, np.ndarray]:
     return human, obj
 
 
-def union_box(human: np.ndarray, obj: np.ndarray) -> tuple[float, float, float, float]:
-    """Normalised box around both masks; the whole image when both are empty."""
-    ys, xs = np.nonzero(human | obj)
-    h, w = human.shape
-    if len(xs) == 0:
-        return 0.0, 0.0, 1.0, 1.0
-    return xs.min() / w, ys.min() / h, (xs.max() + 1) / w, (ys.max() + 1) / h
-
-
 class ImageRenderer:
     """Stage 2: paint the referenced person and object inside a layout (masks, or a box alone).
 
@@ -181,14 +172,13 @@ class ImageRenderer:
                 raise ChoiError(f"got {len(hm)} layout masks for {k} images")
             out_h, out_w = hm.shape[-2:]
             masks = F.interpolate(torch.from_numpy(np.stack([hm, om], 1)).float(), size=(size, size), mode="area")
-            boxes = [box if box is not None else union_box(h_, o_) for h_, o_ in zip(hm, om, strict=True)]
+            box_t, region = None, layout_region(masks)  # (K, 1, S, S): the masks carry the layout, box unused
         else:
             out_h = out_w = size
-            masks, boxes = None, [box] * k
+            masks, box_t = None, torch.tensor([box] * k, dtype=torch.float32)
+            region = generation_region(box_t, size)
         if background is not None:
             out_h, out_w = background.shape[:2]
-        box_t = torch.tensor(boxes, dtype=torch.float32)
-        region = generation_region(box_t, size) if masks is None else layout_region(masks)  # (K, 1, S, S)
 
         refs = torch.stack(
             [
@@ -212,7 +202,7 @@ class ImageRenderer:
             ref_masks[None].expand(k, -1, -1, -1).to(device),
             region=region.to(device),
             masks=None if masks is None else masks.to(device),
-            box=box_t.to(device) if masks is None else None,
+            box=None if box_t is None else box_t.to(device),
             background=None if bg is None else bg.expand(k, -1, -1, -1).to(device),
         )
         enc = model.encode_conditions(cond)
