@@ -92,8 +92,8 @@ def identity_retrieval(model: IdentityEmbedder, batches: Iterable[dict[str, torc
         scene = model(b["image"].to(device))
         acc["sh"].append(scene["human"].cpu())
         acc["so"].append(scene["object"].cpu())
-        acc["rh"].append(model(b["human_ref"].to(device))["human"].cpu())
-        acc["ro"].append(model(b["object_ref"].to(device))["object"].cpu())
+        acc["rh"].append(model(b["human_ref"].to(device), roles=("human",))["human"].cpu())
+        acc["ro"].append(model(b["object_ref"].to(device), roles=("object",))["object"].cpu())
         acc["hid"].append(b["human_id"])
         acc["oid"].append(b["object_id"])
     cat = {k: torch.cat(v).numpy() for k, v in acc.items()}

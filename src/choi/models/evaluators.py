@@ -3,8 +3,8 @@
 - :class:`InteractionRecognizer` — image (or a 2-channel human/object mask pair) → class logits.
   The same class serves as the mask-only recognizer with ``in_channels=2``.
 - :class:`IdentityEmbedder` — image → one human-identity and one object-identity embedding. It
-  finds the person and the object itself (learned attention pooling), so scoring a generated
-  image needs nothing but the image: no ground-truth masks or boxes.
+  finds the person and the object itself (a small segmenter, then a full-resolution glimpse of
+  each), so scoring a generated image needs nothing but the image: no ground-truth masks or boxes.
 
 All take float images in [0, 1], shape (N, C, H, W).
 """
@@ -91,45 +91,167 @@ class InteractionRecognizer(ModelMixin, ConfigMixin):
         return self.head(self.features(x))  # (N, num_classes)
 
 
+def role_boxes(soft: torch.Tensor, margin: float = 0.15, min_side: float = 0.125) -> torch.Tensor:
+    """Square crop boxes (N, R, 3) = (centre x, centre y, half side), in [-1, 1] image coordinates,
+    around the cells of each soft mask (N, R, h, w) that reach half that mask's peak.
+
+    Half the peak rather than a fixed 0.5: a small object covers only part of its coarsest cells.
+    """
+    n, r, h, w = soft.shape
+    on = soft >= 0.5 * soft.flatten(2).amax(-1).clamp_min(1e-6)[..., None, None]
+    cols, rows = on.any(-2), on.any(-1)  # (N, R, w), (N, R, h)
+
+    def extent(hit: torch.Tensor, size: int) -> tuple[torch.Tensor, torch.Tensor]:
+        idx = torch.arange(size, device=soft.device, dtype=soft.dtype)
+        lo = torch.where(hit, idx, torch.full_like(idx, size)).amin(-1)
+        hi = torch.where(hit, idx, torch.full_like(idx, -1)).amax(-1) + 1
+        return lo * 2 / size - 1, hi * 2 / size - 1  # cell edges in [-1, 1]
+
+    x0, x1 = extent(cols, w)
+    y0, y1 = extent(rows, h)
+    half = torch.maximum(x1 - x0, y1 - y0) * (0.5 + margin)
+    return torch.stack([(x0 + x1) / 2, (y0 + y1) / 2, half.clamp(min=min_side)], -1)
+
+
+def glimpse(x: torch.Tensor, boxes: torch.Tensor, size: int) -> torch.Tensor:
+    """Crop ``boxes`` (N, 3) from ``x`` (N, C, H, W) and resample each to ``size``×``size``.
+
+    Sampled at twice the size and average-pooled, so large crops (a reference object filling its
+    image) are not aliased; outside the image reads as zeros.
+    """
+    n = x.shape[0]
+    theta = torch.zeros(n, 2, 3, device=x.device, dtype=x.dtype)
+    theta[:, 0, 0] = theta[:, 1, 1] = boxes[:, 2]
+    theta[:, :, 2] = boxes[:, :2]
+    grid = F.affine_grid(theta, [n, x.shape[1], 2 * size, 2 * size], align_corners=False)
+    return F.avg_pool2d(F.grid_sample(x, grid, mode="bilinear", padding_mode="zeros", align_corners=False), 2)
+
+
+class Locator(nn.Module):
+    """Human/object segment logits (N, 2, s/4, s/4) of ``input_size`` images: a small U-Net.
+
+    Three strided stages see far enough (a held cup is told from a window by the hand around
+    it); the way back up adds each stage's features to the finer grid's.
+    """
+
+    def __init__(self, widths: tuple[int, ...], input_size: int):
+        super().__init__()
+        self.input_size = input_size
+        self.stem = nn.Conv2d(3, widths[0], 3, 2, 1)
+        self.down = nn.ModuleList()
+        cin = widths[0]
+        for w in widths:
+            self.down.append(ResBlock(cin, w, stride=2))
+            cin = w
+        self.lateral = nn.ModuleList(nn.Conv2d(widths[i + 1], widths[i], 1) for i in range(len(widths) - 1))
+        self.up = nn.ModuleList(ResBlock(w, w, stride=1) for w in widths[:-1])
+        self.norm = nn.GroupNorm(8, widths[0])
+        self.out = nn.Conv2d(widths[0], 2, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = self.stem(x * 2.0 - 1.0)
+        skips = []
+        for block in self.down:
+            h = block(h)
+            skips.append(h)
+        for i in reversed(range(len(self.up))):  # coarse → fine
+            h = self.up[i](skips[i] + F.interpolate(self.lateral[i](h), size=skips[i].shape[-2:], mode="nearest"))
+        return self.out(F.silu(self.norm(h)))
+
+
+class GlimpseEncoder(nn.Module):
+    """Embedding of one role from its glimpse: RGB plus the role's soft mask as a 4th channel.
+
+    Features are pooled twice: weighted by the (pooled) mask — the role's own colours and
+    patterns, mean and spread — and over the whole glimpse for context.
+    """
+
+    def __init__(self, widths: tuple[int, ...], embed_dim: int):
+        super().__init__()
+        self.stem = nn.Conv2d(4, widths[0], 3, 1, 1)
+        blocks, cin = [], widths[0]
+        for i, w in enumerate(widths):
+            blocks.append(ResBlock(cin, w, stride=1 if i == 0 else 2))
+            cin = w
+        self.blocks = nn.Sequential(*blocks)
+        self.norm = nn.GroupNorm(8, cin)
+        self.head = nn.Sequential(nn.Linear(3 * cin, 2 * cin), nn.SiLU(), nn.Linear(2 * cin, embed_dim))
+
+    def forward(self, crop: torch.Tensor) -> torch.Tensor:
+        rgb, mask = crop[:, :3], crop[:, 3:]
+        feat = F.silu(self.norm(self.blocks(self.stem(torch.cat([rgb * 2.0 - 1.0, mask], 1)))))
+        w = F.adaptive_avg_pool2d(mask, feat.shape[-2:]).flatten(1)  # (N, h*w)
+        w = w / w.sum(-1, keepdim=True).clamp_min(1e-6)
+        flat = feat.flatten(2)  # (N, C, h*w)
+        mean = (flat * w[:, None]).sum(-1)
+        spread = ((flat.square() * w[:, None]).sum(-1) - mean.square()).clamp_min(0).sqrt()
+        return F.normalize(self.head(torch.cat([mean, spread, flat.mean(-1)], 1)), dim=-1)
+
+
 class IdentityEmbedder(ModelMixin, ConfigMixin):
     """Human- and object-identity embeddings (unit norm) from a scene or a reference image.
 
-    Each role has a learned attention map over the feature grid, so the network locates the
-    person and the object by itself. During training the maps may be supervised with masks;
-    at scoring time only the image is used.
+    Two steps, both from the image alone:
+
+    1. a :class:`Locator` (a small U-Net, ``locator_widths`` finest first) segments the person
+       and the object at a quarter of ``input_size``;
+    2. for each role, a square *glimpse* around its segment is cropped from the full-resolution
+       image and embedded by that role's :class:`GlimpseEncoder`.
+
+    The glimpse makes the embedding scale-free: an object a few pixels wide in a scene and the
+    same object filling its reference image are both seen at ``glimpse_size``. Training may place
+    glimpses with true masks (:meth:`embed`); scoring uses :meth:`forward`, which never sees them.
 
     Example:
         >>> emb = IdentityEmbedder()
         >>> out = emb(torch.rand(2, 3, 128, 128))
-        >>> out["human"].shape, out["object"].shape
-        (torch.Size([2, 128]), torch.Size([2, 128]))
+        >>> out["human"].shape, out["object"].shape, out["human_attention"].shape
+        (torch.Size([2, 128]), torch.Size([2, 128]), torch.Size([2, 32, 32]))
     """
 
     roles = ("human", "object")
 
     @register_to_config
-    def __init__(self, widths: tuple[int, ...] = (32, 64, 128), embed_dim: int = 128, input_size: int = 64):
+    def __init__(
+        self,
+        locator_widths: tuple[int, ...] = (16, 32, 64),
+        glimpse_widths: tuple[int, ...] = (24, 48, 96),
+        glimpse_size: int = 32,
+        embed_dim: int = 128,
+        input_size: int = 128,
+    ):
         super().__init__()
-        # Fewer strided stages than the recognizer: identity lives in colours and textures, and a
-        # 8×8 grid (at 64 px) lets the attention separate a small object from the person.
-        self.backbone = ConvBackbone(3, tuple(widths), input_size)
-        c = self.backbone.out_channels
-        self.attention = nn.Conv2d(c, len(self.roles), 1)
-        self.heads = nn.ModuleList(
-            nn.Sequential(nn.Linear(2 * c, 2 * c), nn.SiLU(), nn.Linear(2 * c, embed_dim)) for _ in self.roles
-        )
+        self.locator = Locator(tuple(locator_widths), input_size)
+        self.encoders = nn.ModuleList(GlimpseEncoder(tuple(glimpse_widths), embed_dim) for _ in self.roles)
 
-    def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
-        feat = self.backbone(x)  # (N, C, h, w)
-        logits = self.attention(feat)  # (N, 2, h, w)
-        weights = logits.flatten(2).softmax(-1)  # (N, 2, h*w)
-        flat = feat.flatten(2)  # (N, C, h*w)
+    def _resize(self, x: torch.Tensor) -> torch.Tensor:
+        size = self.config.input_size
+        if x.shape[-2:] != (size, size):
+            x = F.interpolate(x, size=(size, size), mode="bilinear", antialias=True)
+        return x
+
+    def locate(self, x: torch.Tensor) -> torch.Tensor:
+        """Human/object segment logits (N, 2, s/4, s/4) of images (N, 3, H, W) in [0, 1]."""
+        return self.locator(self._resize(x))
+
+    def embed(self, x: torch.Tensor, soft: torch.Tensor, roles: tuple[str, ...] = roles) -> dict[str, torch.Tensor]:
+        """Unit embeddings of ``roles`` from images and their soft role masks (N, 2, h, w) in [0, 1]."""
+        x = self._resize(x)
+        size = self.config.input_size
+        boxes = role_boxes(soft.detach())  # (N, 2, 3): where to look is not learned through the crop
         out: dict[str, torch.Tensor] = {}
         for i, role in enumerate(self.roles):
-            w = weights[:, i : i + 1]  # (N, 1, h*w)
-            mean = (flat * w).sum(-1)  # (N, C)
-            second = (flat.square() * w).sum(-1) - mean.square()  # colour/texture spread
-            pooled = torch.cat([mean, second.clamp_min(0).sqrt()], dim=1)
-            out[role] = F.normalize(self.heads[i](pooled), dim=-1)
-            out[f"{role}_attention"] = logits[:, i]  # (N, h, w) logits, for mask supervision
+            if role in roles:
+                role_mask = F.interpolate(soft[:, i : i + 1], size=(size, size), mode="bilinear")
+                crop = glimpse(torch.cat([x, role_mask], 1), boxes[:, i], self.config.glimpse_size)
+                out[role] = self.encoders[i](crop)
+        return out
+
+    def forward(self, x: torch.Tensor, roles: tuple[str, ...] = roles) -> dict[str, torch.Tensor]:
+        """Embeddings of ``roles`` of images (N, 3, H, W) in [0, 1], and the locator's logits
+        (``<role>_attention``, (N, s/4, s/4))."""
+        logits = self.locate(x)
+        out = self.embed(x, logits.sigmoid(), roles)
+        for i, role in enumerate(self.roles):
+            out[f"{role}_attention"] = logits[:, i]
         return out

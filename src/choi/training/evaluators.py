@@ -2,8 +2,8 @@
 
 - ``interaction``: image → class (cross-entropy, flips + blur/noise so generated images are judged fairly)
 - ``mask``: human/object masks → class
-- ``identity``: scene → human/object embeddings matched to the reference embeddings (InfoNCE),
-  attention maps supervised by the masks during training only.
+- ``identity``: scene → human/object embeddings matched to the reference embeddings (InfoNCE);
+  the locator that places each role's glimpse is supervised by the masks during training only.
 """
 
 from __future__ import annotations
@@ -52,6 +52,24 @@ def _degrade(x: torch.Tensor) -> torch.Tensor:
     blurred = torch.where(torch.rand(n, 1, 1, 1, device=x.device) < 0.5, _blur(x, sigma), x)
     noise = torch.randn_like(x) * (torch.rand(n, 1, 1, 1, device=x.device) * 0.04)
     return (blurred + noise).clamp(0, 1)
+
+
+def _dice_loss(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """1 − soft Dice per sample and role, over the roles present: unlike per-pixel BCE, a
+    40-pixel object weighs as much as a 4000-pixel person."""
+    inter = (pred * target).sum((-2, -1))
+    total = pred.sum((-2, -1)) + target.sum((-2, -1))
+    present = target.sum((-2, -1)) > 0
+    dice = 1 - (2 * inter + 1e-3) / (total + 1e-3)
+    return dice[present].mean() if present.any() else dice.sum() * 0
+
+
+def _lower_resolution(x: torch.Tensor, size: int) -> torch.Tensor:
+    """Down to ``size`` px and back: the detail a smaller rendering of the same thing would lose."""
+    if size >= x.shape[-1]:
+        return x
+    small = F.interpolate(x, size=(size, size), mode="bilinear", antialias=True)
+    return F.interpolate(small, size=x.shape[-2:], mode="bilinear").clamp(0, 1)
 
 
 def _blur(x: torch.Tensor, sigma: float) -> torch.Tensor:
@@ -152,24 +170,31 @@ class IdentityTask(_EvaluatorTask):
         return IdentityEmbedder()
 
     def loss(self, model, batch):
-        batch = _flip(batch, ("image", "masks"))
-        scene = model(_degrade(batch["image"]))
-        human_ref = model(batch["human_ref"])
-        object_ref = model(batch["object_ref"])
-        loss_h = info_nce(scene["human"], human_ref["human"], batch["human_id"])
-        loss_o = info_nce(scene["object"], object_ref["object"], batch["object_id"])
-        # Teach the attention where each role is; only training ever sees masks.
-        size = scene["human_attention"].shape[-2:]
-        target = F.adaptive_avg_pool2d(batch["masks"], size)
-        ref_target = F.adaptive_avg_pool2d(batch["ref_masks"], size)
-        attn = F.binary_cross_entropy_with_logits(
-            torch.stack([scene["human_attention"], scene["object_attention"]], 1), target
-        ) + 0.5 * (
-            F.binary_cross_entropy_with_logits(human_ref["human_attention"], ref_target[:, 0])
-            + F.binary_cross_entropy_with_logits(object_ref["object_attention"], ref_target[:, 1])
-        )
-        loss = loss_h + loss_o + attn
-        return loss, {"nce_human": loss_h.item(), "nce_object": loss_o.item(), "attention": attn.item()}
+        batch = _flip(_flip(batch, ("image", "masks")), ("human_ref", "object_ref", "ref_masks"))
+        scene = _degrade(batch["image"])
+        # References are sharp and large; scene people and objects are small. Seen through a
+        # lower resolution, a reference teaches the embedding to ignore detail a scene lacks.
+        low = int(128 * (0.25 + 0.75 * float(torch.rand(()))))
+        human_ref, object_ref = (_lower_resolution(batch[k], low) for k in ("human_ref", "object_ref"))
+        refs = batch["ref_masks"]
+        views = {
+            "scene": (scene, batch["masks"], ("human", "object")),
+            "human_ref": (human_ref, torch.stack([refs[:, 0], torch.zeros_like(refs[:, 0])], 1), ("human",)),
+            "object_ref": (object_ref, torch.stack([torch.zeros_like(refs[:, 1]), refs[:, 1]], 1), ("object",)),
+        }
+        emb, seg = {}, 0.0
+        for name, (x, masks, roles) in views.items():
+            logits = model.locate(x)
+            target = F.adaptive_avg_pool2d(masks, logits.shape[-2:])
+            seg = seg + F.binary_cross_entropy_with_logits(logits, target) + _dice_loss(logits.sigmoid(), target)
+            # Glimpses from true masks for half the samples, from the locator for the rest: the
+            # encoders learn from clean crops and from the crops scoring will give them.
+            use_true = torch.rand(x.shape[0], 1, 1, 1, device=x.device) < 0.5
+            emb[name] = model.embed(x, torch.where(use_true, target, logits.sigmoid()), roles)
+        loss_h = info_nce(emb["scene"]["human"], emb["human_ref"]["human"], batch["human_id"])
+        loss_o = info_nce(emb["scene"]["object"], emb["object_ref"]["object"], batch["object_id"])
+        loss = loss_h + loss_o + seg
+        return loss, {"nce_human": loss_h.item(), "nce_object": loss_o.item(), "segment": float(seg.detach())}
 
     def validate(self, model, out_dir: Path, step: int) -> dict[str, float]:
         from choi.evaluation.evaluators import identity_retrieval

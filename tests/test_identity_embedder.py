@@ -1,0 +1,58 @@
+"""The identity embedder's mechanics: where it looks (role boxes), what it sees (glimpses), and
+that it needs nothing but the image."""
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from choi.models.evaluators import IdentityEmbedder, glimpse, role_boxes
+
+
+def test_role_boxes_frame_the_half_peak_cells_as_squares():
+    soft = torch.zeros(2, 2, 32, 32)
+    soft[0, 0, 4:8, 10:12] = 1.0  # 2 cells wide, 4 tall → square on the height
+    soft[0, 0, 20, 20] = 0.4  # below half the peak: ignored
+    soft[0, 1, 16:32, 0:32] = 0.2  # faint but alone: half *its* peak still frames it
+    soft[1, 0, 0:32, 0:32] = 1.0
+    soft[1, 1, 10, 10] = 1.0  # one cell: grown to the minimum side
+    boxes = role_boxes(soft, margin=0.0, min_side=0.1)
+    torch.testing.assert_close(boxes[0, 0], torch.tensor([-0.3125, -0.625, 0.125]))
+    torch.testing.assert_close(boxes[0, 1], torch.tensor([0.0, 0.5, 1.0]))
+    torch.testing.assert_close(boxes[1, 0], torch.tensor([0.0, 0.0, 1.0]))
+    torch.testing.assert_close(boxes[1, 1], torch.tensor([-0.34375, -0.34375, 0.1]))
+    assert role_boxes(soft, margin=0.15)[0, 0, 2] == pytest.approx(0.25 * 0.65)
+
+
+def test_glimpse_of_the_whole_image_is_the_image_resized():
+    x = torch.rand(2, 3, 64, 64)
+    whole = torch.tensor([[0.0, 0.0, 1.0]]).expand(2, 3)
+    out = glimpse(x, whole, 32)
+    torch.testing.assert_close(out, F.avg_pool2d(x, 2), atol=1e-5, rtol=0)
+
+
+def test_glimpse_crops_the_quadrant_it_is_given():
+    x = torch.zeros(1, 1, 64, 64)
+    x[..., :32, 32:] = 1.0  # top-right quadrant
+    out = glimpse(x, torch.tensor([[0.5, -0.5, 0.5]]), 16)
+    assert out.min() == 1.0
+    assert glimpse(x, torch.tensor([[-0.5, 0.5, 0.5]]), 16).max() == 0.0
+
+
+@pytest.mark.usefixtures("one_thread")
+def test_embedder_outputs_roles_and_follows_its_masks():
+    torch.manual_seed(0)
+    tiny = {"locator_widths": (8, 8), "glimpse_widths": (8, 16), "glimpse_size": 16, "embed_dim": 12}
+    model = IdentityEmbedder(**tiny, input_size=64)
+    x = torch.rand(3, 3, 64, 64)
+    out = model(x)
+    assert out["human"].shape == out["object"].shape == (3, 12)
+    assert out["human_attention"].shape == (3, 16, 16)
+    torch.testing.assert_close(out["human"].norm(dim=-1), torch.ones(3))
+    assert set(model(x, roles=("object",))) == {"object", "human_attention", "object_attention"}
+    # Other sizes are resized to input_size first.
+    assert model(F.interpolate(x, size=(128, 128)))["object"].shape == (3, 12)
+    # The glimpse follows the mask it is given: a different place gives a different embedding.
+    left, right = torch.zeros(3, 2, 16, 16), torch.zeros(3, 2, 16, 16)
+    left[..., 4:8, 1:5] = 1.0
+    right[..., 4:8, 11:15] = 1.0
+    assert not torch.allclose(model.embed(x, left)["human"], model.embed(x, right)["human"])
