@@ -97,7 +97,7 @@ def role_boxes(soft: torch.Tensor, margin: float = 0.15, min_side: float = 0.125
 
     Half the peak rather than a fixed 0.5: a small object covers only part of its coarsest cells.
     """
-    n, r, h, w = soft.shape
+    h, w = soft.shape[-2:]
     on = soft >= 0.5 * soft.flatten(2).amax(-1).clamp_min(1e-6)[..., None, None]
     cols, rows = on.any(-2), on.any(-1)  # (N, R, w), (N, R, h)
 
@@ -128,15 +128,14 @@ def glimpse(x: torch.Tensor, boxes: torch.Tensor, size: int) -> torch.Tensor:
 
 
 class Locator(nn.Module):
-    """Human/object segment logits (N, 2, s/4, s/4) of ``input_size`` images: a small U-Net.
+    """Human/object segment logits (N, 2, H/4, W/4): a small U-Net, one strided stage per width.
 
-    Three strided stages see far enough (a held cup is told from a window by the hand around
-    it); the way back up adds each stage's features to the finer grid's.
+    The coarse stages see far enough to tell a held cup from a window by the hand around it; the
+    way back up adds each stage's features to the finer grid's.
     """
 
-    def __init__(self, widths: tuple[int, ...], input_size: int):
+    def __init__(self, widths: tuple[int, ...]):
         super().__init__()
-        self.input_size = input_size
         self.stem = nn.Conv2d(3, widths[0], 3, 2, 1)
         self.down = nn.ModuleList()
         cin = widths[0]
@@ -221,7 +220,7 @@ class IdentityEmbedder(ModelMixin, ConfigMixin):
         input_size: int = 128,
     ):
         super().__init__()
-        self.locator = Locator(tuple(locator_widths), input_size)
+        self.locator = Locator(tuple(locator_widths))
         self.encoders = nn.ModuleList(GlimpseEncoder(tuple(glimpse_widths), embed_dim) for _ in self.roles)
 
     def _resize(self, x: torch.Tensor) -> torch.Tensor:
