@@ -43,10 +43,10 @@ class ConvBackbone(nn.Module):
     patterns stay visible.
     """
 
-    def __init__(self, in_channels: int, widths: tuple[int, ...], input_size: int):
+    def __init__(self, in_channels: int, widths: tuple[int, ...], input_size: int, stem_stride: int = 2):
         super().__init__()
         self.input_size = input_size
-        self.stem = nn.Conv2d(in_channels, widths[0], 3, 2, 1)  # halve early: CPU budget
+        self.stem = nn.Conv2d(in_channels, widths[0], 3, stem_stride, 1)  # 2: halve early, CPU budget
         blocks, cin = [], widths[0]
         for i, w in enumerate(widths):
             blocks.append(ResBlock(cin, w, stride=1 if i == 0 else 2))
@@ -58,8 +58,11 @@ class ConvBackbone(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if x.shape[-1] != self.input_size or x.shape[-2] != self.input_size:
             x = F.interpolate(x, size=(self.input_size, self.input_size), mode="bilinear", antialias=True)
-        x = self.stem(x * 2.0 - 1.0)  # [0, 1] → [-1, 1]
-        return F.silu(self.norm(self.blocks(x)))  # (N, C, H/2^len(widths), W/2^len(widths))
+        return self.trunk(x * 2.0 - 1.0)  # [0, 1] → [-1, 1]
+
+    def trunk(self, x: torch.Tensor) -> torch.Tensor:
+        """Features of an input already at its size and scale: (N, C, H/s/2^(len(widths)-1), ...)."""
+        return F.silu(self.norm(self.blocks(self.stem(x))))
 
 
 class InteractionRecognizer(ModelMixin, ConfigMixin):
@@ -165,20 +168,15 @@ class GlimpseEncoder(nn.Module):
     patterns, mean and spread — and over the whole glimpse for context.
     """
 
-    def __init__(self, widths: tuple[int, ...], embed_dim: int):
+    def __init__(self, widths: tuple[int, ...], embed_dim: int, glimpse_size: int):
         super().__init__()
-        self.stem = nn.Conv2d(4, widths[0], 3, 1, 1)
-        blocks, cin = [], widths[0]
-        for i, w in enumerate(widths):
-            blocks.append(ResBlock(cin, w, stride=1 if i == 0 else 2))
-            cin = w
-        self.blocks = nn.Sequential(*blocks)
-        self.norm = nn.GroupNorm(8, cin)
+        self.backbone = ConvBackbone(4, widths, glimpse_size, stem_stride=1)
+        cin = self.backbone.out_channels
         self.head = nn.Sequential(nn.Linear(3 * cin, 2 * cin), nn.SiLU(), nn.Linear(2 * cin, embed_dim))
 
     def forward(self, crop: torch.Tensor) -> torch.Tensor:
         rgb, mask = crop[:, :3], crop[:, 3:]
-        feat = F.silu(self.norm(self.blocks(self.stem(torch.cat([rgb * 2.0 - 1.0, mask], 1)))))
+        feat = self.backbone.trunk(torch.cat([rgb * 2.0 - 1.0, mask], 1))  # the mask stays in [0, 1]
         w = F.adaptive_avg_pool2d(mask, feat.shape[-2:]).flatten(1)  # (N, h*w)
         w = w / w.sum(-1, keepdim=True).clamp_min(1e-6)
         flat = feat.flatten(2)  # (N, C, h*w)
@@ -221,7 +219,9 @@ class IdentityEmbedder(ModelMixin, ConfigMixin):
     ):
         super().__init__()
         self.locator = Locator(tuple(locator_widths))
-        self.encoders = nn.ModuleList(GlimpseEncoder(tuple(glimpse_widths), embed_dim) for _ in self.roles)
+        self.encoders = nn.ModuleList(
+            GlimpseEncoder(tuple(glimpse_widths), embed_dim, glimpse_size) for _ in self.roles
+        )
 
     def _resize(self, x: torch.Tensor) -> torch.Tensor:
         size = self.config.input_size
