@@ -1,7 +1,7 @@
 """Stage 2 and the end-to-end pipeline: image model, renderer, CHOIPipeline, training recipe, baselines."""
 
 import json
-from dataclasses import asdict
+from dataclasses import asdict, replace
 
 import numpy as np
 import pytest
@@ -294,6 +294,14 @@ def test_training_through_the_shared_loop(dataset, text_encoder, tmp_path):
     loss, _ = task.loss(net, batch)
     loss.backward()
     assert torch.isfinite(loss) and net.refs.role.grad.abs().sum() > 0
+    balanced = _TinyTask(replace(cfg, class_balance=1.0), text_encoder)
+    balanced.model_cfg = task.model_cfg
+    assert len(set(batch["label"].tolist())) > 1
+    torch.manual_seed(1)
+    plain_loss = task.loss(net, batch)[0]
+    torch.manual_seed(1)
+    balanced_loss = balanced.loss(net, batch)[0]
+    assert torch.isfinite(balanced_loss) and not torch.isclose(plain_loss, balanced_loss)
     final = train(task, TrainConfig(steps=2, batch_size=4, warmup_steps=1, log_every=1), tmp_path / "run")
     log = [json.loads(line) for line in (tmp_path / "run" / "log.jsonl").read_text().splitlines()]
     assert any("val/mae_in_masks" in line for line in log)

@@ -9,13 +9,16 @@ from PIL import Image
 
 from choi.cli import main
 from choi.data.segment import silhouette
+from choi.data.shards import interaction_counts, iter_samples
 from choi.errors import ChoiError
 from choi.models.conditioning import box_coverage, fit_silhouettes
 from choi.models.mask_generator import MASK_CONFIGS, MaskConditions, MaskGenerator
 from choi.models.text_encoder import TextEmbeddings, TextEncoder
 from choi.pipelines.mask import MaskPipeline, parse_box, to_masks
+from choi.training.diffusion import class_weights, sample_weights
 from choi.training.loop import TrainConfig, train
 from choi.training.mask import MaskTask, MaskTrainConfig
+from choi.vocabulary import CLASSES, UNLABELLED
 from fake_samples import write_tiny_dataset
 
 STEPS = 4  # sampler steps in tests: enough to exercise the multistep solver, cheap on a CPU
@@ -245,6 +248,50 @@ def test_training_smoke_through_the_shared_loop(dataset, text_encoder, tmp_path)
     assert grid.size == (3 * 32, 2 * 32 + 2)
     out = MaskPipeline.from_pretrained(final, text_encoder=text_encoder)(**_request())
     assert out.human_masks.shape == (1, 64, 64)
+    # Fine-tuning starts from exactly the saved weights; a folder without a mask model is refused.
+    started = _task(dataset, text_encoder, init_from=str(final)).build_model()
+    saved = MaskGenerator.from_pretrained(final).state_dict()
+    assert all(torch.equal(t, saved[k]) for k, t in started.state_dict().items())
+    with pytest.raises(ChoiError, match="--init-from: no mask model"):
+        _task(dataset, text_encoder, init_from=str(tmp_path / "none")).build_model()
+
+
+def test_class_weights_balance_rare_classes():
+    counts = {"ride_bicycle": 1400, "kick_ball": 1000, "push_chair": 140}
+    n = {name: torch.tensor(float(c)) for name, c in counts.items()}
+    index = {c.name: c.index for c in CLASSES}
+    plain = class_weights(counts, 0.0)
+    torch.testing.assert_close(plain, torch.ones(len(CLASSES)))
+    full = class_weights(counts, 1.0)
+    totals = [float(full[index[name]] * n[name]) for name in counts]
+    assert max(totals) - min(totals) < 1e-3 * max(totals)  # every class weighs the same in total
+    mean = sum(float(full[index[name]] * n[name]) for name in counts) / sum(counts.values())
+    assert abs(mean - 1) < 1e-5  # the average training sample still weighs 1
+    half = class_weights(counts, 0.5)
+    assert full[index["push_chair"]] > half[index["push_chair"]] > 1 > half[index["ride_bicycle"]]
+    assert full[index["carry_chair"]] == 1  # absent from the counts
+    labels = torch.tensor([index["push_chair"], UNLABELLED])
+    assert sample_weights(labels, full).flatten().tolist() == [pytest.approx(float(full[index["push_chair"]])), 1.0]
+    with pytest.raises(ValueError, match="class balance"):
+        class_weights(counts, 1.5)
+
+
+def test_class_balanced_training_reweights_the_loss(dataset, text_encoder):
+    counts = interaction_counts(dataset, "train")
+    decoded = [s.interaction for s in iter_samples(dataset, split="train")]
+    assert counts == {name: decoded.count(name) for name in set(decoded)}
+    plain, balanced = _task(dataset, text_encoder), _task(dataset, text_encoder, class_balance=1.0)
+    assert plain.class_weights is None
+    torch.testing.assert_close(balanced.class_weights, class_weights(counts, 1.0))
+    torch.manual_seed(0)
+    net = plain.build_model()
+    batch = next(iter(plain.batches(0)))
+    assert len(set(batch["label"].tolist())) > 1  # classes of unequal count, so unequal weights
+    losses = []
+    for task in (plain, balanced):
+        torch.manual_seed(1)
+        losses.append(task.loss(net, batch)[0])
+    assert torch.isfinite(losses[1]) and not torch.isclose(losses[0], losses[1])
 
 
 # --- CLI --------------------------------------------------------------------------------------
@@ -315,6 +362,14 @@ def test_cli_mask_errors_write_nothing(cli_inputs, change, capsys):
 def test_cli_train_mask_rejects_a_missing_dataset(tmp_path, capsys):
     assert main(["train", "mask", "--data", str(tmp_path / "none"), "--out", str(tmp_path / "run")]) == 2
     assert "does not exist" in capsys.readouterr().err
+
+
+def test_cli_train_mask_rejects_a_bad_class_balance(dataset, tmp_path, capsys):
+    args = ["train", "mask", "--data", str(dataset), "--out", str(tmp_path / "run"), "--class-balance", "2"]
+    assert main(args) == 2
+    err = capsys.readouterr().err.strip()
+    assert "--class-balance" in err and "\n" not in err
+    assert not (tmp_path / "run").exists()
 
 
 def test_a_faint_object_channel_still_gives_an_object_mask():

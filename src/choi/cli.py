@@ -173,6 +173,21 @@ def _add_training_options(parser: argparse.ArgumentParser, steps: int, batch_siz
     parser.add_argument("--resume", action="store_true", help="continue the run in --out from its checkpoint")
 
 
+def _add_stage_options(parser: argparse.ArgumentParser, stage: str) -> None:
+    """Options of the two diffusion recipes, ``choi train mask`` and ``choi train image``."""
+    parser.add_argument("--config", default="tiny", help="model preset: tiny (CPU) or small (GPU)")
+    parser.add_argument("--validate-every", type=int, default=0, help="steps between validation grids (0: at the end)")
+    parser.add_argument(
+        "--init-from", default=None, metavar="MODEL", help=f"start from this {stage} model folder (fine-tuning)"
+    )
+    parser.add_argument(
+        "--class-balance",
+        type=float,
+        default=0.0,
+        help="loss weight per class ∝ its count^-B: 0 plain, 1 every class weighs the same (default: 0)",
+    )
+
+
 def _add_train(sub: argparse._SubParsersAction) -> None:
     train = sub.add_parser(
         "train",
@@ -201,8 +216,7 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
         epilog="example: choi train mask --data data/hoiw --out runs/mask --config tiny --steps 3000",
     )
     _add_training_options(mask, steps=3000, batch_size=32, lr=5e-4)
-    mask.add_argument("--config", default="tiny", help="model preset: tiny (CPU) or small (GPU)")
-    mask.add_argument("--validate-every", type=int, default=0, help="steps between validation grids (0: at the end)")
+    _add_stage_options(mask, "mask")
     mask.set_defaults(func=_train_stage)
 
     image = tsub.add_parser(
@@ -215,11 +229,7 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
         epilog="example: choi train image --data data/hoiw --out runs/image --config tiny --steps 6000",
     )
     _add_training_options(image, steps=6000, batch_size=16, lr=8e-4)
-    image.add_argument("--config", default="tiny", help="model preset: tiny (CPU) or small (GPU)")
-    image.add_argument("--validate-every", type=int, default=0, help="steps between validation grids (0: at the end)")
-    image.add_argument(
-        "--init-from", default=None, metavar="MODEL", help="start from this image model folder (fine-tuning)"
-    )
+    _add_stage_options(image, "image")
     image.set_defaults(func=_train_stage)
 
 
@@ -240,7 +250,8 @@ def _train_stage(args: argparse.Namespace) -> None:
         seed=args.seed,
         resume=args.resume,
         validate_every=args.validate_every,
-        **({"init_from": args.init_from} if args.train_command == "image" else {}),
+        class_balance=args.class_balance,
+        init_from=args.init_from,
     )
     log.info("%s model written to %s", args.train_command, final)
 

@@ -258,6 +258,15 @@ def iter_samples(
     return _decoded(itertools.islice(iter_shard_records(paths), limit), decode)
 
 
+def interaction_counts(root: str | os.PathLike, split: str) -> dict[str, int]:
+    """How many samples of ``split`` show each interaction (reads only the records' JSON, not the pixels)."""
+    counts: dict[str, int] = {}
+    for record in iter_samples(root, split=split, decode=False):
+        name = json.loads(record["json"])["interaction"]
+        counts[name] = counts.get(name, 0) + 1
+    return counts
+
+
 def _decoded(records: Iterator[dict[str, Any]], enabled: bool) -> Iterator[Any]:
     for record in records:
         yield decode(record) if enabled else record

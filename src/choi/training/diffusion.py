@@ -1,22 +1,161 @@
-"""What both diffusion recipes (stage 1 masks, stage 2 images) share: noise, loss, text, flips.
+"""What both diffusion recipes (stage 1 masks, stage 2 images) share: the task's data, start and
+class weights (:class:`DiffusionTask`), the entry point (:func:`train_stage`), noise, loss, text, flips.
 
 Example:
     >>> noise = noise_scheduler(model.config)
-    >>> loss = diffusion_loss(noise, model.config.prediction_type, lambda xt, t: model(xt, t, cond), x0)
+    >>> loss = diffusion_loss(noise, lambda xt, t: model(xt, t, cond), x0)
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Sequence
-from typing import Any
+import logging
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any, ClassVar, TypeVar
 
 import numpy as np
 import torch
 from diffusers import DDPMScheduler
+from torch.utils.data import DataLoader
 
 from choi.data.schema import Sample
+from choi.data.shards import ShardDataset, interaction_counts, iter_samples, read_manifest
+from choi.errors import ChoiError
 from choi.models.text_encoder import TextEmbeddings, TextEncoder
-from choi.vocabulary import BY_NAME
+from choi.training.loop import train_recipe
+from choi.vocabulary import BY_NAME, CLASSES
+
+log = logging.getLogger(__name__)
+
+M = TypeVar("M")
+
+
+@dataclass
+class StageTrainConfig:
+    """The data options both diffusion recipes share; each recipe's config adds its own."""
+
+    data: str  # dataset folder with a train split (and a test split for validation)
+    model: str = "tiny"  # preset name of the recipe's model
+    init_from: str | None = None  # a model folder to start from (fine-tuning); None: random
+    batch_size: int = 32
+    num_workers: int = 1
+    shuffle_buffer: int = 1000
+    seed: int = 0
+    # Loss weight ∝ class count^-class_balance: 0 plain, 1 every class weighs the same (rare ones 10x).
+    class_balance: float = 0.0
+    flip: bool = True  # every interaction exists facing left and right
+    val_samples: int = 8
+
+
+class DiffusionTask:
+    """The parts of a diffusion recipe's :class:`~choi.training.loop.Task` that do not depend on what
+    it generates: presets, the starting weights, the batches (with text embeddings) and class weights.
+
+    A recipe sets ``name``, ``presets``, ``model_cls`` and ``config_cls`` and writes ``collate_fn``,
+    ``loss`` and ``validate``.
+    """
+
+    name: ClassVar[str]
+    presets: ClassVar[Mapping[str, Any]]
+    model_cls: ClassVar[type]
+    config_cls: ClassVar[type[StageTrainConfig]]
+
+    def __init__(self, cfg: StageTrainConfig, text_encoder: TextEncoder | None = None):
+        if cfg.model not in self.presets:
+            raise ChoiError(f"unknown {self.name} model config '{cfg.model}'; choose from {', '.join(self.presets)}")
+        self.cfg = cfg
+        self.model_cfg = self.presets[cfg.model]
+        splits = read_manifest(cfg.data).splits
+        self.val_split = "test" if "test" in splits else "train"  # unseen identities when there are any
+        self.text_encoder = text_encoder or TextEncoder(max_length=self.model_cfg.max_text_tokens)
+        self.noise = noise_scheduler(self.model_cfg)
+        self.class_weights = None
+        if cfg.class_balance:
+            self.class_weights = class_weights(interaction_counts(cfg.data, "train"), cfg.class_balance)
+        self._val: list[Sample] | None = None
+
+    def build_model(self) -> torch.nn.Module:
+        model = self.model_cls.from_preset(self.cfg.model)
+        if self.cfg.init_from:
+            self.start_from(model, pretrained(self.model_cls, self.cfg.init_from, self.name))
+            log.info("started from %s", self.cfg.init_from)
+        return model
+
+    def start_from(self, model: torch.nn.Module, other: torch.nn.Module) -> None:
+        """Copy ``other``'s weights into ``model``; the same preset is required unless a recipe says otherwise."""
+        try:
+            model.load_state_dict(other.state_dict())
+        except RuntimeError:
+            cfg = self.cfg
+            raise ChoiError(f"--init-from: {cfg.init_from} is not a '{cfg.model}' {self.name} model") from None
+
+    def config(self) -> dict[str, Any]:
+        return {"data": asdict(self.cfg), "model": asdict(self.model_cfg), "text_encoder": self.text_encoder.name}
+
+    def collate_fn(self) -> Callable[[Sequence[Sample]], dict[str, Any]]:
+        """Samples → the recipe's batch, with ``texts`` (phrasings per sample) and ``label``."""
+        raise NotImplementedError
+
+    def batches(self, epoch: int) -> Iterator[dict[str, torch.Tensor]]:
+        cfg = self.cfg
+        ds = ShardDataset(cfg.data, split="train", shuffle_buffer=cfg.shuffle_buffer, seed=cfg.seed)
+        ds.set_epoch(epoch)
+        loader = DataLoader(ds, batch_size=cfg.batch_size, collate_fn=self.collate_fn(), num_workers=cfg.num_workers)
+        rng = np.random.default_rng([cfg.seed, epoch])  # text choice: same batches on a resumed run
+        yield from with_text(loader, self.text_encoder, rng)
+
+    def sample_weights(self, batch: dict[str, torch.Tensor]) -> torch.Tensor | None:
+        """(N, 1, 1, 1) class-balance loss weights of a batch, or None when classes weigh alike."""
+        return None if self.class_weights is None else sample_weights(batch["label"], self.class_weights)
+
+    def _val_samples(self) -> list[Sample]:
+        if self._val is None:
+            self._val = list(iter_samples(self.cfg.data, split=self.val_split, limit=self.cfg.val_samples))
+        return self._val
+
+
+def train_stage(
+    task_cls: type[DiffusionTask],
+    data: str,
+    out: str,
+    *,
+    config: str,
+    steps: int,
+    batch_size: int,
+    lr: float,
+    workers: int = 1,
+    seed: int = 0,
+    resume: bool = False,
+    validate_every: int = 0,
+    class_balance: float = 0.0,
+    init_from: str | None = None,
+    text_encoder: TextEncoder | None = None,
+) -> Path:
+    """Train a diffusion recipe into ``out``; returns ``out/model`` (the EMA weights its pipeline loads)."""
+    if workers < 0:
+        raise ChoiError("--workers must be non-negative")
+    if not 0 <= class_balance <= 1:
+        raise ChoiError(f"--class-balance must be between 0 and 1, got {class_balance:g}")
+    ShardDataset(data, split="train")  # fail early, with the reader's message, on a bad dataset
+    cfg = task_cls.config_cls(
+        data=data,
+        model=config,
+        init_from=init_from,
+        batch_size=batch_size,
+        num_workers=workers,
+        seed=seed,
+        class_balance=class_balance,
+    )
+    return train_recipe(task_cls(cfg, text_encoder), out, steps, batch_size, lr, seed, resume, validate_every)
+
+
+def pretrained(model_cls: type[M], folder: str | Path, kind: str) -> M:
+    """The ``kind`` model saved in ``folder`` (``--init-from``), or a one-line error."""
+    folder = Path(folder)
+    if not (folder / "config.json").is_file():
+        raise ChoiError(f"--init-from: no {kind} model in {folder} (expected e.g. RUN/model)")
+    return model_cls.from_pretrained(folder)
 
 
 def noise_scheduler(model_config: Any) -> DDPMScheduler:
@@ -45,6 +184,30 @@ def diffusion_loss(
         return err.mean()
     weight = weight.expand_as(err)
     return (err * weight).sum() / weight.sum()
+
+
+def class_weights(counts: Mapping[str, int], balance: float) -> torch.Tensor:
+    """Per-class loss weights ∝ count^-balance, indexed by class index, averaging 1 over the training samples.
+
+    ``balance`` 0 weighs every sample alike; 1 gives every class the same total weight, so a rare
+    class drawn 10x less often counts 10x more per sample. Classes absent from ``counts`` weigh 1.
+    """
+    if not 0 <= balance <= 1:
+        raise ValueError(f"class balance must be in [0, 1], got {balance}")
+    n = torch.tensor([float(counts.get(c.name, 0)) for c in CLASSES])
+    weights = torch.ones(len(CLASSES))
+    seen = n > 0
+    if seen.any():
+        raw = n[seen] ** -balance
+        weights[seen] = raw * n[seen].sum() / (raw * n[seen]).sum()
+    return weights
+
+
+def sample_weights(labels: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
+    """(N,) class labels → (N, 1, 1, 1) loss weights; unlabelled samples (label < 0) weigh 1."""
+    known = labels >= 0
+    w = torch.where(known, weights.to(labels.device)[labels.clamp(min=0)], torch.ones_like(labels, dtype=weights.dtype))
+    return w.view(-1, 1, 1, 1)
 
 
 def text_variants(sample: Sample) -> list[str]:

@@ -17,25 +17,30 @@ Example:
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator, Sequence
-from dataclasses import asdict, dataclass
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
-from torch.utils.data import DataLoader
 
 from choi.data.batch import image_tensor, mask_tensor
 from choi.data.schema import Sample
-from choi.data.shards import ShardDataset, iter_samples, read_manifest
 from choi.errors import ChoiError
 from choi.io import atomic_write_bytes, png_bytes
 from choi.models.conditioning import generation_region, layout_region
 from choi.models.image_generator import IMAGE_CONFIGS, ImageConditions, ImageGenerator
-from choi.models.text_encoder import TextEncoder
-from choi.training.diffusion import batch_text, diffusion_loss, flip_halves, noise_scheduler, text_variants, with_text
-from choi.training.loop import train_recipe
+from choi.training.diffusion import (
+    DiffusionTask,
+    StageTrainConfig,
+    batch_text,
+    diffusion_loss,
+    flip_halves,
+    text_variants,
+    train_stage,
+)
+from choi.vocabulary import label_index
 
 log = logging.getLogger(__name__)
 
@@ -43,21 +48,13 @@ PERSON_OBJECT_WEIGHT = 4.0  # loss weight of human/object pixels relative to bac
 
 
 @dataclass
-class ImageTrainConfig:
-    data: str
-    model: str = "tiny"
-    init_from: str | None = None  # an image model folder to start from (fine-tuning); None: random
+class ImageTrainConfig(StageTrainConfig):
     batch_size: int = 16
-    num_workers: int = 1
-    shuffle_buffer: int = 1000
-    seed: int = 0
     p_drop_text: float = 0.1
     p_drop_human: float = 0.1
     p_drop_object: float = 0.1
     p_box_only: float = 0.25  # single-stage samples: the layout is the box alone
     p_drop_background: float = 0.3
-    flip: bool = True
-    val_samples: int = 8
     val_steps: int = 20
     val_guidance: float = 1.0  # the pipeline's default (pipelines/choi.py)
 
@@ -73,6 +70,7 @@ def image_collate(samples: Sequence[Sample]) -> dict[str, Any]:
         "union_box": torch.tensor([s.union_box for s in samples], dtype=torch.float32),
         "background": image_tensor(background),
         "has_background": torch.tensor([s.background is not None for s in samples]),
+        "label": torch.tensor([label_index(s.interaction) for s in samples], dtype=torch.long),
         "texts": [text_variants(s) for s in samples],
     }
 
@@ -98,41 +96,21 @@ def conditions_from_batch(batch: dict[str, torch.Tensor], box_only: torch.Tensor
     return cond.dropped(background=~batch["has_background"].bool())
 
 
-class ImageTask:
+class ImageTask(DiffusionTask):
     """The image generator's data, loss and validation for the shared training loop."""
 
     name = "image"
+    presets = IMAGE_CONFIGS
+    model_cls = ImageGenerator
+    config_cls = ImageTrainConfig
 
-    def __init__(self, cfg: ImageTrainConfig, text_encoder: TextEncoder | None = None):
-        if cfg.model not in IMAGE_CONFIGS:
-            raise ChoiError(f"unknown image model config '{cfg.model}'; choose from {', '.join(IMAGE_CONFIGS)}")
-        self.cfg = cfg
-        self.model_cfg = IMAGE_CONFIGS[cfg.model]
-        splits = read_manifest(cfg.data).splits
-        self.val_split = "test" if "test" in splits else "train"
-        self.text_encoder = text_encoder or TextEncoder(max_length=self.model_cfg.max_text_tokens)
-        self.noise = noise_scheduler(self.model_cfg)
-        self._val: list[Sample] | None = None
+    def start_from(self, model: ImageGenerator, other: ImageGenerator) -> None:
+        """Any earlier image model: it may have fewer condition channels or no warp prior."""
+        kept = model.load_compatible(other)
+        log.info("%d tensors left as initialised: %s", len(kept), ", ".join(kept))
 
-    def build_model(self) -> ImageGenerator:
-        model = ImageGenerator.from_preset(self.cfg.model)
-        if self.cfg.init_from:
-            folder = Path(self.cfg.init_from)
-            if not (folder / "config.json").is_file():
-                raise ChoiError(f"--init-from: no image model in {folder} (expected e.g. RUN/model)")
-            kept = model.load_compatible(ImageGenerator.from_pretrained(folder))
-            log.info("started from %s; %d tensors left as initialised: %s", folder, len(kept), ", ".join(kept))
-        return model
-
-    def config(self) -> dict[str, Any]:
-        return {"data": asdict(self.cfg), "model": asdict(self.model_cfg), "text_encoder": self.text_encoder.name}
-
-    def batches(self, epoch: int) -> Iterator[dict[str, torch.Tensor]]:
-        cfg = self.cfg
-        ds = ShardDataset(cfg.data, split="train", shuffle_buffer=cfg.shuffle_buffer, seed=cfg.seed)
-        ds.set_epoch(epoch)
-        loader = DataLoader(ds, batch_size=cfg.batch_size, collate_fn=image_collate, num_workers=cfg.num_workers)
-        yield from with_text(loader, self.text_encoder, np.random.default_rng([cfg.seed, epoch]))
+    def collate_fn(self) -> Callable[[Sequence[Sample]], dict[str, Any]]:
+        return image_collate
 
     def loss(self, model: ImageGenerator, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, dict[str, float]]:
         cfg = self.cfg
@@ -159,13 +137,10 @@ class ImageTask:
         )
         x0 = batch["image"] * 2 - 1
         weight = 1 + (PERSON_OBJECT_WEIGHT - 1) * batch["masks"].amax(1, keepdim=True)
+        if (classes := self.sample_weights(batch)) is not None:
+            weight = weight * classes
         loss = diffusion_loss(self.noise, lambda xt, t: model(xt, t, cond), x0, weight)
         return loss, {}
-
-    def _val_samples(self) -> list[Sample]:
-        if self._val is None:
-            self._val = list(iter_samples(self.cfg.data, split=self.val_split, limit=self.cfg.val_samples))
-        return self._val
 
     def validate(self, model: ImageGenerator, out_dir: Path, step: int) -> dict[str, float]:
         """A PNG grid (ground truth | two-stage with GT masks | single-stage with the box | no background)
@@ -204,27 +179,10 @@ class ImageTask:
 
 
 def train_image(
-    data: str,
-    out: str,
-    config: str = "tiny",
-    steps: int = 6000,
-    batch_size: int = 16,
-    lr: float = 5e-4,
-    workers: int = 1,
-    seed: int = 0,
-    resume: bool = False,
-    validate_every: int = 0,
-    text_encoder: TextEncoder | None = None,
-    init_from: str | None = None,
+    data: str, out: str, config: str = "tiny", steps: int = 6000, batch_size: int = 16, lr: float = 5e-4, **options: Any
 ) -> Path:
-    """Train the image generator into ``out``; returns ``out/model`` (the EMA weights the pipeline loads)."""
-    if workers < 0:
-        raise ChoiError("--workers must be non-negative")
-    ShardDataset(data, split="train")  # fail early, with the reader's message, on a bad dataset
-    task = ImageTask(
-        ImageTrainConfig(
-            data=data, model=config, init_from=init_from, batch_size=batch_size, num_workers=workers, seed=seed
-        ),
-        text_encoder,
-    )
-    return train_recipe(task, out, steps, batch_size, lr, seed, resume, validate_every)
+    """Train the image generator into ``out``; returns ``out/model`` (the EMA weights the pipeline loads).
+
+    ``options`` are :func:`~choi.training.diffusion.train_stage`'s (workers, seed, resume, init_from, ...).
+    """
+    return train_stage(ImageTask, data, out, config=config, steps=steps, batch_size=batch_size, lr=lr, **options)

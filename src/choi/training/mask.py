@@ -14,48 +14,43 @@ from __future__ import annotations
 
 import functools
 import logging
-from collections.abc import Iterator, Sequence
-from dataclasses import asdict, dataclass
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 import torch.nn.functional as F
-from torch.utils.data import DataLoader
 
 from choi.data.batch import image_tensor, mask_tensor
 from choi.data.schema import Sample
-from choi.data.shards import ShardDataset, iter_samples, read_manifest
-from choi.errors import ChoiError
 from choi.evaluation.metrics import box_iou, union_box_from_masks
 from choi.io import atomic_write_bytes, png_bytes
 from choi.models.mask_generator import MASK_CONFIGS, MaskConditions, MaskGenerator
-from choi.models.text_encoder import TextEncoder
 from choi.pipelines.mask import DEFAULT_GUIDANCE, DEFAULT_STEPS, MaskPipeline, mask_preview
-from choi.training.diffusion import batch_text, diffusion_loss, flip_halves, noise_scheduler, text_variants, with_text
-from choi.training.loop import train_recipe
+from choi.training.diffusion import (
+    DiffusionTask,
+    StageTrainConfig,
+    batch_text,
+    diffusion_loss,
+    flip_halves,
+    text_variants,
+    train_stage,
+)
 from choi.vocabulary import label_index
 
 log = logging.getLogger(__name__)
 
 
 @dataclass
-class MaskTrainConfig:
-    data: str  # dataset folder with a train split (and a test split for validation)
-    model: str = "tiny"  # preset name in MASK_CONFIGS
-    batch_size: int = 32
-    num_workers: int = 1
-    shuffle_buffer: int = 1000
-    seed: int = 0
+class MaskTrainConfig(StageTrainConfig):
     # Text and references are what the mask is *about*: drop them rarely, just enough for CFG.
     p_drop_text: float = 0.1
     p_drop_refs: float = 0.1
     # Box and background are optional for users, so the model sees each absent half the time.
     p_drop_box: float = 0.5
     p_drop_background: float = 0.5
-    flip: bool = True  # every interaction exists facing left and right
-    val_samples: int = 8
     val_steps: int = DEFAULT_STEPS
     val_guidance: float = DEFAULT_GUIDANCE
 
@@ -75,36 +70,16 @@ def mask_collate(samples: Sequence[Sample], size: int) -> dict[str, Any]:
     }
 
 
-class MaskTask:
+class MaskTask(DiffusionTask):
     """The mask generator's data, loss and validation for the shared training loop."""
 
     name = "mask"
+    presets = MASK_CONFIGS
+    model_cls = MaskGenerator
+    config_cls = MaskTrainConfig
 
-    def __init__(self, cfg: MaskTrainConfig, text_encoder: TextEncoder | None = None):
-        if cfg.model not in MASK_CONFIGS:
-            raise ChoiError(f"unknown mask model config '{cfg.model}'; choose from {', '.join(MASK_CONFIGS)}")
-        self.cfg = cfg
-        self.model_cfg = MASK_CONFIGS[cfg.model]
-        splits = read_manifest(cfg.data).splits
-        self.val_split = "test" if "test" in splits else "train"  # unseen identities when there are any
-        self.text_encoder = text_encoder or TextEncoder(max_length=self.model_cfg.max_text_tokens)
-        self.noise = noise_scheduler(self.model_cfg)
-        self._val: list[Sample] | None = None
-
-    def build_model(self) -> MaskGenerator:
-        return MaskGenerator.from_preset(self.cfg.model)
-
-    def config(self) -> dict[str, Any]:
-        return {"data": asdict(self.cfg), "model": asdict(self.model_cfg), "text_encoder": self.text_encoder.name}
-
-    def batches(self, epoch: int) -> Iterator[dict[str, torch.Tensor]]:
-        cfg = self.cfg
-        ds = ShardDataset(cfg.data, split="train", shuffle_buffer=cfg.shuffle_buffer, seed=cfg.seed)
-        ds.set_epoch(epoch)
-        collate = functools.partial(mask_collate, size=self.model_cfg.sample_size)
-        loader = DataLoader(ds, batch_size=cfg.batch_size, collate_fn=collate, num_workers=cfg.num_workers)
-        rng = np.random.default_rng([cfg.seed, epoch])  # text choice: same batches on a resumed run
-        yield from with_text(loader, self.text_encoder, rng)
+    def collate_fn(self) -> Callable[[Sequence[Sample]], dict[str, Any]]:
+        return functools.partial(mask_collate, size=self.model_cfg.sample_size)
 
     def loss(self, model: MaskGenerator, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, dict[str, float]]:
         cfg = self.cfg
@@ -133,12 +108,7 @@ class MaskTask:
             box=drop(cfg.p_drop_box),
             background=drop(cfg.p_drop_background),
         )
-        return diffusion_loss(self.noise, lambda xt, t: model(xt, t, cond), x0), {}
-
-    def _val_samples(self) -> list[Sample]:
-        if self._val is None:
-            self._val = list(iter_samples(self.cfg.data, split=self.val_split, limit=self.cfg.val_samples))
-        return self._val
+        return diffusion_loss(self.noise, lambda xt, t: model(xt, t, cond), x0, self.sample_weights(batch)), {}
 
     def validate(self, model: MaskGenerator, out_dir: Path, step: int) -> dict[str, float]:
         """A PNG grid (ground truth | with box + background | free) and IoU / box adherence metrics."""
@@ -187,22 +157,10 @@ def _grid(rows: list[np.ndarray]) -> np.ndarray:
 
 
 def train_mask(
-    data: str,
-    out: str,
-    config: str = "tiny",
-    steps: int = 3000,
-    batch_size: int = 32,
-    lr: float = 5e-4,
-    workers: int = 1,
-    seed: int = 0,
-    resume: bool = False,
-    validate_every: int = 0,
-    text_encoder: TextEncoder | None = None,
+    data: str, out: str, config: str = "tiny", steps: int = 3000, batch_size: int = 32, lr: float = 5e-4, **options: Any
 ) -> Path:
-    """Train the mask generator into ``out``; returns ``out/model`` (the EMA weights the pipeline loads)."""
-    if workers < 0:
-        raise ChoiError("--workers must be non-negative")
-    ShardDataset(data, split="train")  # fail early, with the reader's message, on a bad dataset
-    data_cfg = MaskTrainConfig(data=data, model=config, batch_size=batch_size, num_workers=workers, seed=seed)
-    task = MaskTask(data_cfg, text_encoder)
-    return train_recipe(task, out, steps, batch_size, lr, seed, resume, validate_every)
+    """Train the mask generator into ``out``; returns ``out/model`` (the EMA weights the pipeline loads).
+
+    ``options`` are :func:`~choi.training.diffusion.train_stage`'s (workers, seed, resume, ...).
+    """
+    return train_stage(MaskTask, data, out, config=config, steps=steps, batch_size=batch_size, lr=lr, **options)
