@@ -56,3 +56,18 @@ def test_embedder_outputs_roles_and_follows_its_masks():
     left[..., 4:8, 1:5] = 1.0
     right[..., 4:8, 11:15] = 1.0
     assert not torch.allclose(model.embed(x, left)["human"], model.embed(x, right)["human"])
+
+
+def test_embeddings_do_not_depend_on_which_way_the_image_faces():
+    torch.manual_seed(0)
+    tiny = {"locator_widths": (8, 8), "glimpse_widths": (8, 16), "glimpse_size": 16, "embed_dim": 12}
+    model = IdentityEmbedder(**tiny, input_size=64).eval()
+    x = torch.rand(2, 3, 64, 64)
+    with torch.no_grad():
+        seen, mirrored = model(x), model(x.flip(-1))
+        one_way = model(x, mirror=False)
+    for role in ("human", "object"):
+        torch.testing.assert_close(seen[role], mirrored[role], atol=1e-5, rtol=0)
+        torch.testing.assert_close(seen[role].norm(dim=-1), torch.ones(2))
+        assert not torch.allclose(seen[role], one_way[role], atol=1e-3)  # the mirror view does count
+    torch.testing.assert_close(seen["human_attention"], one_way["human_attention"])

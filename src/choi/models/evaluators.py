@@ -246,11 +246,20 @@ class IdentityEmbedder(ModelMixin, ConfigMixin):
                 out[role] = self.encoders[i](crop)
         return out
 
-    def forward(self, x: torch.Tensor, roles: tuple[str, ...] = roles) -> dict[str, torch.Tensor]:
+    def forward(self, x: torch.Tensor, roles: tuple[str, ...] = roles, mirror: bool = True) -> dict[str, torch.Tensor]:
         """Embeddings of ``roles`` of images (N, 3, H, W) in [0, 1], and the locator's logits
-        (``<role>_attention``, (N, s/4, s/4))."""
+        (``<role>_attention``, (N, s/4, s/4)).
+
+        With ``mirror`` each embedding is the normalised mean of the image's and its mirror
+        image's: a person or an object is the same whichever way it faces, so a scene and a
+        reference facing opposite ways compare as if they faced alike.
+        """
         logits = self.locate(x)
         out = self.embed(x, logits.sigmoid(), roles)
+        if mirror:
+            flipped = x.flip(-1)
+            other = self.embed(flipped, self.locate(flipped).sigmoid(), roles)
+            out = {role: F.normalize(out[role] + other[role], dim=-1) for role in out}
         for i, role in enumerate(self.roles):
             out[f"{role}_attention"] = logits[:, i]
         return out
