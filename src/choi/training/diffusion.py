@@ -187,7 +187,8 @@ def diffusion_loss(
 
 
 def class_weights(counts: Mapping[str, int], balance: float) -> torch.Tensor:
-    """Per-class loss weights ∝ count^-balance, indexed by class index, averaging 1 over the training samples.
+    """Per-class loss weights ∝ count^-balance, indexed by class index, averaging 1 over the labelled
+    training samples.
 
     ``balance`` 0 weighs every sample alike; 1 gives every class the same total weight, so a rare
     class drawn 10x less often counts 10x more per sample. Classes absent from ``counts`` weigh 1.
