@@ -135,11 +135,7 @@ def score_method(
             np.stack([o.human_mask for o in outputs]), np.stack([o.object_mask for o in outputs])
         )
         result["mask_acc"] = M.accuracy(mprobs.argmax(-1), labels)
-    gen = suite.embed(images)
-    ref_h = suite.embed(np.stack([s.human_ref for s in samples]))["human"]
-    ref_o = suite.embed(np.stack([s.object_ref for s in samples]))["object"]
-    hid = np.array([s.human_id for s in samples])
-    oid = np.array([s.object_id for s in samples])
+    gen, ref_h, ref_o, hid, oid = _identities(suite, images, samples)
     sim_h, sim_o = M.cosine_similarity(gen["human"], ref_h), M.cosine_similarity(gen["object"], ref_o)
     result["identity"] = {
         "human": float(sim_h.mean()),
@@ -163,6 +159,14 @@ def score_method(
     return result
 
 
+def _identities(suite: EvaluatorSuite, images: np.ndarray, samples: list[Sample]) -> tuple:
+    """Embeddings of the images (both roles) and of each request's references (its own role), and the ids."""
+    gen = suite.embed(images)
+    ref_h = suite.embed(np.stack([s.human_ref for s in samples]), roles=("human",))["human"]
+    ref_o = suite.embed(np.stack([s.object_ref for s in samples]), roles=("object",))["object"]
+    return gen, ref_h, ref_o, np.array([s.human_id for s in samples]), np.array([s.object_id for s in samples])
+
+
 def validate_evaluators(samples: list[Sample], suite: EvaluatorSuite, seed: int) -> dict:
     """Evaluator checks on ground truth and negative controls, reported before any method's numbers."""
     rng = np.random.default_rng(seed)
@@ -171,11 +175,7 @@ def validate_evaluators(samples: list[Sample], suite: EvaluatorSuite, seed: int)
     probs = suite.classify_images(images)
     mprobs = suite.classify_masks(np.stack([s.human_mask for s in samples]), np.stack([s.object_mask for s in samples]))
     swapped = (labels + rng.integers(1, len(CLASSES), len(labels))) % len(CLASSES)
-    gen = suite.embed(images)
-    ref_h = suite.embed(np.stack([s.human_ref for s in samples]))["human"]
-    ref_o = suite.embed(np.stack([s.object_ref for s in samples]))["object"]
-    hid = np.array([s.human_id for s in samples])
-    oid = np.array([s.object_id for s in samples])
+    gen, ref_h, ref_o, hid, oid = _identities(suite, images, samples)
     perm = np.roll(np.arange(len(samples)), 1)  # every query paired with another request's identity
     return {
         "recognizer_acc_gt": M.accuracy(probs.argmax(-1), labels),

@@ -77,11 +77,11 @@ class EvaluatorSuite:
         """Recognizer features (N, D): the feature space of FID/KID on HOI-World."""
         return self._run(self.interaction.features, image_tensor(images)).numpy()
 
-    def embed(self, images: np.ndarray) -> dict[str, np.ndarray]:
-        """Unit human and object identity embeddings, each (N, D)."""
+    def embed(self, images: np.ndarray, roles: tuple[str, ...] = ("human", "object")) -> dict[str, np.ndarray]:
+        """Unit identity embeddings of ``roles`` (a reference needs only its own), each (N, D)."""
         x = image_tensor(images)
-        parts = _batched(lambda b: self.identity(b.to(self.device)), x)
-        return {role: torch.cat([p[role].float().cpu() for p in parts]).numpy() for role in ("human", "object")}
+        parts = _batched(lambda b: self.identity(b.to(self.device), roles=roles), x)
+        return {role: torch.cat([p[role].float().cpu() for p in parts]).numpy() for role in roles}
 
 
 @torch.no_grad()

@@ -22,6 +22,7 @@ from torch.utils.data import DataLoader
 from choi.data.schema import Sample
 from choi.data.shards import ShardDataset, interaction_counts, iter_samples, read_manifest
 from choi.errors import ChoiError
+from choi.io import atomic_write_bytes, png_bytes
 from choi.models.text_encoder import TextEmbeddings, TextEncoder
 from choi.training.loop import train_recipe
 from choi.vocabulary import BY_NAME, CLASSES
@@ -113,6 +114,15 @@ class DiffusionTask:
         if self._val is None:
             self._val = list(iter_samples(self.cfg.data, split=self.val_split, limit=self.cfg.val_samples))
         return self._val
+
+    @staticmethod
+    def _write_grid(out_dir: Path, step: int, rows: list[np.ndarray]) -> None:
+        """``OUT/validation/step_NNNNNNN.png``: rows of equal width, separated by a 2 px grey line."""
+        sep = np.full((2, rows[0].shape[1], 3), 128, np.uint8)
+        grid = np.concatenate([part for row in rows for part in (row, sep)][:-1], 0)
+        folder = Path(out_dir) / "validation"
+        folder.mkdir(parents=True, exist_ok=True)
+        atomic_write_bytes(folder / f"step_{step:07d}.png", png_bytes(grid))
 
 
 def train_stage(

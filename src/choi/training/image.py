@@ -28,7 +28,6 @@ import torch
 from choi.data.batch import image_tensor, mask_tensor
 from choi.data.schema import Sample
 from choi.errors import ChoiError
-from choi.io import atomic_write_bytes, png_bytes
 from choi.models.conditioning import generation_region, layout_region
 from choi.models.image_generator import IMAGE_CONFIGS, ImageConditions, ImageGenerator
 from choi.training.diffusion import (
@@ -170,11 +169,7 @@ class ImageTask(DiffusionTask):
             rows.append(np.concatenate([s.image, two, one, free], 1))
         if not rows:
             return {}
-        folder = Path(out_dir) / "validation"
-        folder.mkdir(parents=True, exist_ok=True)
-        sep = np.full((2, rows[0].shape[1], 3), 128, np.uint8)
-        grid = np.concatenate([part for row in rows for part in (row, sep)][:-1], 0)
-        atomic_write_bytes(folder / f"step_{step:07d}.png", png_bytes(grid))
+        self._write_grid(out_dir, step, rows)
         return {"mae_in_masks": float(np.mean(errors))}
 
 

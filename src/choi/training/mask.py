@@ -26,7 +26,6 @@ import torch.nn.functional as F
 from choi.data.batch import image_tensor, mask_tensor
 from choi.data.schema import Sample
 from choi.evaluation.metrics import box_iou, union_box_from_masks
-from choi.io import atomic_write_bytes, png_bytes
 from choi.models.mask_generator import MASK_CONFIGS, MaskConditions, MaskGenerator
 from choi.pipelines.mask import DEFAULT_GUIDANCE, DEFAULT_STEPS, MaskPipeline, mask_preview
 from choi.training.diffusion import (
@@ -139,21 +138,13 @@ class MaskTask(DiffusionTask):
             rows.append(np.concatenate([gt, placed.preview(0), free_preview], 1))
         if not rows:
             return {}
-        folder = Path(out_dir) / "validation"
-        folder.mkdir(parents=True, exist_ok=True)
-        atomic_write_bytes(folder / f"step_{step:07d}.png", png_bytes(_grid(rows)))
+        self._write_grid(out_dir, step, rows)
         return {k: float(np.mean(v)) for k, v in scores.items()}
 
 
 def _iou(a: np.ndarray, b: np.ndarray) -> float:
     union = np.logical_or(a, b).sum()
     return float(np.logical_and(a, b).sum() / union) if union else 1.0
-
-
-def _grid(rows: list[np.ndarray]) -> np.ndarray:
-    """Rows of equal width, separated by a 2 px grey line."""
-    sep = np.full((2, rows[0].shape[1], 3), 128, np.uint8)
-    return np.concatenate([part for row in rows for part in (row, sep)][:-1], 0)
 
 
 def train_mask(
