@@ -4,6 +4,7 @@ import json
 
 import numpy as np
 import pytest
+import torch
 
 from choi.cli import main
 from choi.data.shards import iter_samples
@@ -14,7 +15,7 @@ from choi.evaluation.benchmark import EvalConfig, run_benchmark
 from choi.evaluation.evaluators import EvaluatorSuite
 from choi.pipelines import baselines
 from choi.pipelines.baselines import Request, copy_paste
-from choi.training.evaluators import train_evaluators
+from choi.training.evaluators import EvaluatorDataConfig, train_evaluators
 
 
 @pytest.fixture(scope="module")
@@ -122,6 +123,35 @@ def test_eval_cli_errors(dataset, tmp_path, capsys):
 def test_evaluator_training_cli_errors(dataset, tmp_path):
     assert main(["train", "evaluators", "--data", str(dataset), "--out", str(tmp_path / "e"), "--kinds", "x"]) == 2
     assert main(["train", "evaluators", "--data", str(tmp_path / "none"), "--out", str(tmp_path / "e")]) == 2
+
+
+def test_identity_evaluator_fine_tunes_from_trained_evaluators(dataset, evaluators, tmp_path):
+    from choi.data.batch import collate
+    from choi.models.evaluators import IdentityEmbedder
+    from choi.training.evaluators import IdentityTask, object_factor_targets
+
+    task = IdentityTask(EvaluatorDataConfig(data=str(dataset), batch_size=4, num_workers=0), init_from=str(evaluators))
+    model = task.build_model()
+    start = IdentityEmbedder.from_pretrained(evaluators / "identity").state_dict()
+    for name, tensor in model.state_dict().items():  # everything it had is kept
+        torch.testing.assert_close(tensor, start[name])
+    batch = collate(list(iter_samples(dataset, split="train"))[:4])
+    targets = object_factor_targets(batch)
+    assert targets.shape == (4, 6) and (targets >= 0).all()
+    loss, logs = task.loss(model, batch)
+    assert torch.isfinite(loss) and logs["factors"] > 0
+    # A folder without an identity evaluator is a one-line error, before any run folder is made.
+    out = tmp_path / "ft"
+    assert main(["train", "evaluators", "--data", str(dataset), "--out", str(out), "--kinds", "identity",
+                 "--init-from", str(tmp_path), "--steps", "1"]) == 2  # fmt: skip
+    assert not out.exists()
+
+
+def test_object_identities_are_keyed_by_category_and_id():
+    from choi.data.batch import object_key
+
+    assert object_key("ball", 5) != object_key("cup", 5)
+    assert object_key("ball", 5) == object_key("ball", 5) != object_key("ball", 6)
 
 
 def test_foreground_box_from_background_difference():

@@ -71,3 +71,17 @@ def test_embeddings_do_not_depend_on_which_way_the_image_faces():
         torch.testing.assert_close(seen[role].norm(dim=-1), torch.ones(2))
         assert not torch.allclose(seen[role], one_way[role], atol=1e-3)  # the mirror view does count
     torch.testing.assert_close(seen["human_attention"], one_way["human_attention"])
+
+
+def test_object_factor_probe_reads_the_object_embedding():
+    torch.manual_seed(0)
+    tiny = {"locator_widths": (8, 8), "glimpse_widths": (8, 16), "glimpse_size": 16, "embed_dim": 12}
+    model = IdentityEmbedder(**tiny, input_size=64, object_factor_classes=(3, 5))
+    emb = model(torch.rand(2, 3, 64, 64), roles=("object",))["object"]
+    logits = model.object_factor_logits(emb)
+    assert [lg.shape for lg in logits] == [(2, 3), (2, 5)]
+    logits[0].sum().backward()  # the probe trains the object encoder, not only itself
+    assert model.encoders[1].head[-1].weight.grad.abs().sum() > 0
+    assert model.encoders[0].head[-1].weight.grad is None
+    with pytest.raises(ValueError, match="no object factor probe"):
+        IdentityEmbedder(**tiny, input_size=64).object_factor_logits(emb)

@@ -143,6 +143,27 @@ def test_identity_counts_and_determinism():
         ObjectIdentity.from_id("spoon", 1)
 
 
+def test_object_factor_labels_name_every_visible_difference():
+    from choi.world.objects import OBJECT_FACTOR_CLASSES, object_factor_labels
+    from choi.world.palette import PAINT
+
+    sizes = list(OBJECT_FACTOR_CLASSES.values())
+    for c, category in enumerate(OBJECT_CATEGORIES):
+        seen = {}
+        for i in range(N_OBJECT_IDENTITIES[category]):
+            labels = object_factor_labels(category, i)
+            assert all(0 <= v < k for v, k in zip(labels, sizes, strict=True))
+            ident = ObjectIdentity.from_id(category, i)
+            assert labels[0] == c and PAINT[labels[1]] == ident.main and PAINT[labels[2]] == ident.second
+            seen.setdefault(labels, set()).add(ident.size)
+        # labels + size tell every identity apart: only the size is left out
+        assert sum(len(v) for v in seen.values()) == N_OBJECT_IDENTITIES[category]
+    # per-category factors never share a class across categories
+    assert object_factor_labels("ball", 0)[3:] != object_factor_labels("cup", 0)[3:]
+    with pytest.raises(ChoiError):
+        object_factor_labels("spoon", 0)
+
+
 @pytest.mark.parametrize("name", CLASS_NAMES)
 def test_every_interaction_renders_with_consistent_masks(name):
     cls = next(c for c in CLASSES if c.name == name)

@@ -205,6 +205,12 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
     )
     _add_training_options(ev, steps=3000, batch_size=64, lr=1e-3)
     ev.add_argument("--kinds", default="interaction,mask,identity", help="comma-separated evaluators to train")
+    ev.add_argument(
+        "--init-from",
+        default=None,
+        metavar="DIR",
+        help="fine-tune from trained evaluators (a folder with <kind>/config.json, e.g. the shipped ones)",
+    )
     ev.set_defaults(func=_train_evaluators)
 
     mask = tsub.add_parser(
@@ -269,6 +275,7 @@ def _train_evaluators(args: argparse.Namespace) -> None:
         workers=args.workers,
         seed=args.seed,
         resume=args.resume,
+        init_from=args.init_from,
     )
 
 

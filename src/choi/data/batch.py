@@ -8,7 +8,7 @@ import numpy as np
 import torch
 
 from choi.data.schema import Sample
-from choi.vocabulary import label_index
+from choi.vocabulary import OBJECT_CATEGORIES, label_index
 
 
 def image_tensor(images: Sequence[np.ndarray] | np.ndarray) -> torch.Tensor:
@@ -29,7 +29,7 @@ def tensor_to_images(x: torch.Tensor) -> np.ndarray:
 
 
 def collate(samples: Sequence[Sample]) -> dict[str, torch.Tensor]:
-    """The standard batch: target, masks, references, boxes, labels and identity ids."""
+    """The standard batch: target, masks, references, boxes, labels, identity ids and object categories."""
     return {
         "image": image_tensor([s.image for s in samples]),
         "masks": mask_tensor([s.human_mask for s in samples], [s.object_mask for s in samples]),
@@ -40,4 +40,17 @@ def collate(samples: Sequence[Sample]) -> dict[str, torch.Tensor]:
         "label": torch.tensor([label_index(s.interaction) for s in samples], dtype=torch.long),
         "human_id": torch.tensor([s.human_id for s in samples], dtype=torch.long),
         "object_id": torch.tensor([s.object_id for s in samples], dtype=torch.long),
+        "object_key": torch.tensor([object_key(s.object_category, s.object_id) for s in samples], dtype=torch.long),
+        "object_category": torch.tensor([_category_index(s.object_category) for s in samples], dtype=torch.long),
     }
+
+
+def object_key(category: str, object_id: int) -> int:
+    """One integer per object identity: ids are numbered per category, so "ball 5" and "cup 5"
+    are different objects."""
+    return _category_index(category) * 1_000_000 + int(object_id)
+
+
+def _category_index(category: str) -> int:
+    """Index in :data:`OBJECT_CATEGORIES`; -1 for a category HOI-World does not draw (real data)."""
+    return OBJECT_CATEGORIES.index(category) if category in OBJECT_CATEGORIES else -1

@@ -20,6 +20,7 @@ from PIL import Image
 from tqdm.auto import tqdm
 
 from choi import __version__
+from choi.data.batch import object_key
 from choi.data.schema import Sample
 from choi.data.shards import iter_samples, read_manifest
 from choi.errors import ChoiError
@@ -164,7 +165,8 @@ def _identities(suite: EvaluatorSuite, images: np.ndarray, samples: list[Sample]
     gen = suite.embed(images)
     ref_h = suite.embed(np.stack([s.human_ref for s in samples]), roles=("human",))["human"]
     ref_o = suite.embed(np.stack([s.object_ref for s in samples]), roles=("object",))["object"]
-    return gen, ref_h, ref_o, np.array([s.human_id for s in samples]), np.array([s.object_id for s in samples])
+    hid = np.array([s.human_id for s in samples])
+    return gen, ref_h, ref_o, hid, np.array([object_key(s.object_category, s.object_id) for s in samples])
 
 
 def validate_evaluators(samples: list[Sample], suite: EvaluatorSuite, seed: int) -> dict:

@@ -216,12 +216,23 @@ class IdentityEmbedder(ModelMixin, ConfigMixin):
         glimpse_size: int = 32,
         embed_dim: int = 128,
         input_size: int = 128,
+        object_factor_classes: tuple[int, ...] = (),
     ):
         super().__init__()
         self.locator = Locator(tuple(locator_widths))
         self.encoders = nn.ModuleList(
             GlimpseEncoder(tuple(glimpse_widths), embed_dim, glimpse_size) for _ in self.roles
         )
+        # Training-only probe: the object's visible factors (colours, pattern...) read linearly
+        # from its embedding, so the embedding must keep what tells two similar objects apart.
+        self.object_factors = nn.Linear(embed_dim, sum(object_factor_classes)) if object_factor_classes else None
+
+    def object_factor_logits(self, embedding: torch.Tensor) -> list[torch.Tensor]:
+        """One (N, classes) logit tensor per factor of ``object_factor_classes``, from unit object embeddings."""
+        if self.object_factors is None:
+            raise ValueError("this IdentityEmbedder has no object factor probe (object_factor_classes is empty)")
+        scaled = embedding * self.config.embed_dim**0.5  # unit vectors → entries of order 1
+        return list(self.object_factors(scaled).split(list(self.config.object_factor_classes), dim=-1))
 
     def _resize(self, x: torch.Tensor) -> torch.Tensor:
         size = self.config.input_size

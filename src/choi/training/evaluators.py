@@ -20,9 +20,11 @@ from torch.utils.data import DataLoader
 
 from choi.data.batch import collate
 from choi.data.shards import ShardDataset, read_manifest
+from choi.errors import ChoiError
 from choi.models.evaluators import IdentityEmbedder, InteractionRecognizer
-from choi.vocabulary import CLASSES
+from choi.vocabulary import CLASSES, OBJECT_CATEGORIES
 from choi.world import class_probabilities
+from choi.world.objects import OBJECT_FACTOR_CLASSES, object_factor_labels
 
 EVALUATOR_KINDS = ("interaction", "mask", "identity")
 
@@ -98,16 +100,36 @@ class _EvaluatorTask:
 
     kind = ""
 
-    def __init__(self, data: EvaluatorDataConfig):
+    def __init__(self, data: EvaluatorDataConfig, init_from: str | None = None):
         self.data = data
+        self.init_from = init_from  # a folder of trained evaluators (<kind>/config.json): fine-tune from it
         self.name = f"evaluator-{self.kind}"
         self.has_test = "test" in read_manifest(data.data).splits  # validation needs unseen identities
+
+    def build_model(self):
+        model = self.new_model()
+        if self.init_from:
+            source = Path(self.init_from) / self.kind
+            try:
+                other = type(model).from_pretrained(source)
+            except (OSError, ValueError, TypeError):
+                raise ChoiError(f"--init-from: no trained {self.kind} evaluator in {source}") from None
+            missing, unexpected = model.load_state_dict(other.state_dict(), strict=False)
+            if unexpected or any(not k.startswith(self.new_parts) for k in missing):
+                raise ChoiError(f"--init-from: {source} is not a {self.kind} evaluator of this shape")
+        return model
+
+    # tensor-name prefixes a fine-tuned model may add to the one it starts from
+    new_parts: tuple[str, ...] = ()
+
+    def new_model(self):
+        raise NotImplementedError
 
     def batches(self, epoch: int):
         return _loader(self.data, "train", epoch, shuffle=True)
 
     def config(self) -> dict[str, Any]:
-        return {"kind": self.kind, **asdict(self.data)}
+        return {"kind": self.kind, "init_from": self.init_from, **asdict(self.data)}
 
     def validate(self, model, out_dir: Path, step: int) -> dict[str, float]:
         return {}
@@ -116,16 +138,16 @@ class _EvaluatorTask:
 class RecognizerTask(_EvaluatorTask):
     """Interaction recognizer on images (``kind="interaction"``) or on masks (``kind="mask"``)."""
 
-    def __init__(self, data: EvaluatorDataConfig, kind: str = "interaction"):
+    def __init__(self, data: EvaluatorDataConfig, kind: str = "interaction", init_from: str | None = None):
         self.kind = kind
-        super().__init__(data)
+        super().__init__(data, init_from)
         self.input_key = "image" if kind == "interaction" else "masks"
         # Rare classes are ~10x scarcer in HOI-World's train split; a judge must not inherit that
         # prior, so the loss weighs each class by its inverse training frequency.
         freq = torch.from_numpy(class_probabilities("train")).float()
         self.class_weights = (1.0 / freq) / (1.0 / freq).mean()
 
-    def build_model(self) -> InteractionRecognizer:
+    def new_model(self) -> InteractionRecognizer:
         return InteractionRecognizer(in_channels=3 if self.kind == "interaction" else 2, num_classes=len(CLASSES))
 
     def loss(self, model, batch):
@@ -163,11 +185,31 @@ def info_nce(query: torch.Tensor, key: torch.Tensor, ids: torch.Tensor, temperat
     return 0.5 * (one_side(logits) + one_side(logits.T))
 
 
+def object_factor_targets(batch: dict[str, torch.Tensor]) -> torch.Tensor:
+    """(N, F) labels of each object's visible factors (:data:`OBJECT_FACTOR_CLASSES`); -1 where the
+    sample has no HOI-World object identity."""
+    rows = [
+        object_factor_labels(OBJECT_CATEGORIES[c], i) if c >= 0 and i >= 0 else (-1,) * len(OBJECT_FACTOR_CLASSES)
+        for c, i in zip(batch["object_category"].tolist(), batch["object_id"].tolist(), strict=True)
+    ]
+    return torch.tensor(rows, dtype=torch.long)
+
+
 class IdentityTask(_EvaluatorTask):
     kind = "identity"
+    new_parts = ("object_factors.",)
 
-    def build_model(self) -> IdentityEmbedder:
-        return IdentityEmbedder()
+    def new_model(self) -> IdentityEmbedder:
+        return IdentityEmbedder(object_factor_classes=tuple(OBJECT_FACTOR_CLASSES.values()))
+
+    @staticmethod
+    def factor_loss(model: IdentityEmbedder, embedding: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        """Mean cross-entropy of the object factor probe over the factors. InfoNCE within a batch of
+        32 rarely meets two objects that differ only in a pattern or an accent colour; the factors
+        name those differences for every sample."""
+        logits = model.object_factor_logits(embedding)
+        targets = targets.to(embedding.device)
+        return sum(F.cross_entropy(lg, targets[:, j], ignore_index=-1) for j, lg in enumerate(logits)) / len(logits)
 
     def loss(self, model, batch):
         batch = _flip(_flip(batch, ("image", "masks")), ("human_ref", "object_ref", "ref_masks"))
@@ -192,9 +234,12 @@ class IdentityTask(_EvaluatorTask):
             use_true = torch.rand(x.shape[0], 1, 1, 1, device=x.device) < 0.5
             emb[name] = model.embed(x, torch.where(use_true, target, logits.sigmoid()), roles)
         loss_h = info_nce(emb["scene"]["human"], emb["human_ref"]["human"], batch["human_id"])
-        loss_o = info_nce(emb["scene"]["object"], emb["object_ref"]["object"], batch["object_id"])
-        loss = loss_h + loss_o + seg
-        return loss, {"nce_human": loss_h.item(), "nce_object": loss_o.item(), "segment": float(seg.detach())}
+        loss_o = info_nce(emb["scene"]["object"], emb["object_ref"]["object"], batch["object_key"])
+        factors = object_factor_targets(batch)
+        loss_f = 0.5 * sum(self.factor_loss(model, emb[v]["object"], factors) for v in ("scene", "object_ref"))
+        loss = loss_h + loss_o + loss_f + seg
+        logs = {"nce_human": loss_h.item(), "nce_object": loss_o.item(), "factors": float(loss_f.detach())}
+        return loss, {**logs, "segment": float(seg.detach())}
 
     def validate(self, model, out_dir: Path, step: int) -> dict[str, float]:
         from choi.evaluation.evaluators import identity_retrieval
@@ -207,11 +252,11 @@ class IdentityTask(_EvaluatorTask):
         )
 
 
-def make_task(kind: str, data: EvaluatorDataConfig):
+def make_task(kind: str, data: EvaluatorDataConfig, init_from: str | None = None):
     if kind == "identity":
-        return IdentityTask(data)
+        return IdentityTask(data, init_from)
     if kind in ("interaction", "mask"):
-        return RecognizerTask(data, kind)
+        return RecognizerTask(data, kind, init_from)
     raise ValueError(f"unknown evaluator kind {kind!r}; choose from {EVALUATOR_KINDS}")
 
 
@@ -225,9 +270,13 @@ def train_evaluators(
     workers: int = 1,
     seed: int = 0,
     resume: bool = False,
+    init_from: str | None = None,
 ) -> dict[str, Path]:
-    """Train each evaluator in ``kinds`` into ``out/<kind>``; returns the final model folders."""
-    from choi.errors import ChoiError
+    """Train each evaluator in ``kinds`` into ``out/<kind>``; returns the final model folders.
+
+    ``init_from``: a folder of trained evaluators (``<kind>/config.json`` each, like the shipped
+    ones) to fine-tune from, with a fresh schedule.
+    """
     from choi.training.loop import TrainConfig, train
 
     bad = [k for k in kinds if k not in EVALUATOR_KINDS]
@@ -238,6 +287,9 @@ def train_evaluators(
     if steps <= 0 or batch_size <= 0 or workers < 0:
         raise ChoiError("--steps and --batch-size must be positive and --workers non-negative")
     ShardDataset(data, split="train")  # fail early, with the reader's message, on a bad dataset
+    absent = [k for k in kinds if init_from and not (Path(init_from) / k / "config.json").exists()]
+    if absent:
+        raise ChoiError(f"--init-from: no trained {', '.join(absent)} evaluator(s) in {init_from}")
     results = {}
     for kind in kinds:
         data_cfg = EvaluatorDataConfig(data=data, batch_size=batch_size, num_workers=workers, seed=seed)
@@ -250,5 +302,5 @@ def train_evaluators(
             log_every=max(10, steps // 100),
             validate_every=max(100, steps // 5),
         )
-        results[kind] = train(make_task(kind, data_cfg), cfg, Path(out) / kind, resume=resume)
+        results[kind] = train(make_task(kind, data_cfg, init_from), cfg, Path(out) / kind, resume=resume)
     return results

@@ -30,6 +30,7 @@ from choi.data.schema import Sample
 from choi.errors import ChoiError
 from choi.models.conditioning import generation_region, layout_region
 from choi.models.image_generator import IMAGE_CONFIGS, ImageConditions, ImageGenerator
+from choi.pipelines.choi import DEFAULT_GUIDANCE, DEFAULT_STEPS
 from choi.training.diffusion import (
     DiffusionTask,
     StageTrainConfig,
@@ -54,8 +55,8 @@ class ImageTrainConfig(StageTrainConfig):
     p_drop_object: float = 0.1
     p_box_only: float = 0.25  # single-stage samples: the layout is the box alone
     p_drop_background: float = 0.3
-    val_steps: int = 20
-    val_guidance: float = 1.0  # the pipeline's default (pipelines/choi.py)
+    val_steps: int = DEFAULT_STEPS  # the pipeline's defaults
+    val_guidance: float = DEFAULT_GUIDANCE
 
 
 def image_collate(samples: Sequence[Sample]) -> dict[str, Any]:

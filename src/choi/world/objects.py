@@ -89,8 +89,8 @@ class ObjectIdentity:
         return {"pattern": self.pattern, "style": self.style, "size": self.size}
 
 
-@lru_cache(maxsize=4096)
-def _object_from_id(category: str, i: int) -> ObjectIdentity:
+def _factor_codes(category: str, i: int) -> dict[str, int]:
+    """The factor values (indices) of ``category``'s identity ``i``."""
     if category not in N_OBJECT_IDENTITIES:
         raise ChoiError(f"unknown object category '{category}'; allowed: {', '.join(OBJECT_CATEGORIES)}")
     n = N_OBJECT_IDENTITIES[category]
@@ -100,6 +100,56 @@ def _object_from_id(category: str, i: int) -> ObjectIdentity:
     f: dict[str, int] = {}
     for name, k in _factors(category):
         code, f[name] = divmod(code, k)
+    return f
+
+
+def _offsets(sizes: list[int]) -> list[int]:
+    return [sum(sizes[:j]) for j in range(len(sizes))]
+
+
+# Per-category factors (pattern, style, accent) are numbered across categories: "dots" on a ball
+# and on a cup are different classes.
+_PATTERN_BASE = _offsets([len(_VARIANTS[c][0]) for c in OBJECT_CATEGORIES])
+_STYLE_BASE = _offsets([len(_VARIANTS[c][1]) for c in OBJECT_CATEGORIES])
+
+#: Classes of each visible object factor, in the order of :func:`object_factor_labels`. Size is
+#: left out: a reference is drawn scaled to fill its image, so size cannot be seen in it.
+OBJECT_FACTOR_CLASSES: dict[str, int] = {
+    "category": len(OBJECT_CATEGORIES),
+    "main": _N_PAINT,
+    "second": _N_PAINT,
+    "pattern": sum(len(_VARIANTS[c][0]) for c in OBJECT_CATEGORIES),
+    "style": sum(len(_VARIANTS[c][1]) for c in OBJECT_CATEGORIES),
+    "accent": _N_ACCENT * len(OBJECT_CATEGORIES),
+}
+
+
+@lru_cache(maxsize=65536)
+def object_factor_labels(category: str, i: int) -> tuple[int, ...]:
+    """Class labels of identity ``i``'s visible factors, one per :data:`OBJECT_FACTOR_CLASSES` entry.
+
+    They let an evaluator learn what tells two objects apart (the identity evaluator's auxiliary
+    targets).
+
+    Example:
+        >>> len(object_factor_labels("ball", 3)) == len(OBJECT_FACTOR_CLASSES)
+        True
+    """
+    f = _factor_codes(category, int(i))
+    c = OBJECT_CATEGORIES.index(category)
+    return (
+        c,
+        f["main"],
+        (f["main"] + 1 + f["second"]) % _N_PAINT,
+        _PATTERN_BASE[c] + f["pattern"],
+        _STYLE_BASE[c] + f["style"],
+        _N_ACCENT * c + f["accent"],
+    )
+
+
+@lru_cache(maxsize=4096)
+def _object_from_id(category: str, i: int) -> ObjectIdentity:
+    f = _factor_codes(category, i)
     patterns, styles = _VARIANTS[category]
     return ObjectIdentity(
         category=category,
