@@ -140,6 +140,16 @@ def test_identity_evaluator_fine_tunes_from_trained_evaluators(dataset, evaluato
     assert targets.shape == (4, 6) and (targets >= 0).all()
     loss, logs = task.loss(model, batch)
     assert torch.isfinite(loss) and logs["factors"] > 0
+    # An embedder trained before the factor probe existed: kept, with a fresh probe.
+    old_dir, small_dir = tmp_path / "old", tmp_path / "small"
+    old = IdentityEmbedder()
+    old.save_pretrained(old_dir / "identity")
+    grown = IdentityTask(task.data, init_from=str(old_dir)).build_model()
+    assert grown.object_factors is not None
+    torch.testing.assert_close(grown.locator.stem.weight, old.locator.stem.weight)
+    IdentityEmbedder(embed_dim=64).save_pretrained(small_dir / "identity")
+    with pytest.raises(ChoiError, match="not an evaluator of this shape"):
+        IdentityTask(task.data, init_from=str(small_dir)).build_model()
     # A folder without an identity evaluator is a one-line error, before any run folder is made.
     out = tmp_path / "ft"
     assert main(["train", "evaluators", "--data", str(dataset), "--out", str(out), "--kinds", "identity",

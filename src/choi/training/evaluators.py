@@ -99,6 +99,7 @@ class _EvaluatorTask:
     """Shared data plumbing; subclasses define the model and the loss."""
 
     kind = ""
+    new_parts: tuple[str, ...] = ()  # tensor-name prefixes a fine-tuned model may add to its starting one
 
     def __init__(self, data: EvaluatorDataConfig, init_from: str | None = None):
         self.data = data
@@ -114,13 +115,13 @@ class _EvaluatorTask:
                 other = type(model).from_pretrained(source)
             except (OSError, ValueError, TypeError):
                 raise ChoiError(f"--init-from: no trained {self.kind} evaluator in {source}") from None
-            missing, unexpected = model.load_state_dict(other.state_dict(), strict=False)
+            try:
+                missing, unexpected = model.load_state_dict(other.state_dict(), strict=False)
+            except RuntimeError:  # a tensor of another shape
+                missing, unexpected = [], ["(shapes differ)"]
             if unexpected or any(not k.startswith(self.new_parts) for k in missing):
-                raise ChoiError(f"--init-from: {source} is not a {self.kind} evaluator of this shape")
+                raise ChoiError(f"--init-from: {source} is not an evaluator of this shape ({self.kind})")
         return model
-
-    # tensor-name prefixes a fine-tuned model may add to the one it starts from
-    new_parts: tuple[str, ...] = ()
 
     def new_model(self):
         raise NotImplementedError
