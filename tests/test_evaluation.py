@@ -5,6 +5,7 @@ import json
 import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
 
 from choi.cli import main
 from choi.data.shards import iter_samples
@@ -140,6 +141,9 @@ def test_identity_evaluator_fine_tunes_from_trained_evaluators(dataset, evaluato
     assert targets.shape == (4, 6) and (targets >= 0).all()
     loss, logs = task.loss(model, batch)
     assert torch.isfinite(loss) and logs["factors"] > 0
+    # The second batch also meets the first batch's reference objects, from the memory.
+    again, _ = task.loss(model, batch)
+    assert torch.isfinite(again) and task.memory.get()[0].shape == (8, model.config.embed_dim)
     # An embedder trained before the factor probe existed: kept, with a fresh probe.
     old_dir, small_dir = tmp_path / "old", tmp_path / "small"
     old = IdentityEmbedder()
@@ -155,6 +159,34 @@ def test_identity_evaluator_fine_tunes_from_trained_evaluators(dataset, evaluato
     assert main(["train", "evaluators", "--data", str(dataset), "--out", str(out), "--kinds", "identity",
                  "--init-from", str(tmp_path), "--steps", "1"]) == 2  # fmt: skip
     assert not out.exists()
+
+
+def test_info_nce_memory_adds_negatives_and_keeps_the_latest():
+    from choi.training.evaluators import EmbeddingMemory, info_nce
+
+    torch.manual_seed(0)
+    q = F.normalize(torch.randn(4, 8), dim=-1)
+    k = F.normalize(q + 0.1 * torch.randn(4, 8), dim=-1)
+    ids = torch.arange(4)
+    memory = EmbeddingMemory(6)
+    assert memory.get() is None
+    plain = info_nce(q, k, ids, memory=memory.get())
+    torch.testing.assert_close(plain, info_nce(q, k, ids))
+    # A near copy of query 0 under another identity is a hard negative: the loss rises.
+    memory.push(q[:1] + 0.01, torch.tensor([99]))
+    assert info_nce(q, k, ids, memory=memory.get()) > plain
+    # A remembered key with a query's own identity is a positive, not a negative.
+    same, other = EmbeddingMemory(6), EmbeddingMemory(6)
+    same.push(q[:1], ids[:1])
+    other.push(q[:1], torch.tensor([99]))
+    assert info_nce(q, k, ids, memory=same.get()) < info_nce(q, k, ids, memory=other.get())
+    # Newest first, the oldest dropped beyond the size; entries carry no gradient.
+    memory.push(k.requires_grad_(), ids + 10)
+    memory.push(k[:2], ids[:2] + 20)
+    assert memory.get()[1].tolist() == [20, 21, 10, 11, 12, 13] and not memory.get()[0].requires_grad
+    off = EmbeddingMemory(0)
+    off.push(k, ids)
+    assert off.get() is None
 
 
 def test_object_identities_are_keyed_by_category_and_id():

@@ -6,7 +6,9 @@ from dataclasses import asdict, replace
 import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
 
+from choi.cli import main
 from choi.errors import ChoiError
 from choi.models.conditioning import generation_region, layout_region, warp_into_masks
 from choi.models.image_generator import IMAGE_CONFIGS, ImageConditions, ImageGenerator, ImageModelConfig
@@ -14,7 +16,7 @@ from choi.models.mask_generator import MaskGenerator
 from choi.models.text_encoder import TextEncoder
 from choi.pipelines.choi import CHOIPipeline, ImageRenderer, read_layout_mask
 from choi.pipelines.mask import MaskPipeline, mask_preview
-from choi.training.image import ImageTask, ImageTrainConfig
+from choi.training.image import ImageTask, ImageTrainConfig, conditions_from_batch, roughen_masks
 from choi.training.loop import TrainConfig, train
 from choi.world import render_sample
 from fake_samples import write_tiny_dataset
@@ -307,6 +309,50 @@ def test_training_through_the_shared_loop(dataset, text_encoder, tmp_path):
     assert any("val/mae_in_masks" in line for line in log)
     assert (tmp_path / "run" / "validation" / "step_0000002.png").exists()
     assert ImageGenerator.from_pretrained(final).config.sample_size == 32
+
+
+def test_roughened_masks_look_like_stage_one():
+    masks = torch.zeros(2, 2, 64, 64)
+    masks[:, 0, 10:50, 20:34] = 1  # a person
+    masks[:, 1, 30:44, 34:46] = 1  # an object touching it
+    torch.manual_seed(0)
+    rough = roughen_masks(masks)
+    assert rough.shape == masks.shape and rough.dtype == masks.dtype
+    assert not (rough[:, 0].bool() & rough[:, 1].bool()).any()  # the roles never overlap
+    true, near = masks.bool(), F.max_pool2d(masks, 9, stride=1, padding=4).bool()
+    holes = (true & ~rough.bool()).sum() / true.sum()
+    islands = (rough.bool() & ~true).sum() / true.sum()
+    assert 0.05 < holes < 0.6 and 0.02 < islands < 0.6  # holes inside, islands around
+    assert not (rough.bool() & ~near).any()  # never farther than the spill
+    assert not torch.equal(rough[0], rough[1])  # each sample its own grain
+    torch.manual_seed(0)
+    torch.testing.assert_close(roughen_masks(masks), rough)
+
+
+def test_rough_masks_condition_on_them_and_paint_the_whole_pair(dataset, text_encoder):
+    cfg = ImageTrainConfig(data=str(dataset), batch_size=4, num_workers=0, p_box_only=0.0, p_rough_masks=1.0)
+    task = _TinyTask(cfg, text_encoder)
+    task.model_cfg = ImageModelConfig(**TINY)
+    batch = next(iter(task.batches(0)))
+    rough = roughen_masks(batch["masks"])
+    cond = conditions_from_batch(batch, layout=rough)
+    assert torch.equal(cond.masks, rough)
+    assert (cond.region[:, 0] >= batch["masks"].amax(1)).all()  # the true pair lies inside the region
+    assert (cond.region[:, 0] >= rough.amax(1)).all()
+    net = task.build_model()
+    torch.manual_seed(3)
+    plain = _TinyTask(replace(cfg, p_rough_masks=0.0), text_encoder)
+    plain.model_cfg = task.model_cfg
+    torch.manual_seed(3)
+    rough_loss = task.loss(net, batch)[0]
+    torch.manual_seed(3)
+    assert torch.isfinite(rough_loss) and not torch.isclose(rough_loss, plain.loss(net, batch)[0])
+
+
+def test_rough_masks_option_is_checked(dataset, tmp_path, capsys):
+    out = tmp_path / "run"
+    assert main(["train", "image", "--data", str(dataset), "--out", str(out), "--rough-masks", "1.5"]) == 2
+    assert "--rough-masks must be between 0 and 1" in capsys.readouterr().err and not out.exists()
 
 
 def test_init_from_needs_an_image_model(dataset, text_encoder, tmp_path):

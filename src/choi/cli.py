@@ -236,15 +236,25 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
     )
     _add_training_options(image, steps=6000, batch_size=16, lr=8e-4)
     _add_stage_options(image, "image")
+    image.add_argument(
+        "--rough-masks",
+        type=float,
+        default=0.0,
+        metavar="P",
+        help="fraction of two-stage samples whose masks are roughened like stage 1's output (default: 0)",
+    )
     image.set_defaults(func=_train_stage)
 
 
 def _train_stage(args: argparse.Namespace) -> None:
     """``choi train mask`` and ``choi train image``: the two diffusion recipes take the same options."""
+    options = {}
     if args.train_command == "mask":
         from choi.training.mask import train_mask as recipe
     else:
         from choi.training.image import train_image as recipe
+
+        options["rough_masks"] = args.rough_masks
     final = recipe(
         args.data,
         args.out,
@@ -258,6 +268,7 @@ def _train_stage(args: argparse.Namespace) -> None:
         validate_every=args.validate_every,
         class_balance=args.class_balance,
         init_from=args.init_from,
+        **options,
     )
     log.info("%s model written to %s", args.train_command, final)
 

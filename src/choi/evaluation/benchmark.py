@@ -48,16 +48,22 @@ class EvalConfig:
     use_box: bool = True
 
 
+def sample_order(data: str, split: str, seed: int) -> np.ndarray:
+    """The seeded order of ``split``'s sample indices: ``choi eval --n N`` takes the first N as
+    requests and the next N as real renders, so indices past 2N are untouched by it."""
+    _, info = read_manifest(data).split(split)
+    return np.random.default_rng(seed).permutation(info.count)
+
+
 def load_requests(cfg: EvalConfig) -> tuple[list[Sample], list[np.ndarray]]:
     """The seeded request samples and a disjoint set of real renders (the FID/KID reference)."""
-    _, info = read_manifest(cfg.data).split(cfg.split)
-    count = info.count
+    order = sample_order(cfg.data, cfg.split, cfg.seed)
+    count = len(order)
     if count < 2 * cfg.n:
         raise ChoiError(
             f"split '{cfg.split}' of {cfg.data} has {count} samples; --n {cfg.n} needs "
             f"{2 * cfg.n} (requests + as many real renders for FID/KID)"
         )
-    order = np.random.default_rng(cfg.seed).permutation(count)
     wanted_req, wanted_real = set(order[: cfg.n].tolist()), set(order[cfg.n : 2 * cfg.n].tolist())
     requests, real = {}, []
     for i, s in enumerate(iter_samples(cfg.data, split=cfg.split)):

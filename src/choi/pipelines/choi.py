@@ -57,12 +57,13 @@ from choi.vocabulary import resolve
 
 # One step of DPM-Solver++ on the image model by default: its clean-image estimate from pure noise.
 # choi-tiny's 8x8 patches cannot carry per-pixel noise through the net (see ImageModelConfig), so
-# each further step at lower noise passes some of that noise on as coloured speckle. On 200 held-out
-# test requests end to end (test samples 1000-1199, apart from `choi eval`'s; benchmarks/bench_steps.py),
-# 1 / 2 / 4 / 20 steps gave recognizer accuracy 61.0 / 61.5 / 58.5 / 61.0%, human retrieval 81.5 /
-# 70.5 / 60.0 / 51.5%, object retrieval 26.0 / 15.0 / 11.0 / 12.5% and FID 7.45 / 9.19 / 9.31 / 8.64,
-# at 0.05 / 0.09 / 0.14 / 0.70 s per image. Seeds still differ (less: 11 vs 34 grey levels inside the
-# masks); more steps give more varied, noisier images, and a larger model may want them.
+# each further step at lower noise passes some of that noise on as coloured speckle. On 200 test
+# requests end to end that no `choi eval --n <= 500` table uses (positions 1000-1199 of its seeded
+# order; benchmarks/bench_steps.py), 1 / 2 / 4 / 20 steps gave recognizer accuracy 58.5 / 62.0 / 60.0 /
+# 60.0%, human retrieval 75.5 / 67.5 / 58.0 / 47.0%, object retrieval 29.5 / 21.5 / 19.0 / 16.0% and
+# FID 9.10 / 11.00 / 11.28 / 10.63, at 0.04 / 0.09 / 0.16 / 0.75 s per image. Seeds still differ, less
+# (11 vs 34 grey levels inside the masks on 30 test requests); more steps give more varied, noisier
+# images, and a larger model may want them.
 DEFAULT_STEPS = 1
 # Classifier-free guidance on the references and the text (layout and background are never dropped).
 # Off by default: with the warp prior the references already steer the image, and on 32 HOI-World test

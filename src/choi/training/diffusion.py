@@ -141,8 +141,12 @@ def train_stage(
     class_balance: float = 0.0,
     init_from: str | None = None,
     text_encoder: TextEncoder | None = None,
+    recipe: dict[str, Any] | None = None,
 ) -> Path:
-    """Train a diffusion recipe into ``out``; returns ``out/model`` (the EMA weights its pipeline loads)."""
+    """Train a diffusion recipe into ``out``; returns ``out/model`` (the EMA weights its pipeline loads).
+
+    ``recipe``: fields of the recipe's own config (``task_cls.config_cls``) to set.
+    """
     if workers < 0:
         raise ChoiError("--workers must be non-negative")
     if not 0 <= class_balance <= 1:
@@ -156,6 +160,7 @@ def train_stage(
         num_workers=workers,
         seed=seed,
         class_balance=class_balance,
+        **(recipe or {}),
     )
     return train_recipe(task_cls(cfg, text_encoder), out, steps, batch_size, lr, seed, resume, validate_every)
 

@@ -37,6 +37,7 @@ class EvaluatorDataConfig:
     batch_size: int = 64
     val_samples: int = 512
     seed: int = 0
+    object_memory: int = 4096  # reference-object embeddings kept from earlier batches as negatives (0: none)
 
 
 def _loader(cfg: EvaluatorDataConfig, split: str, epoch: int, shuffle: bool, limit: int | None = None):
@@ -174,16 +175,53 @@ class RecognizerTask(_EvaluatorTask):
         return {"test_acc": correct / max(total, 1)}
 
 
-def info_nce(query: torch.Tensor, key: torch.Tensor, ids: torch.Tensor, temperature: float = 0.07) -> torch.Tensor:
-    """Symmetric InfoNCE where every pair with the same identity id counts as a positive."""
-    logits = query @ key.T / temperature  # (N, N)
-    positive = (ids[:, None] == ids[None, :]).float()
+def info_nce(
+    query: torch.Tensor,
+    key: torch.Tensor,
+    ids: torch.Tensor,
+    temperature: float = 0.07,
+    memory: tuple[torch.Tensor, torch.Tensor] | None = None,
+) -> torch.Tensor:
+    """Symmetric InfoNCE where every pair with the same identity id counts as a positive.
 
-    def one_side(lg: torch.Tensor) -> torch.Tensor:
+    ``memory``: (keys (M, D), ids (M,)) from earlier batches, extra candidates for each query.
+    """
+    n = len(key)
+    keys, key_ids = (key, ids) if memory is None else (torch.cat([key, memory[0]]), torch.cat([ids, memory[1]]))
+    logits = query @ keys.T / temperature  # (N, N + M)
+    positive = (ids[:, None] == key_ids[None, :]).float()
+
+    def one_side(lg: torch.Tensor, pos: torch.Tensor) -> torch.Tensor:
         log_prob = lg.log_softmax(-1)
-        return -((log_prob * positive).sum(-1) / positive.sum(-1)).mean()
+        return -((log_prob * pos).sum(-1) / pos.sum(-1)).mean()
 
-    return 0.5 * (one_side(logits) + one_side(logits.T))
+    return 0.5 * (one_side(logits, positive) + one_side(logits[:, :n].T, positive[:, :n].T))
+
+
+class EmbeddingMemory:
+    """The last ``size`` key embeddings (detached) and their ids: a cross-batch memory.
+
+    Within a batch of 32, two objects that differ only in a pattern or an accent colour rarely
+    meet; against a few thousand earlier references they do. Fine-tuning moves the embedding
+    slowly, so entries a hundred steps old are still fair negatives. Not checkpointed: after a
+    resume it refills within ``size / batch`` steps.
+    """
+
+    def __init__(self, size: int):
+        self.size = size
+        self.keys: torch.Tensor | None = None
+        self.ids: torch.Tensor | None = None
+
+    def get(self) -> tuple[torch.Tensor, torch.Tensor] | None:
+        return None if self.keys is None else (self.keys, self.ids)
+
+    def push(self, keys: torch.Tensor, ids: torch.Tensor) -> None:
+        if self.size <= 0:
+            return
+        keys, ids = keys.detach(), ids.detach()
+        if self.keys is not None and self.keys.device == keys.device:
+            keys, ids = torch.cat([keys, self.keys]), torch.cat([ids, self.ids])
+        self.keys, self.ids = keys[: self.size], ids[: self.size]
 
 
 def object_factor_targets(batch: dict[str, torch.Tensor]) -> torch.Tensor:
@@ -199,6 +237,10 @@ def object_factor_targets(batch: dict[str, torch.Tensor]) -> torch.Tensor:
 class IdentityTask(_EvaluatorTask):
     kind = "identity"
     new_parts = ("object_factors.",)
+
+    def __init__(self, data: EvaluatorDataConfig, init_from: str | None = None):
+        super().__init__(data, init_from)
+        self.memory = EmbeddingMemory(data.object_memory)
 
     def new_model(self) -> IdentityEmbedder:
         return IdentityEmbedder(object_factor_classes=tuple(OBJECT_FACTOR_CLASSES.values()))
@@ -235,7 +277,9 @@ class IdentityTask(_EvaluatorTask):
             use_true = torch.rand(x.shape[0], 1, 1, 1, device=x.device) < 0.5
             emb[name] = model.embed(x, torch.where(use_true, target, logits.sigmoid()), roles)
         loss_h = info_nce(emb["scene"]["human"], emb["human_ref"]["human"], batch["human_id"])
-        loss_o = info_nce(emb["scene"]["object"], emb["object_ref"]["object"], batch["object_key"])
+        ref_o = emb["object_ref"]["object"]
+        loss_o = info_nce(emb["scene"]["object"], ref_o, batch["object_key"], memory=self.memory.get())
+        self.memory.push(ref_o, batch["object_key"])
         factors = object_factor_targets(batch)
         loss_f = 0.5 * sum(self.factor_loss(model, emb[v]["object"], factors) for v in ("scene", "object_ref"))
         loss = loss_h + loss_o + loss_f + seg

@@ -24,6 +24,7 @@ from typing import Any
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 
 from choi.data.batch import image_tensor, mask_tensor
 from choi.data.schema import Sample
@@ -55,6 +56,9 @@ class ImageTrainConfig(StageTrainConfig):
     p_drop_object: float = 0.1
     p_box_only: float = 0.25  # single-stage samples: the layout is the box alone
     p_drop_background: float = 0.3
+    # Two-stage samples whose layout masks are roughened like stage 1's output (holes, ragged edges,
+    # islands around them), so the renderer learns to paint whole people and objects from them.
+    p_rough_masks: float = 0.0
     val_steps: int = DEFAULT_STEPS  # the pipeline's defaults
     val_guidance: float = DEFAULT_GUIDANCE
 
@@ -75,13 +79,37 @@ def image_collate(samples: Sequence[Sample]) -> dict[str, Any]:
     }
 
 
-def conditions_from_batch(batch: dict[str, torch.Tensor], box_only: torch.Tensor | None = None) -> ImageConditions:
+def roughen_masks(masks: torch.Tensor, holes: float = 0.25, spill: int = 4) -> torch.Tensor:
+    """(N, 2, S, S) {0, 1} human/object masks → the same masks as stage 1 tends to draw them.
+
+    A smooth random grain (4-pixel blobs) opens holes in about ``holes`` of each mask and scatters
+    islands as often within ``spill`` pixels around it. The roles never overlap: a pixel both would
+    claim goes to its true owner, else to the person.
+    """
+    n, c, s, _ = masks.shape
+    grain = torch.rand(n, c, max(1, s // 4), max(1, s // 4), device=masks.device)
+    grain = F.interpolate(grain, size=(s, s), mode="bilinear", align_corners=False)
+    true = masks > 0
+    near = F.max_pool2d(masks.float(), 2 * spill + 1, stride=1, padding=spill) > 0
+    rough = (true & (grain > holes)) | (near & ~true & (grain > 1 - holes))
+    human, obj = rough[:, 0], rough[:, 1]
+    both = human & obj
+    human = human & ~(both & true[:, 1])
+    obj = obj & ~(both & ~true[:, 1])
+    return torch.stack([human, obj], 1).to(masks.dtype)
+
+
+def conditions_from_batch(
+    batch: dict[str, torch.Tensor], box_only: torch.Tensor | None = None, layout: torch.Tensor | None = None
+) -> ImageConditions:
     """Every condition of a collated batch switched on (the masks layout, with the box).
 
     The region to paint is the masks' (grown a little), or for ``box_only`` rows the box's.
+    ``layout``: masks to condition on instead of the true ones (roughened); the region then covers both.
     """
     size = batch["image"].shape[-1]
-    region = layout_region(batch["masks"])
+    layout = batch["masks"] if layout is None else layout
+    region = layout_region(torch.maximum(batch["masks"], layout))
     if box_only is not None:
         region = torch.where(box_only[:, None, None, None], generation_region(batch["union_box"], size), region)
     cond = ImageConditions.build(
@@ -89,7 +117,7 @@ def conditions_from_batch(batch: dict[str, torch.Tensor], box_only: torch.Tensor
         batch["refs"],
         batch["ref_masks"],
         region=region,
-        masks=batch["masks"],
+        masks=layout,
         box=batch["union_box"],
         background=batch["background"],
     )
@@ -127,7 +155,11 @@ class ImageTask(DiffusionTask):
             return torch.rand(n, device=device) < p
 
         box_only = drop(cfg.p_box_only)
-        cond = conditions_from_batch(batch, box_only).dropped(
+        layout = None
+        if cfg.p_rough_masks > 0:
+            rough = (drop(cfg.p_rough_masks) & ~box_only)[:, None, None, None]
+            layout = torch.where(rough, roughen_masks(batch["masks"]), batch["masks"])
+        cond = conditions_from_batch(batch, box_only, layout).dropped(
             text=drop(cfg.p_drop_text),
             human=drop(cfg.p_drop_human),
             object=drop(cfg.p_drop_object),
@@ -179,6 +211,13 @@ def train_image(
 ) -> Path:
     """Train the image generator into ``out``; returns ``out/model`` (the EMA weights the pipeline loads).
 
-    ``options`` are :func:`~choi.training.diffusion.train_stage`'s (workers, seed, resume, init_from, ...).
+    ``options`` are :func:`~choi.training.diffusion.train_stage`'s (workers, seed, resume, init_from, ...)
+    and ``rough_masks``: the fraction of two-stage samples given roughened masks (:func:`roughen_masks`).
     """
-    return train_stage(ImageTask, data, out, config=config, steps=steps, batch_size=batch_size, lr=lr, **options)
+    rough = options.pop("rough_masks", 0.0)
+    if not 0 <= rough <= 1:
+        raise ChoiError(f"--rough-masks must be between 0 and 1, got {rough:g}")
+    return train_stage(
+        ImageTask, data, out, config=config, steps=steps, batch_size=batch_size, lr=lr,
+        recipe={"p_rough_masks": rough}, **options,
+    )  # fmt: skip
