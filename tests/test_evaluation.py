@@ -81,7 +81,8 @@ def test_eval_end_to_end_cached_and_deterministic(dataset, evaluators, tmp_path,
         evaluators=str(evaluators),
     )
 
-    def no_weights():
+    def no_weights(model):
+        assert model == "choi-tiny"
         raise baselines.MethodUnavailable("choi-tiny weights cannot be loaded: test")
 
     monkeypatch.setattr(baselines, "_pipeline", no_weights)
@@ -109,6 +110,45 @@ def test_eval_end_to_end_cached_and_deterministic(dataset, evaluators, tmp_path,
     again = run_benchmark(cfg)
     assert calls == []
     assert json.dumps(again["methods"], sort_keys=True) == json.dumps(report["methods"], sort_keys=True)
+
+
+def test_eval_model_option_reaches_the_model_rows_and_guards_their_cache(dataset, evaluators, tmp_path, monkeypatch):
+    from choi.evaluation.benchmark import run_method
+
+    samples = list(iter_samples(dataset, split="test"))[:2]
+    made = []
+
+    def fake_model_row(request, sample, model):
+        made.append(model)
+        return baselines.MethodOutput(request.background.copy())
+
+    row = baselines.Method("choi-tiny", "a model row", fake_model_row, uses_model=True)
+    root = tmp_path / "report"
+    mine = tmp_path / "my-model"
+    run_method(row, samples, EvalConfig(data=str(dataset), out=str(root), model=str(mine)), root)
+    assert made == [str(mine)] * 2 and (root / "outputs" / "choi-tiny" / "model.txt").read_text().strip() == str(mine)
+    # The same model again reads the cache; another model would mix outputs: a one-line error.
+    run_method(row, samples, EvalConfig(data=str(dataset), out=str(root), model=str(mine)), root)
+    assert len(made) == 2
+    with pytest.raises(ChoiError, match="holds outputs of model .*my-model, not choi-tiny"):
+        run_method(row, samples, EvalConfig(data=str(dataset), out=str(root)), root)
+    # A cache from before the marker holds the shipped model's outputs.
+    legacy = tmp_path / "legacy"
+    (legacy / "outputs" / "choi-tiny").mkdir(parents=True)
+    (legacy / "outputs" / "choi-tiny" / "old.png").write_bytes(b"")
+    with pytest.raises(ChoiError, match="holds outputs of model choi-tiny"):
+        run_method(row, samples, EvalConfig(data=str(dataset), out=str(legacy), model=str(mine)), legacy)
+    # Through the CLI: a folder that is no model leaves the model rows missing, never faked.
+    out = tmp_path / "cli"
+    args = ["eval", "--data", str(dataset), "--methods", "gt,gt-mask", "--out", str(out), "--n", "3",
+            "--evaluators", str(evaluators), "--model", str(tmp_path / "nope")]  # fmt: skip
+    assert main(args) == 0
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert "weights cannot be loaded" in metrics["methods"]["gt-mask"]["missing"]
+    assert metrics["config"]["model"] == str(tmp_path / "nope") and "nope" in (out / "report.md").read_text()
+    # Nothing was made with it, so the same report folder takes the right model next time.
+    assert main([*args[:-1], "choi-tiny"]) == 0
+    assert "missing" not in json.loads((out / "metrics.json").read_text())["methods"]["gt-mask"]
 
 
 def test_eval_cli_errors(dataset, tmp_path, capsys):

@@ -463,6 +463,12 @@ def _add_eval(sub: argparse._SubParsersAction) -> None:
     ev.add_argument("--seed", type=int, default=0, help="seed of the requests and of every method")
     ev.add_argument("--split", default="test", help="dataset split the requests come from")
     ev.add_argument("--evaluators", default=None, help="folder of trained evaluators (default: shipped ones)")
+    ev.add_argument(
+        "--model",
+        default="choi-tiny",
+        help="choi model the choi-tiny, single-stage and gt-mask rows run: choi-tiny or a folder with mask/ and "
+        "image/ (default: choi-tiny)",
+    )
     ev.add_argument("--no-background", action="store_true", help="requests without the background")
     ev.add_argument("--no-box", action="store_true", help="requests without the union box")
     ev.set_defaults(func=_eval)
@@ -481,6 +487,7 @@ def _eval(args: argparse.Namespace) -> None:
         seed=args.seed,
         split=args.split,
         evaluators=args.evaluators,
+        model=args.model,
         use_background=not args.no_background,
         use_box=not args.no_box,
     )

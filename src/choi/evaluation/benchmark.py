@@ -2,7 +2,9 @@
 
 1. One request list from the test split (seeded), the same for every method.
 2. Each method's outputs cached under ``REPORT/outputs/<method>/``: a re-run computes only what
-   is missing; a method that cannot run is reported as missing, never faked.
+   is missing; a method that cannot run is reported as missing, never faked. The rows that run a
+   choi model (choi-tiny, single-stage, gt-mask) run ``--model`` (default: the shipped choi-tiny),
+   and their cache remembers which.
 3. Evaluators validated on ground truth and on negative controls.
 4. Metrics per method → ``metrics.json``; ``report.md`` with the table, charts and sample grids.
 """
@@ -27,7 +29,14 @@ from choi.errors import ChoiError
 from choi.evaluation import metrics as M
 from choi.evaluation.evaluators import EvaluatorSuite
 from choi.io import atomic_write_bytes, atomic_write_text, png_bytes
-from choi.pipelines.baselines import Method, MethodOutput, MethodUnavailable, Request, available_methods
+from choi.pipelines.baselines import (
+    DEFAULT_MODEL,
+    Method,
+    MethodOutput,
+    MethodUnavailable,
+    Request,
+    available_methods,
+)
 from choi.vocabulary import BY_NAME, CLASSES
 
 log = logging.getLogger(__name__)
@@ -44,6 +53,7 @@ class EvalConfig:
     seed: int = 0
     split: str = "test"
     evaluators: str | None = None  # folder with trained evaluators; None: the shipped ones
+    model: str = DEFAULT_MODEL  # the choi model of the choi-tiny, single-stage and gt-mask rows (or a folder)
     use_background: bool = True
     use_box: bool = True
 
@@ -95,16 +105,29 @@ def _save_output(folder: Path, key: str, out: MethodOutput) -> None:
     atomic_write_bytes(folder / f"{key}.png", png_bytes(out.image))  # last: its presence marks "done"
 
 
+def _check_model(folder: Path, model: str) -> None:
+    """Outputs cached in ``folder`` must come from ``model``; the first run records it in ``model.txt``."""
+    name = model if model == DEFAULT_MODEL else str(Path(model).resolve())
+    marker = folder / "model.txt"
+    if any(folder.glob("*.png")):  # caches from before the marker hold the shipped model's outputs
+        made_with = marker.read_text().strip() if marker.is_file() else DEFAULT_MODEL
+        if made_with != name:
+            raise ChoiError(f"{folder} holds outputs of model {made_with}, not {name}: use another --out")
+    atomic_write_text(marker, name + "\n")
+
+
 def run_method(method: Method, samples: list[Sample], cfg: EvalConfig, root: Path) -> list[MethodOutput]:
     """Outputs for every request, from the cache where present; raises MethodUnavailable."""
     folder = root / "outputs" / method.name
     folder.mkdir(parents=True, exist_ok=True)
+    if method.uses_model:
+        _check_model(folder, cfg.model)
     outputs = []
     for s in tqdm(samples, desc=method.name, disable=not sys.stderr.isatty()):
         cached = _load_output(folder, s.key)
         if cached is None:
             req = Request.from_sample(s, cfg.use_background, cfg.use_box)
-            cached = method.run(req, s if method.oracle else None)
+            cached = method.run(req, s if method.oracle else None, cfg.model)
             _save_output(folder, s.key, cached)
         outputs.append(cached)
     return outputs

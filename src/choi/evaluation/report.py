@@ -111,7 +111,7 @@ def write_report(report: dict, samples: list[Sample], root: Path) -> None:
         f"choi {report['choi_version']}; data `{report['config']['data']}` split `{report['config']['split']}`; "
         f"{report['config']['n']} requests (seed {report['config']['seed']}), background given: "
         f"{report['config']['use_background']}, box given: {report['config']['use_box']}; "
-        f"evaluators `{report['evaluators']}`.",
+        f"model `{report['config']['model']}`; evaluators `{report['evaluators']}`.",
         "",
         "## Evaluator validation (ground truth and negative controls)",
         "",

@@ -18,6 +18,8 @@ import numpy as np
 from choi.data.schema import Box, Sample
 from choi.errors import ChoiError
 
+DEFAULT_MODEL = "choi-tiny"  # the model the choi-tiny, single-stage and gt-mask rows run by default
+
 
 @dataclass
 class Request:
@@ -63,11 +65,12 @@ class MethodUnavailable(RuntimeError):
 class Method:
     name: str
     description: str
-    run: Callable[[Request, Sample | None], MethodOutput]
+    run: Callable[[Request, Sample | None, str], MethodOutput]  # (request, sample, model)
     oracle: bool = False  # receives the ground-truth sample
+    uses_model: bool = False  # runs the choi model `choi eval --model` names
 
 
-def ground_truth(request: Request, sample: Sample | None) -> MethodOutput:
+def ground_truth(request: Request, sample: Sample | None, model: str = DEFAULT_MODEL) -> MethodOutput:
     assert sample is not None
     return MethodOutput(sample.image, sample.human_mask, sample.object_mask)
 
@@ -91,7 +94,7 @@ def _paste(canvas: np.ndarray, layer: np.ndarray, mask: np.ndarray, region: tupl
     return out_mask
 
 
-def copy_paste(request: Request, sample: Sample | None = None) -> MethodOutput:
+def copy_paste(request: Request, sample: Sample | None = None, model: str = DEFAULT_MODEL) -> MethodOutput:
     """References pasted side by side into the request box (whole canvas without a box)."""
     h, w = request.human_ref.shape[:2]
     canvas = request.background.copy() if request.background is not None else np.full((h, w, 3), 255, np.uint8)
@@ -104,14 +107,14 @@ def copy_paste(request: Request, sample: Sample | None = None) -> MethodOutput:
 
 
 @functools.cache
-def _pipeline():
-    """The shipped choi-tiny pipeline, loaded once per process; unavailable if its weights are missing."""
+def _pipeline(model: str):
+    """A choi pipeline (``"choi-tiny"`` or a folder), loaded once per process; unavailable if it cannot load."""
     from choi.pipelines.choi import CHOIPipeline
 
     try:
-        return CHOIPipeline.from_pretrained("choi-tiny")
+        return CHOIPipeline.from_pretrained(model)
     except ChoiError as err:
-        raise MethodUnavailable(f"choi-tiny weights cannot be loaded: {err}") from err
+        raise MethodUnavailable(f"{model} weights cannot be loaded: {err}") from err
 
 
 def request_seed(request: Request) -> int:
@@ -119,9 +122,9 @@ def request_seed(request: Request) -> int:
     return zlib.crc32(request.key.encode()) & 0x7FFFFFFF
 
 
-def two_stage(request: Request, sample: Sample | None = None) -> MethodOutput:
-    """choi-tiny end to end: stage-1 masks, then stage 2 inside them."""
-    out = _pipeline()(
+def two_stage(request: Request, sample: Sample | None = None, model: str = DEFAULT_MODEL) -> MethodOutput:
+    """choi-tiny (or ``model``) end to end: stage-1 masks, then stage 2 inside them."""
+    out = _pipeline(model)(
         human=request.human_ref,
         object=request.object_ref,
         interaction=request.text,
@@ -132,8 +135,8 @@ def two_stage(request: Request, sample: Sample | None = None) -> MethodOutput:
     return MethodOutput(out.images[0], out.human_masks[0], out.object_masks[0])
 
 
-def _render(request: Request, masks: tuple[np.ndarray, np.ndarray] | None) -> np.ndarray:
-    return _pipeline().renderer(
+def _render(request: Request, masks: tuple[np.ndarray, np.ndarray] | None, model: str) -> np.ndarray:
+    return _pipeline(model).renderer(
         request.human_ref,
         request.object_ref,
         request.text,
@@ -144,15 +147,15 @@ def _render(request: Request, masks: tuple[np.ndarray, np.ndarray] | None) -> np
     )[0]
 
 
-def single_stage(request: Request, sample: Sample | None = None) -> MethodOutput:
+def single_stage(request: Request, sample: Sample | None = None, model: str = DEFAULT_MODEL) -> MethodOutput:
     """Stage 2 with the box alone (no masks): the AnyDoor-like setting the paper compares against."""
-    return MethodOutput(_render(request, None))
+    return MethodOutput(_render(request, None, model))
 
 
-def gt_mask(request: Request, sample: Sample | None = None) -> MethodOutput:
+def gt_mask(request: Request, sample: Sample | None = None, model: str = DEFAULT_MODEL) -> MethodOutput:
     """Stage 2 given the true masks: an upper bound for stage 2."""
     assert sample is not None
-    image = _render(request, (sample.human_mask[None], sample.object_mask[None]))
+    image = _render(request, (sample.human_mask[None], sample.object_mask[None]), model)
     return MethodOutput(image, sample.human_mask, sample.object_mask)
 
 
@@ -160,8 +163,12 @@ def available_methods() -> dict[str, Method]:
     """Every method `choi eval` knows, in the order of the report table."""
     return {
         "gt": Method("gt", "ground-truth HOI-World renders (ceiling)", ground_truth, oracle=True),
-        "choi-tiny": Method("choi-tiny", "two-stage choi-tiny", two_stage),
-        "single-stage": Method("single-stage", "choi-tiny stage 2 with the box only (AnyDoor-like)", single_stage),
-        "gt-mask": Method("gt-mask", "choi-tiny stage 2 given the true masks (oracle)", gt_mask, oracle=True),
+        "choi-tiny": Method("choi-tiny", "two-stage choi-tiny", two_stage, uses_model=True),
+        "single-stage": Method(
+            "single-stage", "choi-tiny stage 2 with the box only (AnyDoor-like)", single_stage, uses_model=True
+        ),
+        "gt-mask": Method(
+            "gt-mask", "choi-tiny stage 2 given the true masks (oracle)", gt_mask, oracle=True, uses_model=True
+        ),
         "copy-paste": Method("copy-paste", "references pasted into the request box", copy_paste),
     }
