@@ -23,8 +23,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from choi.data.shards import iter_samples
-from choi.evaluation.benchmark import EvalConfig, sample_order, score_method
+from choi.evaluation.benchmark import EvalConfig, load_requests, score_method
 from choi.evaluation.evaluators import EvaluatorSuite
 from choi.pipelines.baselines import MethodOutput, Request, request_seed
 from choi.pipelines.choi import CHOIPipeline
@@ -49,11 +48,8 @@ def main() -> None:
     pipe = CHOIPipeline.from_pretrained(args.model)
     suite = EvaluatorSuite.load(args.evaluators)
     cfg = EvalConfig(data=args.data, out="", n=args.n, seed=args.seed, evaluators=args.evaluators)
-    order = sample_order(args.data, cfg.split, args.seed)[args.skip :].tolist()
-    wanted_req, wanted_real = order[: args.n], set(order[args.n : args.n + N_REAL])
-    pool = {i: s for i, s in enumerate(iter_samples(args.data, split=cfg.split)) if i in wanted_real or i in wanted_req}
-    samples = [pool[i] for i in wanted_req]
-    real_features = suite.features(np.stack([pool[i].image for i in sorted(wanted_real)]))
+    samples, real = load_requests(cfg, skip=args.skip, n_real=N_REAL)
+    real_features = suite.features(np.stack(real))
     requests = [Request.from_sample(s) for s in samples]
 
     masks = []  # the masks `choi eval`'s two-stage (or gt-mask) method renders in for each request

@@ -65,23 +65,30 @@ def sample_order(data: str, split: str, seed: int) -> np.ndarray:
     return np.random.default_rng(seed).permutation(info.count)
 
 
-def load_requests(cfg: EvalConfig) -> tuple[list[Sample], list[np.ndarray]]:
-    """The seeded request samples and a disjoint set of real renders (the FID/KID reference)."""
+def load_requests(cfg: EvalConfig, skip: int = 0, n_real: int | None = None) -> tuple[list[Sample], list[np.ndarray]]:
+    """The seeded request samples and a disjoint set of real renders (the FID/KID reference).
+
+    Requests are positions ``skip`` … ``skip + n - 1`` of :func:`sample_order`, the real renders the
+    next ``n_real`` (default ``n``) positions, in split order. ``choi eval`` uses ``skip`` 0;
+    a benchmark that must not tune on its tables skips past them.
+    """
     order = sample_order(cfg.data, cfg.split, cfg.seed)
-    count = len(order)
-    if count < 2 * cfg.n:
+    n_real = cfg.n if n_real is None else n_real
+    count, need = len(order), skip + cfg.n + n_real
+    if count < need:
         raise ChoiError(
             f"split '{cfg.split}' of {cfg.data} has {count} samples; --n {cfg.n} needs "
-            f"{2 * cfg.n} (requests + as many real renders for FID/KID)"
+            f"{need} ({skip} skipped, requests + {n_real} real renders for FID/KID)"
         )
-    wanted_req, wanted_real = set(order[: cfg.n].tolist()), set(order[cfg.n : 2 * cfg.n].tolist())
+    positions = order[skip : skip + cfg.n].tolist()
+    wanted_req, wanted_real = set(positions), set(order[skip + cfg.n : need].tolist())
     requests, real = {}, []
     for i, s in enumerate(iter_samples(cfg.data, split=cfg.split)):
         if i in wanted_req:
             requests[i] = s
         elif i in wanted_real:
             real.append(s.image)
-    return [requests[i] for i in order[: cfg.n].tolist()], real
+    return [requests[i] for i in positions], real
 
 
 def _load_output(folder: Path, key: str) -> MethodOutput | None:

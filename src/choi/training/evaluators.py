@@ -219,7 +219,7 @@ class EmbeddingMemory:
         if self.size <= 0:
             return
         keys, ids = keys.detach(), ids.detach()
-        if self.keys is not None and self.keys.device == keys.device:
+        if self.keys is not None:
             keys, ids = torch.cat([keys, self.keys]), torch.cat([ids, self.ids])
         self.keys, self.ids = keys[: self.size], ids[: self.size]
 
