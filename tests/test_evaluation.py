@@ -178,7 +178,13 @@ def test_identity_evaluator_fine_tunes_from_trained_evaluators(dataset, evaluato
         torch.testing.assert_close(tensor, start[name])
     batch = collate(list(iter_samples(dataset, split="train"))[:4])
     targets = object_factor_targets(batch)
-    assert targets.shape == (4, 6) and (targets >= 0).all()
+    assert targets.shape == (4, 6) and (targets >= -1).all() and (targets[:, [0, 3, 4]] >= 0).all()
+    # a factor no object of the batch shows (balls never draw their accent) adds nothing, not NaN
+    hidden = targets.clone()
+    hidden[:, 5] = -1
+    embedding = F.normalize(torch.randn(4, model.config.embed_dim), dim=-1)
+    assert torch.isfinite(IdentityTask.factor_loss(model, embedding, hidden))
+    assert torch.isfinite(IdentityTask.factor_loss(model, embedding, torch.full_like(targets, -1)))
     loss, logs = task.loss(model, batch)
     assert torch.isfinite(loss) and logs["factors"] > 0
     # The second batch also meets the first batch's reference objects, from the memory.
@@ -234,6 +240,23 @@ def test_object_identities_are_keyed_by_category_and_id():
 
     assert object_key("ball", 5) != object_key("cup", 5)
     assert object_key("ball", 5) == object_key("ball", 5) != object_key("ball", 6)
+
+
+def test_retrieval_scores_objects_by_look():
+    from choi.data.batch import collate, object_key, object_look_key
+    from choi.world.objects import look_id
+
+    twin = next(i for i in range(1, 8000) if look_id("ball", i) == look_id("ball", 0))
+    other = next(i for i in range(1, 8000) if look_id("ball", i) != look_id("ball", 0))
+    assert object_look_key("ball", twin) == object_look_key("ball", 0) != object_look_key("ball", other)
+    assert object_look_key("ball", 0) != object_look_key("cup", 0)
+    assert object_look_key("motorcycle", 7) == object_key("motorcycle", 7)  # real data: its own key
+    from choi.world import render_sample
+
+    samples = [render_sample("test", i, seed=0) for i in range(2)]
+    batch = collate(samples)
+    want = [object_look_key(s.object_category, s.object_id) for s in samples]
+    assert batch["object_look"].tolist() == want
 
 
 def test_foreground_box_from_background_difference():

@@ -10,7 +10,7 @@ import torch.nn.functional as F
 
 from choi.cli import main
 from choi.errors import ChoiError
-from choi.models.conditioning import generation_region, layout_region, warp_into_masks
+from choi.models.conditioning import generation_region, layout_region, turns_and_mirrors, warp_into_masks
 from choi.models.image_generator import IMAGE_CONFIGS, ImageConditions, ImageGenerator, ImageModelConfig
 from choi.models.mask_generator import MaskGenerator
 from choi.models.text_encoder import TextEncoder
@@ -34,6 +34,7 @@ TINY = dict(
     ref_size=16,
     ref_grid=4,
     warp_prior=True,
+    warp_turns=(1, 4),
 )
 
 
@@ -129,6 +130,8 @@ def test_load_compatible_grows_an_older_model_into_the_warp_prior(image_model, t
     assert len(other.load_compatible(new)) > 2
     with pytest.raises(ChoiError, match="prediction_type"):
         ImageGenerator(**{**TINY, "prediction_type": "v_prediction"})
+    with pytest.raises(ChoiError, match="warp_turns"):
+        ImageGenerator(**{**TINY, "warp_turns": (4,)})
 
 
 def test_warp_puts_each_reference_into_its_own_mask():
@@ -359,3 +362,28 @@ def test_init_from_needs_an_image_model(dataset, text_encoder, tmp_path):
     task = ImageTask(ImageTrainConfig(data=str(dataset), init_from=str(tmp_path / "none")), text_encoder)
     with pytest.raises(ChoiError, match="--init-from: no image model"):
         task.build_model()
+
+
+def test_warp_turns_a_tilted_reference_to_fit_its_mask():
+    # An L-shaped subject (a long red bar with a blue foot on its right), drawn lying on its side
+    # and mirrored in the reference; the target mask stands it upright with the foot to the right.
+    ref, sil = torch.zeros(1, 3, 64, 64), torch.zeros(1, 1, 64, 64)
+    ref[:, 0, 28:36, 12:52] = 1  # the bar, horizontal
+    ref[:, 2, 36:48, 12:20] = 1  # the foot, below its left end
+    sil[..., 28:36, 12:52] = sil[..., 36:48, 12:20] = 1
+    target = torch.zeros(1, 1, 64, 64)
+    target[..., 12:52, 24:32] = 1  # the bar, upright
+    target[..., 44:52, 32:44] = 1  # the foot, to the right of its bottom end
+
+    def fit(out: torch.Tensor) -> float:
+        return float((out[3] > 0.5).logical_and(target[0, 0] > 0).sum() / target.sum())
+
+    plain, turned = warp_into_masks(ref, sil, target)[0], warp_into_masks(ref, sil, target, turns=8)[0]
+    assert fit(turned) > 0.9 > fit(plain) + 0.2
+    assert turned[0, 14:42, 25:31].min() > 0.9 and turned[2, 45:51, 34:42].min() > 0.9  # red bar, blue foot
+    # a subject that already fits keeps the plain stretch, and turns=0 is the plain stretch
+    upright, upright_sil = turned[None, :3], (turned[None, 3:] > 0.5).float()
+    torch.testing.assert_close(
+        warp_into_masks(upright, upright_sil, target, turns=8), warp_into_masks(upright, upright_sil, target)
+    )
+    assert turns_and_mirrors(4).shape == (8, 2, 2) and torch.equal(turns_and_mirrors(4)[0], torch.eye(2))

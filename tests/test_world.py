@@ -144,7 +144,7 @@ def test_identity_counts_and_determinism():
 
 
 def test_object_factor_labels_name_every_visible_difference():
-    from choi.world.objects import OBJECT_FACTOR_CLASSES, object_factor_labels
+    from choi.world.objects import OBJECT_FACTOR_CLASSES, look_id, object_factor_labels
     from choi.world.palette import PAINT
 
     sizes = list(OBJECT_FACTOR_CLASSES.values())
@@ -152,16 +152,39 @@ def test_object_factor_labels_name_every_visible_difference():
         seen = {}
         for i in range(N_OBJECT_IDENTITIES[category]):
             labels = object_factor_labels(category, i)
-            assert all(0 <= v < k for v, k in zip(labels, sizes, strict=True))
+            assert all(-1 <= v < k for v, k in zip(labels, sizes, strict=True))
             ident = ObjectIdentity.from_id(category, i)
-            assert labels[0] == c and PAINT[labels[1]] == ident.main and PAINT[labels[2]] == ident.second
-            seen.setdefault(labels, set()).add(ident.size)
-        # labels + size tell every identity apart: only the size is left out
-        assert sum(len(v) for v in seen.values()) == N_OBJECT_IDENTITIES[category]
+            assert labels[0] == c and labels[3] >= 0 and labels[4] >= 0
+            assert labels[1] in (-1, PAINT.index(ident.main)) and labels[2] in (-1, PAINT.index(ident.second))
+            seen.setdefault(labels, set()).add(look_id(category, i))
+        # one label tuple per look, one look per label tuple
+        assert all(len(v) == 1 for v in seen.values())
+        assert len(seen) == len({look_id(category, i) for i in range(N_OBJECT_IDENTITIES[category])})
     # per-category factors never share a class across categories
-    assert object_factor_labels("ball", 0)[3:] != object_factor_labels("cup", 0)[3:]
+    assert object_factor_labels("ball", 0)[3:5] != object_factor_labels("cup", 0)[3:5]
     with pytest.raises(ChoiError):
         object_factor_labels("spoon", 0)
+
+
+def test_objects_that_differ_only_in_what_is_never_drawn_share_a_look():
+    from dataclasses import replace
+
+    from choi.world.objects import ObjectPose, draw_object, look_id, object_look
+
+    ball = ObjectIdentity.from_id("ball", 123)
+    twins = [i for i in range(N_OBJECT_IDENTITIES["ball"]) if look_id("ball", i) == look_id("ball", 123)]
+    others = [ObjectIdentity.from_id("ball", i) for i in twins]
+    # a ball's accent colour is never drawn and a reference hides size: 4 accents x 3 sizes
+    assert len(twins) == 12
+    assert {(o.main, o.second, o.pattern) for o in others} == {(ball.main, ball.second, ball.pattern)}
+    assert {o.accent for o in others} == {0, 1, 2, 3} and len({o.size for o in others}) == 3
+    # drawn at one size, two of them are the same drawing: same shapes, same colours
+    a, b = (draw_object(o, ObjectPose(), 0.0)[0] for o in (others[0], replace(others[1], size=others[0].size)))
+    assert a.color == b.color and all(np.array_equal(p, q) for p, q in zip(a.pts, b.pts, strict=True))
+    # a bicycle's accent colours its tyres: every accent is a look of its own
+    bike = ObjectIdentity.from_id("bicycle", 5)
+    same = [i for i in range(N_OBJECT_IDENTITIES["bicycle"]) if object_look("bicycle", i) == object_look("bicycle", 5)]
+    assert len(same) == 3 and {ObjectIdentity.from_id("bicycle", i).accent for i in same} == {bike.accent}
 
 
 @pytest.mark.parametrize("name", CLASS_NAMES)

@@ -9,6 +9,7 @@ import torch
 
 from choi.data.schema import Sample
 from choi.vocabulary import OBJECT_CATEGORIES, label_index
+from choi.world.objects import N_OBJECT_IDENTITIES, look_id
 
 
 def image_tensor(images: Sequence[np.ndarray] | np.ndarray) -> torch.Tensor:
@@ -29,7 +30,8 @@ def tensor_to_images(x: torch.Tensor) -> np.ndarray:
 
 
 def collate(samples: Sequence[Sample]) -> dict[str, torch.Tensor]:
-    """The standard batch: target, masks, references, boxes, labels, identity ids and object categories."""
+    """The standard batch: target, masks, references, boxes, labels, identity ids (objects also by
+    look, :func:`object_look_key`) and object categories."""
     return {
         "image": image_tensor([s.image for s in samples]),
         "masks": mask_tensor([s.human_mask for s in samples], [s.object_mask for s in samples]),
@@ -41,6 +43,9 @@ def collate(samples: Sequence[Sample]) -> dict[str, torch.Tensor]:
         "human_id": torch.tensor([s.human_id for s in samples], dtype=torch.long),
         "object_id": torch.tensor([s.object_id for s in samples], dtype=torch.long),
         "object_key": torch.tensor([object_key(s.object_category, s.object_id) for s in samples], dtype=torch.long),
+        "object_look": torch.tensor(
+            [object_look_key(s.object_category, s.object_id) for s in samples], dtype=torch.long
+        ),
         "object_category": torch.tensor([_category_index(s.object_category) for s in samples], dtype=torch.long),
     }
 
@@ -49,6 +54,17 @@ def object_key(category: str, object_id: int) -> int:
     """One integer per object identity: ids are numbered per category, so "ball 5" and "cup 5"
     are different objects."""
     return _category_index(category) * 1_000_000 + int(object_id)
+
+
+def object_look_key(category: str, object_id: int) -> int:
+    """:func:`object_key` of the first HOI-World identity that looks exactly like this one
+    (:func:`choi.world.objects.look_id`): the key identity retrieval scores and trains with, since
+    no picture can tell apart two objects that differ only in what is never drawn. Objects from
+    elsewhere (real data) keep their own key.
+    """
+    if category in OBJECT_CATEGORIES and 0 <= int(object_id) < N_OBJECT_IDENTITIES[category]:
+        return object_key(category, look_id(category, int(object_id)))
+    return object_key(category, object_id)
 
 
 def _category_index(category: str) -> int:

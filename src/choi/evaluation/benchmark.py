@@ -22,7 +22,7 @@ from PIL import Image
 from tqdm.auto import tqdm
 
 from choi import __version__
-from choi.data.batch import object_key
+from choi.data.batch import object_look_key
 from choi.data.schema import Sample
 from choi.data.shards import iter_samples, read_manifest
 from choi.errors import ChoiError
@@ -197,12 +197,13 @@ def score_method(
 
 
 def _identities(suite: EvaluatorSuite, images: np.ndarray, samples: list[Sample]) -> tuple:
-    """Embeddings of the images (both roles) and of each request's references (its own role), and the ids."""
+    """Embeddings of the images (both roles) and of each request's references (its own role), and the
+    ids: people by identity, objects by look (identities no picture tells apart count as one)."""
     gen = suite.embed(images)
     ref_h = suite.embed(np.stack([s.human_ref for s in samples]), roles=("human",))["human"]
     ref_o = suite.embed(np.stack([s.object_ref for s in samples]), roles=("object",))["object"]
     hid = np.array([s.human_id for s in samples])
-    return gen, ref_h, ref_o, hid, np.array([object_key(s.object_category, s.object_id) for s in samples])
+    return gen, ref_h, ref_o, hid, np.array([object_look_key(s.object_category, s.object_id) for s in samples])
 
 
 def validate_evaluators(samples: list[Sample], suite: EvaluatorSuite, seed: int) -> dict:

@@ -95,7 +95,7 @@ def identity_retrieval(model: IdentityEmbedder, batches: Iterable[dict[str, torc
         acc["rh"].append(model(b["human_ref"].to(device), roles=("human",))["human"].cpu())
         acc["ro"].append(model(b["object_ref"].to(device), roles=("object",))["object"].cpu())
         acc["hid"].append(b["human_id"])
-        acc["oid"].append(b["object_key"])
+        acc["oid"].append(b["object_look"])
     cat = {k: torch.cat(v).numpy() for k, v in acc.items()}
     return {
         "human_top1": retrieval_top1(cat["sh"], cat["hid"], cat["rh"], cat["hid"]),

@@ -128,7 +128,9 @@ def write_report(report: dict, samples: list[Sample], root: Path) -> None:
         "## Results",
         "",
         "Accuracy, mAP, similarities and retrieval in %; identity similarity is the cosine ×100 between the "
-        "evaluator's embeddings of the generated image and of the reference; FID/KID on the interaction "
+        "evaluator's embeddings of the generated image and of the reference; retrieval is top-1 among the "
+        "references of all requests, objects counted by look (HOI-World identities that differ only in what "
+        "is never drawn, such as a ball's accent colour or any object's size, are one); FID/KID on the interaction "
         f"recognizer's features against {report['fid_reference']}; box IoU compares the box of pixels that "
         "differ from the given background with the requested box.",
         "",

@@ -7,6 +7,8 @@ Example:
 
 from __future__ import annotations
 
+import math
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -55,7 +57,44 @@ def fit_to_box(images: torch.Tensor, masks: torch.Tensor, size: int, margin: flo
     return _resample(images, theta, size)
 
 
-def warp_into_masks(images: torch.Tensor, masks: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+def turns_and_mirrors(turns: int) -> torch.Tensor:
+    """(2·turns, 2, 2) linear maps: rotations by multiples of 360°/``turns``, then the same mirrored
+    left-right; the identity first."""
+    angle = torch.arange(turns, dtype=torch.float32) * (2 * math.pi / turns)
+    c, s = angle.cos(), angle.sin()
+    rot = torch.stack([torch.stack([c, -s], -1), torch.stack([s, c], -1)], -2)  # (T, 2, 2)
+    return torch.cat([rot, rot @ torch.tensor([[-1.0, 0.0], [0.0, 1.0]])])
+
+
+def _box_maps(masks: torch.Tensor, targets: torch.Tensor, linear: torch.Tensor) -> torch.Tensor:
+    """Affine output→input maps (M, K, 2, 3) for ``affine_grid``: each silhouette turned by each of the
+    ``linear`` maps (K, 2, 2) about its centroid, then its box stretched onto its target mask's box."""
+    m, _, h, w = masks.shape
+    size = targets.shape[-1]
+    ys, xs = torch.meshgrid(
+        torch.arange(h, device=masks.device) + 0.5, torch.arange(w, device=masks.device) + 0.5, indexing="ij"
+    )
+    pts = torch.stack([xs.flatten(), ys.flatten()], -1)  # (P, 2) pixel centres
+    on = masks.flatten(1) > 0.5  # (M, P)
+    centre = (on.float() @ pts) / on.sum(-1, keepdim=True).clamp_min(1)  # (M, 2)
+    linear = linear.to(masks.device)
+    turned = torch.einsum("kij,mpj->mkpi", linear, pts[None] - centre[:, None])  # (M, K, P, 2)
+    inside = on[:, None, :, None]
+    lo = torch.where(inside, turned, torch.inf).amin(2) - 0.5  # (M, K, 2) box edges of the turned silhouette
+    hi = torch.where(inside, turned, -torch.inf).amax(2) + 0.5
+    tx0, ty0, tx1, ty1, _ = mask_bounds(targets)
+    t0, t1 = torch.stack([tx0, ty0], -1)[:, None], torch.stack([tx1, ty1], -1)[:, None]  # (M, 1, 2)
+    scale = (hi - lo) / (t1 - t0)  # turned-reference pixels per target pixel
+    # target pixel edge u → turned point lo + (u - t0)·scale → reference point L⁻¹(·) + centre;
+    # affine_grid speaks [-1, 1] on both sides: u = (u' + 1)·S/2 and p' = 2p/(W, H) - 1.
+    inv = linear.transpose(-1, -2)[None]  # rotations and mirrors: the inverse is the transpose
+    to_unit = torch.tensor([2 / w, 2 / h], device=masks.device)
+    a = to_unit[None, None, :, None] * inv * (scale * size / 2)[..., None, :]  # (M, K, 2, 2)
+    offset = (inv @ (scale * size / 2 + lo - t0 * scale)[..., None])[..., 0] + centre[:, None]
+    return torch.cat([a, (to_unit * offset - 1)[..., None]], -1)
+
+
+def warp_into_masks(images: torch.Tensor, masks: torch.Tensor, targets: torch.Tensor, turns: int = 0) -> torch.Tensor:
     """Stretch each subject's box onto its target mask's box, kept only inside the target mask.
 
     A coarse, pose-blind first guess of what the target looks like (the reference's colours where
@@ -63,16 +102,28 @@ def warp_into_masks(images: torch.Tensor, masks: torch.Tensor, targets: torch.Te
     masks (M, 1, H, W) their silhouettes, targets (M, 1, S, S) layout masks → (M, 4, S, S): the
     subject's colours premultiplied by its warped silhouette, then that silhouette (its coverage).
     An empty mask or target gives zeros.
+
+    With ``turns`` > 0 the subject is first turned by the multiple of 360°/``turns``, mirrored or
+    not, whose stretched silhouette best overlaps the target (IoU; the plain stretch wins unless
+    another beats it by 0.02): a reference drawn tilted or facing the other way then lands the
+    right way round (an object's reference in HOI-World is both).
     """
     m, _, h, w = images.shape
     size = targets.shape[-1]
-    rx0, ry0, rx1, ry1, r_empty = mask_bounds(masks)
-    tx0, ty0, tx1, ty1, t_empty = mask_bounds(targets)
-    theta = torch.zeros(m, 2, 3, device=images.device)
-    # output pixel edge coordinate u (target) maps to r0 + (u - t0) * (r1 - r0) / (t1 - t0) in the reference
-    sx, sy = (rx1 - rx0) / w / ((tx1 - tx0) / size), (ry1 - ry0) / h / ((ty1 - ty0) / size)
-    theta[:, 0, 0], theta[:, 0, 2] = sx, (rx0 * 2 / w - 1) - (tx0 * 2 / size - 1) * sx
-    theta[:, 1, 1], theta[:, 1, 2] = sy, (ry0 * 2 / h - 1) - (ty0 * 2 / size - 1) * sy
+    _, _, _, _, r_empty = mask_bounds(masks)
+    _, _, _, _, t_empty = mask_bounds(targets)
+    linear = turns_and_mirrors(turns) if turns > 0 else torch.eye(2)[None]
+    theta = _box_maps(masks.float(), targets.float(), linear)  # (M, K, 2, 3)
+    if turns > 0:
+        k = theta.shape[1]
+        sil = masks.float()[:, None].expand(m, k, 1, h, w).flatten(0, 1)
+        warped = _resample(sil, theta.flatten(0, 1), size).view(m, k, size, size)
+        target = targets.float()[:, :1]
+        iou = torch.minimum(warped, target).sum((-2, -1)) / torch.maximum(warped, target).sum((-2, -1)).clamp_min(1e-6)
+        iou[:, 1:] -= 0.02  # a turn must earn its place
+        theta = theta[torch.arange(m), iou.argmax(1)]
+    else:
+        theta = theta[:, 0]
     layers = _resample(torch.cat([images.float() * masks.float(), masks.float()], 1), theta, size)
     keep = targets.float() * (~(r_empty | t_empty)).float()[:, None, None, None]
     return layers * keep

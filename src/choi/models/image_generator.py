@@ -72,6 +72,11 @@ class ImageModelConfig:
     # full-resolution skip added to the output, so the network predicts a correction: the 8x8 patches
     # then no longer have to carry every pixel of the identities through the bottleneck.
     warp_prior: bool = True
+    # Turns (human, object) each reference's first guess tries, each also mirrored, keeping the one
+    # whose silhouette best fits its mask (conditioning.warp_into_masks); 0: a plain stretch. An
+    # object may be drawn at any angle (48: every 7.5°); a person stands upright but may face
+    # either way (1: as drawn or mirrored).
+    warp_turns: tuple[int, int] = (1, 48)
 
 
 IMAGE_CONFIGS: dict[str, ImageModelConfig] = {
@@ -206,12 +211,15 @@ class ImageGenerator(ModelMixin, ConfigMixin):
         beta_schedule: str = "squaredcos_cap_v2",
         prediction_type: str = "sample",
         warp_prior: bool = False,  # False for configs saved before it existed
+        warp_turns: tuple[int, int] = (0, 0),  # (0, 0) for configs saved before it existed
     ):
         super().__init__()
         if sample_size % patch_size:
             raise ChoiError(f"sample_size {sample_size} is not a multiple of patch_size {patch_size}")
         if warp_prior and prediction_type != "sample":
             raise ChoiError("warp_prior adds its first guess to the predicted image: it needs prediction_type 'sample'")
+        if len(warp_turns) != 2 or min(warp_turns) < 0:
+            raise ChoiError(f"warp_turns needs two counts >= 0 (human, object), got {warp_turns}")
         dim, p2 = cross_attention_dim, patch_size * patch_size
         self.text_proj = nn.Linear(text_dim, dim)
         self.refs = RoleTokens(4, ref_size, ref_grid, dim, refine=True)  # RGB + silhouette per reference
@@ -326,12 +334,17 @@ class ImageGenerator(ModelMixin, ConfigMixin):
         """The first guess: (N, 3, S, S) in [-1, 1], zero where uncovered, and its (N, 1, S, S) coverage.
 
         The human reference stretched into the human mask over the object reference stretched into
-        the object mask; a dropped reference (or no masks) contributes nothing.
+        the object mask, each first turned as ``warp_turns`` allows; a dropped reference (or no
+        masks) contributes nothing.
         """
-        n, size, dtype = len(cond), self.config.sample_size, self.dtype
-        layers = warp_into_masks(
-            cond.refs.flatten(0, 1), cond.ref_masks.flatten(0, 1)[:, None], cond.masks.flatten(0, 1)[:, None]
-        ).reshape(n, 2, 4, size, size)
+        dtype = self.dtype
+        layers = torch.stack(
+            [
+                warp_into_masks(cond.refs[:, r], cond.ref_masks[:, r : r + 1], cond.masks[:, r : r + 1], turns)
+                for r, turns in enumerate(self.config.warp_turns)
+            ],
+            1,
+        )  # (N, 2, 4, S, S)
         use = torch.stack([cond.has_human, cond.has_object], 1) & cond.has_masks[:, None]  # (N, 2)
         layers = (layers * use[..., None, None, None].float()).to(dtype)
         (h_rgb, h_cov), (o_rgb, o_cov) = ((layers[:, r, :3], layers[:, r, 3:]) for r in range(2))

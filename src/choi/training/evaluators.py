@@ -252,7 +252,11 @@ class IdentityTask(_EvaluatorTask):
         name those differences for every sample."""
         logits = model.object_factor_logits(embedding)
         targets = targets.to(embedding.device)
-        return sum(F.cross_entropy(lg, targets[:, j], ignore_index=-1) for j, lg in enumerate(logits)) / len(logits)
+        # -1: a factor this object never shows (or not a HOI-World object); a factor no sample of
+        # the batch shows adds nothing (cross-entropy over no targets is NaN).
+        pairs = [(lg, t) for lg, t in zip(logits, targets.T, strict=True) if (t >= 0).any()]
+        losses = [F.cross_entropy(lg, t, ignore_index=-1) for lg, t in pairs]
+        return sum(losses) / len(logits) if losses else embedding.sum() * 0
 
     def loss(self, model, batch):
         batch = _flip(_flip(batch, ("image", "masks")), ("human_ref", "object_ref", "ref_masks"))
@@ -278,8 +282,9 @@ class IdentityTask(_EvaluatorTask):
             emb[name] = model.embed(x, torch.where(use_true, target, logits.sigmoid()), roles)
         loss_h = info_nce(emb["scene"]["human"], emb["human_ref"]["human"], batch["human_id"])
         ref_o = emb["object_ref"]["object"]
-        loss_o = info_nce(emb["scene"]["object"], ref_o, batch["object_key"], memory=self.memory.get())
-        self.memory.push(ref_o, batch["object_key"])
+        # Objects by look: two that differ only in what is never drawn are not negatives.
+        loss_o = info_nce(emb["scene"]["object"], ref_o, batch["object_look"], memory=self.memory.get())
+        self.memory.push(ref_o, batch["object_look"])
         factors = object_factor_targets(batch)
         loss_f = 0.5 * sum(self.factor_loss(model, emb[v]["object"], factors) for v in ("scene", "object_ref"))
         loss = loss_h + loss_o + loss_f + seg

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field, replace
-from functools import lru_cache
+from functools import cache, lru_cache
 
 import numpy as np
 
@@ -129,21 +129,35 @@ def object_factor_labels(category: str, i: int) -> tuple[int, ...]:
     """Class labels of identity ``i``'s visible factors, one per :data:`OBJECT_FACTOR_CLASSES` entry.
 
     They let an evaluator learn what tells two objects apart (the identity evaluator's auxiliary
-    targets).
+    targets). A factor the identity's drawings never show is -1 (a ball's accent colour, an
+    acoustic guitar's main colour); an accent shown only through colours it shares with another
+    accent (a suitcase's metal parts come in two) is labelled as the first of them. So two
+    identities have the same labels exactly when they have the same :func:`object_look`.
 
     Example:
         >>> len(object_factor_labels("ball", 3)) == len(OBJECT_FACTOR_CLASSES)
         True
+        >>> object_factor_labels("ball", 3)[-1]  # a ball's accent is never drawn
+        -1
     """
     f = _factor_codes(category, int(i))
     c = OBJECT_CATEGORIES.index(category)
+    ident = _object_from_id(category, int(i))
+    drawn = _roles_drawn(category, ident.pattern, ident.style)
+    accent_roles = [r for r in drawn if r not in ("main", "second")]
+
+    def accent_colours(k: int) -> tuple:
+        roles = object_shapes.color_roles(replace(ident, accent=k))
+        return tuple(roles[r] for r in accent_roles)
+
+    accent = next(k for k in range(_N_ACCENT) if accent_colours(k) == accent_colours(ident.accent))
     return (
         c,
-        f["main"],
-        (f["main"] + 1 + f["second"]) % _N_PAINT,
+        f["main"] if "main" in drawn else -1,
+        (f["main"] + 1 + f["second"]) % _N_PAINT if "second" in drawn else -1,
         _PATTERN_BASE[c] + f["pattern"],
         _STYLE_BASE[c] + f["style"],
-        _N_ACCENT * c + f["accent"],
+        _N_ACCENT * c + accent if accent_roles else -1,
     )
 
 
@@ -161,6 +175,61 @@ def _object_from_id(category: str, i: int) -> ObjectIdentity:
         style=styles[f["style"]],
         size=_SIZES[f["size"]],
     )
+
+
+_DRAWN_STATES = ({}, {"open": False}, {"handle": True}, {"view": "bottom"})  # every drawn variant
+
+
+@lru_cache(maxsize=256)
+def _roles_drawn(category: str, pattern: str, style: str) -> tuple[str, ...]:
+    """The colour roles that drawings of ``category`` in ``pattern`` and ``style`` use, in any state."""
+    blank = ObjectIdentity(category, 0, (0, 0, 0), (0, 0, 0), 0, pattern, style, 1.0)
+    names: set[str] = set()
+    for state in _DRAWN_STATES:
+        drawings = [_geometry(blank, tuple(sorted(state.items())))[0]]
+        if category in DYNAMIC:
+            drawings.append(DYNAMIC[category](blank, state)[0])
+        for spec in (c for d in drawings for c in d.color):
+            if isinstance(spec, str) or isinstance(spec[0], str):
+                names.add(spec if isinstance(spec, str) else spec[0])
+    return tuple(sorted(names))
+
+
+def object_look(category: str, i: int) -> tuple:
+    """What any picture of identity ``i`` can show: category, pattern, style and the colour of
+    every colour role its drawings use. Size is left out, as a reference is scaled to fill its image.
+
+    Identities with one look are indistinguishable: a ball's accent colour is never drawn, so balls
+    that differ only in it (or in size) look alike. Identity retrieval counts them as one.
+
+    Example:
+        >>> look = object_look("ball", 0)
+        >>> look[0], [role for role, _ in look[3]]  # a ball shows its main and second colours only
+        ('ball', ['main', 'second'])
+    """
+    ident = ObjectIdentity.from_id(category, i)
+    roles = object_shapes.color_roles(ident)
+    drawn = _roles_drawn(category, ident.pattern, ident.style)
+    return (category, ident.pattern, ident.style, tuple((r, roles[r]) for r in drawn))
+
+
+@cache
+def _first_of_look(category: str) -> dict[tuple, int]:
+    first: dict[tuple, int] = {}
+    for i in range(N_OBJECT_IDENTITIES[category]):
+        first.setdefault(object_look(category, i), i)
+    return first
+
+
+def look_id(category: str, i: int) -> int:
+    """The smallest id of ``category`` with identity ``i``'s :func:`object_look`: one id per
+    visually distinct object.
+
+    Example:
+        >>> len({look_id("ball", i) for i in range(N_OBJECT_IDENTITIES["ball"])})  # of 7,920 balls
+        660
+    """
+    return _first_of_look(category)[object_look(category, int(i))]
 
 
 @dataclass(frozen=True)
