@@ -148,6 +148,8 @@ def test_warp_puts_each_reference_into_its_own_mask():
     assert out[2, 17:27, 17:23].min() > 0.9 and out[0, 17:27, 17:23].max() < 0.1  # bottom is blue
     assert not out[:, :, :16].any() and not out[:, :4].any()  # nothing outside the target mask
     assert not warp_into_masks(ref, sil, torch.zeros(1, 1, 32, 32)).any()
+    for turns in (0, 4):  # an empty silhouette (a failed segmentation) paints nothing, and no NaN
+        assert not warp_into_masks(ref, torch.zeros_like(sil), target, turns).any()
     grown = layout_region(torch.stack([target[:, 0], torch.zeros(1, 32, 32)], 1))[0, 0]
     assert grown[4:28, 16:24].all() and grown[4:28, 15].all() and not grown[:, :14].any()  # 1 px at 32 px
 

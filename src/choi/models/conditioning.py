@@ -76,6 +76,7 @@ def _box_maps(masks: torch.Tensor, targets: torch.Tensor, linear: torch.Tensor) 
     )
     pts = torch.stack([xs.flatten(), ys.flatten()], -1)  # (P, 2) pixel centres
     on = masks.flatten(1) > 0.5  # (M, P)
+    on = torch.where(on.any(-1, keepdim=True), on, True)  # an empty silhouette stands for the whole image
     centre = (on.float() @ pts) / on.sum(-1, keepdim=True).clamp_min(1)  # (M, 2)
     linear = linear.to(masks.device)
     turned = torch.einsum("kij,mpj->mkpi", linear, pts[None] - centre[:, None])  # (M, K, P, 2)
