@@ -42,7 +42,6 @@ def collate(samples: Sequence[Sample]) -> dict[str, torch.Tensor]:
         "label": torch.tensor([label_index(s.interaction) for s in samples], dtype=torch.long),
         "human_id": torch.tensor([s.human_id for s in samples], dtype=torch.long),
         "object_id": torch.tensor([s.object_id for s in samples], dtype=torch.long),
-        "object_key": torch.tensor([object_key(s.object_category, s.object_id) for s in samples], dtype=torch.long),
         "object_look": torch.tensor(
             [object_look_key(s.object_category, s.object_id) for s in samples], dtype=torch.long
         ),

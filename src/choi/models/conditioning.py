@@ -66,11 +66,11 @@ def turns_and_mirrors(turns: int) -> torch.Tensor:
     return torch.cat([rot, rot @ torch.tensor([[-1.0, 0.0], [0.0, 1.0]])])
 
 
-def _box_maps(masks: torch.Tensor, targets: torch.Tensor, linear: torch.Tensor) -> torch.Tensor:
+def _box_maps(masks: torch.Tensor, t0: torch.Tensor, t1: torch.Tensor, size: int, linear: torch.Tensor) -> torch.Tensor:
     """Affine output→input maps (M, K, 2, 3) for ``affine_grid``: each silhouette turned by each of the
-    ``linear`` maps (K, 2, 2) about its centroid, then its box stretched onto its target mask's box."""
-    m, _, h, w = masks.shape
-    size = targets.shape[-1]
+    ``linear`` maps (K, 2, 2) about its centroid, then its box stretched onto its target box, whose
+    (x, y) pixel edges ``t0``, ``t1`` (M, 2) lie in a ``size``×``size`` image."""
+    _, _, h, w = masks.shape
     ys, xs = torch.meshgrid(
         torch.arange(h, device=masks.device) + 0.5, torch.arange(w, device=masks.device) + 0.5, indexing="ij"
     )
@@ -83,8 +83,7 @@ def _box_maps(masks: torch.Tensor, targets: torch.Tensor, linear: torch.Tensor) 
     inside = on[:, None, :, None]
     lo = torch.where(inside, turned, torch.inf).amin(2) - 0.5  # (M, K, 2) box edges of the turned silhouette
     hi = torch.where(inside, turned, -torch.inf).amax(2) + 0.5
-    tx0, ty0, tx1, ty1, _ = mask_bounds(targets)
-    t0, t1 = torch.stack([tx0, ty0], -1)[:, None], torch.stack([tx1, ty1], -1)[:, None]  # (M, 1, 2)
+    t0, t1 = t0[:, None], t1[:, None]  # (M, 1, 2)
     scale = (hi - lo) / (t1 - t0)  # turned-reference pixels per target pixel
     # target pixel edge u → turned point lo + (u - t0)·scale → reference point L⁻¹(·) + centre;
     # affine_grid speaks [-1, 1] on both sides: u = (u' + 1)·S/2 and p' = 2p/(W, H) - 1.
@@ -112,9 +111,10 @@ def warp_into_masks(images: torch.Tensor, masks: torch.Tensor, targets: torch.Te
     m, _, h, w = images.shape
     size = targets.shape[-1]
     _, _, _, _, r_empty = mask_bounds(masks)
-    _, _, _, _, t_empty = mask_bounds(targets)
+    tx0, ty0, tx1, ty1, t_empty = mask_bounds(targets)
     linear = turns_and_mirrors(turns) if turns > 0 else torch.eye(2)[None]
-    theta = _box_maps(masks.float(), targets.float(), linear)  # (M, K, 2, 3)
+    t0, t1 = torch.stack([tx0, ty0], -1), torch.stack([tx1, ty1], -1)
+    theta = _box_maps(masks.float(), t0, t1, size, linear)  # (M, K, 2, 3)
     if turns > 0:
         k = theta.shape[1]
         sil = masks.float()[:, None].expand(m, k, 1, h, w).flatten(0, 1)

@@ -59,9 +59,9 @@ from choi.vocabulary import resolve
 # choi-tiny's 8x8 patches cannot carry per-pixel noise through the net (see ImageModelConfig), so
 # each further step at lower noise passes some of that noise on as coloured speckle. On 200 test
 # requests end to end that no `choi eval --n <= 500` table uses (positions 1000-1199 of its seeded
-# order; benchmarks/bench_steps.py), 1 / 2 / 4 / 20 steps gave recognizer accuracy 58.5 / 62.0 / 60.0 /
-# 60.0%, human retrieval 75.5 / 67.5 / 58.0 / 47.0%, object retrieval 29.5 / 21.5 / 19.0 / 16.0% and
-# FID 9.10 / 11.00 / 11.28 / 10.63, at 0.04 / 0.09 / 0.16 / 0.75 s per image. Seeds still differ, less
+# order; benchmarks/bench_steps.py), 1 / 2 / 4 / 20 steps gave recognizer accuracy 60.0 / 60.5 / 59.5 /
+# 59.5%, human retrieval 77.0 / 68.5 / 61.5 / 50.0%, object retrieval 41.0 / 28.0 / 21.5 / 14.0% and
+# FID 8.68 / 10.74 / 11.16 / 10.68, at 0.08 / 0.09 / 0.19 / 0.72 s per image. Seeds still differ, less
 # (11 vs 34 grey levels inside the masks on 30 test requests); more steps give more varied, noisier
 # images, and a larger model may want them.
 DEFAULT_STEPS = 1
