@@ -44,7 +44,8 @@ def test_suite_scores_images_only(dataset, evaluators):
     probs = suite.classify_images(images)
     assert probs.shape == (5, 26) and np.allclose(probs.sum(-1), 1, atol=1e-5)
     emb = suite.embed(images)
-    assert emb["human"].shape == emb["object"].shape == (5, 128)
+    # A learned part and the colour histogram (choi train evaluators gives new embedders 16 levels).
+    assert emb["human"].shape == emb["object"].shape == (5, 128 + 16**3)
     np.testing.assert_allclose(np.linalg.norm(emb["human"], axis=1), 1, atol=1e-5)
     # Batch-size independence: one image alone gives the same embedding.
     np.testing.assert_allclose(suite.embed(images[:1])["human"], emb["human"][:1], atol=1e-5)
@@ -97,6 +98,7 @@ def test_eval_end_to_end_cached_and_deterministic(dataset, evaluators, tmp_path,
     assert report["methods"]["gt"]["mask_acc"] is not None
     for key in ("recognizer_acc_gt", "swapped_interaction_accepted", "retrieval_human_gt", "swapped_human_retrieved"):
         assert key in report["validation"]
+    assert 0 < report["validation"]["retrieval_object_gt_ceiling"] <= 100
     root = tmp_path / "report"
     text = (root / "report.md").read_text()
     assert "| gt |" in text and "| choi-tiny | missing" in text and "| copy-paste |" in text
@@ -257,6 +259,38 @@ def test_retrieval_scores_objects_by_look():
     batch = collate(samples)
     want = [object_look_key(s.object_category, s.object_id) for s in samples]
     assert batch["object_look"].tolist() == want
+
+
+def test_object_retrieval_ceiling_ties_objects_drawn_alike_in_the_scene_state():
+    from dataclasses import replace
+
+    from choi.evaluation.benchmark import object_retrieval_ceiling
+    from choi.world import render_sample
+    from choi.world.objects import ObjectIdentity
+    from choi.world.renderer import object_view
+
+    # Seen from the side a skateboard shows its deck and wheels, not its graphic or pattern.
+    board = ObjectIdentity.from_id("skateboard", 0)
+    twin = next(
+        i for i in range(1, 5000)
+        if (lambda o: o.main == board.main and o.accent == board.accent and o.second != board.second)(
+            ObjectIdentity.from_id("skateboard", i)
+        )
+    )  # fmt: skip
+    side, bottom = {"view": "side"}, {"view": "bottom"}
+    assert np.array_equal(object_view("skateboard", 0, side), object_view("skateboard", twin, side))
+    assert not np.array_equal(object_view("skateboard", 0, bottom), object_view("skateboard", twin, bottom))
+
+    sample = render_sample("test", 0, seed=0)
+
+    def scene(i, state):
+        return replace(
+            sample, object_category="skateboard", object_id=i, meta={**sample.meta, "object_pose": {"state": state}}
+        )
+
+    assert object_retrieval_ceiling([scene(0, side), scene(twin, side)]) == 50.0  # each ties with the other
+    assert object_retrieval_ceiling([scene(0, bottom), scene(twin, bottom)]) == 100.0
+    assert object_retrieval_ceiling([replace(sample, source="hico")]) is None  # no renderer to ask
 
 
 def test_foreground_box_from_background_difference():

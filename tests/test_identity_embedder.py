@@ -5,7 +5,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from choi.models.evaluators import IdentityEmbedder, glimpse, role_boxes
+from choi.models.evaluators import IdentityEmbedder, colour_histogram, glimpse, role_boxes
 
 
 def test_role_boxes_frame_the_half_peak_cells_as_squares():
@@ -85,3 +85,43 @@ def test_object_factor_probe_reads_the_object_embedding():
     assert model.encoders[0].head[-1].weight.grad is None
     with pytest.raises(ValueError, match="no object factor probe"):
         IdentityEmbedder(**tiny, input_size=64).object_factor_logits(emb)
+
+
+def test_colour_histogram_counts_only_the_located_colours():
+    x = torch.zeros(2, 3, 16, 16)
+    x[:, 2] = 1.0  # blue everywhere...
+    x[0, :, 4:8, 4:8] = torch.tensor([1.0, 0.0, 0.0])[:, None, None]  # ...but a red square in image 0
+    soft = torch.zeros(2, 4, 4)
+    soft[:, 1, 1] = 1.0  # the segment is the square's cell
+    h = colour_histogram(x, soft, bins=4)
+    torch.testing.assert_close(h.norm(dim=-1), torch.ones(2))
+    assert int(h[0].argmax()) == 3 * 16 and h[0].max() == pytest.approx(1.0)  # red only
+    assert int(h[1].argmax()) == 3  # blue: the same cell in image 1 is blue
+    # Mid-level colours are shared between the two nearest levels of each channel.
+    grey = torch.full((1, 3, 8, 8), 0.5)
+    assert (colour_histogram(grey, torch.ones(1, 2, 2), bins=4) > 0).sum() == 8
+
+
+@pytest.mark.usefixtures("one_thread")
+def test_embedder_colour_histogram_extends_the_scoring_embedding(tmp_path):
+    torch.manual_seed(0)
+    tiny = {"locator_widths": (8, 8), "glimpse_widths": (8, 16), "glimpse_size": 16, "embed_dim": 12}
+    plain = IdentityEmbedder(**tiny, input_size=64).eval()
+    coloured = IdentityEmbedder(**tiny, input_size=64, colour_bins=4, colour_weight=0.5).eval()
+    coloured.load_state_dict(plain.state_dict())  # no weights of its own
+    x = torch.rand(2, 3, 64, 64)
+    with torch.no_grad():
+        a, b = plain(x), coloured(x)
+        assert b["object"].shape == (2, 12 + 64)
+        torch.testing.assert_close(b["object"].norm(dim=-1), torch.ones(2))
+        # The learned part keeps its direction; the histogram is the rest.
+        torch.testing.assert_close(F.normalize(b["object"][:, :12], dim=-1), a["object"])
+        # Recolouring the image changes the histogram part.
+        assert not torch.allclose(coloured(x.flip(1))["object"][:, 12:], b["object"][:, 12:])
+    coloured.save_pretrained(tmp_path)
+    again = IdentityEmbedder.from_pretrained(tmp_path).eval()
+    with torch.no_grad():
+        torch.testing.assert_close(again(x)["object"], b["object"])
+    for bad in ({"colour_bins": 1}, {"colour_bins": 4, "colour_weight": -1.0}):
+        with pytest.raises(ValueError, match="colour_bins"):
+            IdentityEmbedder(**tiny, **bad)

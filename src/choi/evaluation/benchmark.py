@@ -38,6 +38,7 @@ from choi.pipelines.baselines import (
     available_methods,
 )
 from choi.vocabulary import BY_NAME, CLASSES
+from choi.world.renderer import object_view
 
 log = logging.getLogger(__name__)
 
@@ -206,6 +207,39 @@ def _identities(suite: EvaluatorSuite, images: np.ndarray, samples: list[Sample]
     return gen, ref_h, ref_o, hid, np.array([object_look_key(s.object_category, s.object_id) for s in samples])
 
 
+def object_retrieval_ceiling(samples: list[Sample]) -> float | None:
+    """Object retrieval top-1 (%) a perfect evaluator would expect on these HOI-World ground-truth
+    scenes, among their own references; None unless every sample is a HOI-World render.
+
+    A scene shows its object in one state, and objects drawn alike in that state
+    (:func:`~choi.world.renderer.object_view`) are all equally right for it: a ridden
+    skateboard shows its side, not the graphic its reference shows. Ties are broken at random,
+    so a scene with k such looks scores 1/k.
+    """
+    if not samples or any(s.source != "hoi-world" or "object_pose" not in s.meta for s in samples):
+        return None
+    gallery: dict[str, dict[tuple, int]] = {}  # category → look → one identity of that look
+    for s in samples:
+        gallery.setdefault(s.object_category, {}).setdefault(
+            object_look_key(s.object_category, s.object_id), s.object_id
+        )
+    views: dict[tuple, bytes] = {}
+
+    def view(category: str, i: int, state: dict) -> bytes:
+        key = (category, i, tuple(sorted(state.items())))
+        if key not in views:
+            views[key] = object_view(category, i, state).tobytes()
+        return views[key]
+
+    shares = []
+    for s in samples:
+        state = s.meta["object_pose"]["state"]
+        mine = view(s.object_category, s.object_id, state)
+        alike = sum(view(s.object_category, i, state) == mine for i in gallery[s.object_category].values())
+        shares.append(1.0 / alike)
+    return 100.0 * float(np.mean(shares))
+
+
 def validate_evaluators(samples: list[Sample], suite: EvaluatorSuite, seed: int) -> dict:
     """Evaluator checks on ground truth and negative controls, reported before any method's numbers."""
     rng = np.random.default_rng(seed)
@@ -221,6 +255,7 @@ def validate_evaluators(samples: list[Sample], suite: EvaluatorSuite, seed: int)
         "mask_recognizer_acc_gt": M.accuracy(mprobs.argmax(-1), labels),
         "retrieval_human_gt": M.retrieval_top1(gen["human"], hid, ref_h, hid),
         "retrieval_object_gt": M.retrieval_top1(gen["object"], oid, ref_o, oid),
+        "retrieval_object_gt_ceiling": object_retrieval_ceiling(samples),
         # Negative controls: each should be near 0.
         "swapped_interaction_accepted": M.accuracy(probs.argmax(-1), swapped),
         "swapped_human_retrieved": M.retrieval_top1(gen["human"][perm], hid, ref_h, hid),

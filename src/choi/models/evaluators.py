@@ -5,6 +5,8 @@
 - :class:`IdentityEmbedder` — image → one human-identity and one object-identity embedding. It
   finds the person and the object itself (a small segmenter, then a full-resolution glimpse of
   each), so scoring a generated image needs nothing but the image: no ground-truth masks or boxes.
+  Its scoring embedding also carries a colour histogram of each located segment
+  (:func:`colour_histogram`).
 
 All take float images in [0, 1], shape (N, C, H, W).
 """
@@ -130,6 +132,40 @@ def glimpse(x: torch.Tensor, boxes: torch.Tensor, size: int) -> torch.Tensor:
     return F.avg_pool2d(F.grid_sample(x, grid, mode="bilinear", padding_mode="zeros", align_corners=False), 2)
 
 
+def colour_histogram(x: torch.Tensor, soft: torch.Tensor, bins: int, power: float = 0.25) -> torch.Tensor:
+    """Unit colour descriptors (N, bins³) of the pixels of images ``x`` (N, 3, H, W) in [0, 1]
+    that reach half their soft mask's peak (``soft`` (N, h, w), resized to H×W), weighted by it.
+
+    Each pixel is split trilinearly among the 8 nearest of ``bins`` levels per channel. The
+    counts are raised to ``power`` before normalising, so a small second colour (a ball's
+    stripe, a suitcase's band) weighs nearly as much as the main one: a different view shows
+    the same colours in other proportions.
+
+    Example:
+        >>> red = torch.zeros(1, 3, 8, 8); red[:, 0] = 1.0
+        >>> h = colour_histogram(red, torch.ones(1, 4, 4), bins=4)
+        >>> h.shape, int(h.argmax()), float(h.max())  # all mass on (r, g, b) = (3, 0, 0)
+        (torch.Size([1, 64]), 48, 1.0)
+    """
+    n = x.shape[0]
+    w = F.interpolate(soft[:, None], size=x.shape[-2:], mode="bilinear", align_corners=False)[:, 0]
+    w = torch.where(w >= 0.5 * w.flatten(1).amax(1).clamp_min(1e-6)[:, None, None], w, torch.zeros_like(w))
+    pos = x.clamp(0, 1).flatten(2) * (bins - 1)  # (N, 3, P) in level units
+    lo = pos.floor().clamp(max=bins - 2)
+    frac = pos - lo
+    lo = lo.long()
+    counts = torch.zeros(n, bins**3, device=x.device, dtype=x.dtype)
+    for corner in range(8):
+        up = [(corner >> c) & 1 for c in range(3)]
+        index = sum((lo[:, c] + up[c]) * bins ** (2 - c) for c in range(3))
+        weight = w.flatten(1)
+        for c in range(3):
+            weight = weight * (frac[:, c] if up[c] else 1 - frac[:, c])
+        counts.scatter_add_(1, index, weight)
+    counts = counts / counts.sum(1, keepdim=True).clamp_min(1e-12)
+    return F.normalize(counts.pow(power), dim=-1)
+
+
 class Locator(nn.Module):
     """Human/object segment logits (N, 2, H/4, W/4): a small U-Net, one strided stage per width.
 
@@ -199,6 +235,11 @@ class IdentityEmbedder(ModelMixin, ConfigMixin):
     same object filling its reference image are both seen at ``glimpse_size``. Training may place
     glimpses with true masks (:meth:`embed`); scoring uses :meth:`forward`, which never sees them.
 
+    With ``colour_bins`` > 0, :meth:`forward` appends to each learned embedding the
+    :func:`colour_histogram` of the role's located segment, scaled by ``colour_weight``, and
+    normalises the whole: colours are most of what tells two identities apart, and a histogram
+    keeps them whatever the view. Training (:meth:`embed`) learns the first part only.
+
     Example:
         >>> emb = IdentityEmbedder()
         >>> out = emb(torch.rand(2, 3, 128, 128))
@@ -217,8 +258,14 @@ class IdentityEmbedder(ModelMixin, ConfigMixin):
         embed_dim: int = 128,
         input_size: int = 128,
         object_factor_classes: tuple[int, ...] = (),
+        colour_bins: int = 0,
+        colour_weight: float = 0.0,
     ):
         super().__init__()
+        if colour_bins == 1 or colour_bins < 0 or colour_weight < 0:
+            raise ValueError(
+                f"colour_bins must be 0 (off) or ≥ 2 and colour_weight ≥ 0; got {colour_bins}, {colour_weight}"
+            )
         self.locator = Locator(tuple(locator_widths))
         self.encoders = nn.ModuleList(
             GlimpseEncoder(tuple(glimpse_widths), embed_dim, glimpse_size) for _ in self.roles
@@ -263,14 +310,22 @@ class IdentityEmbedder(ModelMixin, ConfigMixin):
 
         With ``mirror`` each embedding is the normalised mean of the image's and its mirror
         image's: a person or an object is the same whichever way it faces, so a scene and a
-        reference facing opposite ways compare as if they faced alike.
+        reference facing opposite ways compare as if they faced alike. With ``colour_bins`` the
+        colour histogram follows (see the class).
         """
         logits = self.locate(x)
-        out = self.embed(x, logits.sigmoid(), roles)
+        soft = logits.sigmoid()
+        out = self.embed(x, soft, roles)
         if mirror:
             flipped = x.flip(-1)
             other = self.embed(flipped, self.locate(flipped).sigmoid(), roles)
             out = {role: F.normalize(out[role] + other[role], dim=-1) for role in out}
+        if self.config.colour_bins:
+            resized = self._resize(x)
+            for i, role in enumerate(self.roles):
+                if role in out:
+                    colours = colour_histogram(resized, soft[:, i], self.config.colour_bins)
+                    out[role] = F.normalize(torch.cat([out[role], self.config.colour_weight * colours], -1), dim=-1)
         for i, role in enumerate(self.roles):
             out[f"{role}_attention"] = logits[:, i]
         return out

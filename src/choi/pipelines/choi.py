@@ -60,8 +60,8 @@ from choi.vocabulary import resolve
 # each further step at lower noise passes some of that noise on as coloured speckle. On 200 test
 # requests end to end that no `choi eval --n <= 500` table uses (positions 1000-1199 of its seeded
 # order; benchmarks/bench_steps.py), 1 / 2 / 4 / 20 steps gave recognizer accuracy 60.0 / 60.5 / 59.5 /
-# 59.5%, human retrieval 77.0 / 68.5 / 61.5 / 50.0%, object retrieval 41.0 / 28.0 / 21.5 / 14.0% and
-# FID 8.68 / 10.74 / 11.16 / 10.68, at 0.08 / 0.09 / 0.19 / 0.72 s per image. Seeds still differ, less
+# 59.5%, human retrieval 79.5 / 70.5 / 62.5 / 51.5%, object retrieval 46.5 / 28.5 / 23.0 / 17.5% and
+# FID 8.68 / 10.74 / 11.16 / 10.68, at 0.08 / 0.11 / 0.18 / 0.70 s per image. Seeds still differ, less
 # (11 vs 34 grey levels inside the masks on 30 test requests); more steps give more varied, noisier
 # images, and a larger model may want them.
 DEFAULT_STEPS = 1

@@ -12,7 +12,7 @@ Steps of :func:`render_scene`:
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
@@ -193,6 +193,20 @@ def _object_reference(rng, obj: ObjectIdentity, target: ObjectPose, target_facin
 def _centred(bounds, facing: str, resolution: int, fill: float) -> Placement:
     m = resolution * (1 - fill) / 2
     return _fit(bounds, facing, resolution, (m, m, resolution - m, resolution - m))
+
+
+def object_view(category: str, i: int, state: dict, resolution: int = 96) -> np.ndarray:
+    """Object identity ``i`` drawn alone in ``state``, unturned, at unit size, filling a black
+    (resolution, resolution, 3) canvas: all a picture of it in that state can show, size aside.
+
+    Two identities with equal views cannot be told apart by a scene that shows them in ``state``:
+    a skateboard seen from the side hides the graphic under its deck.
+    """
+    ident = replace(ObjectIdentity.from_id(category, i), size=1.0)
+    drawing, _ = draw_object(ident, ObjectPose(0.0, 0.0, 0.0, 1.0, False, dict(state)), 0.0)
+    canvas = np.zeros((resolution, resolution, 3), np.uint8)
+    _rasterise(drawing, canvas, _centred(drawing.bounds(), "left", resolution, 0.9))
+    return canvas
 
 
 def _mask_box(mask: np.ndarray):
