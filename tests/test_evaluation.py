@@ -98,7 +98,9 @@ def test_eval_end_to_end_cached_and_deterministic(dataset, evaluators, tmp_path,
     assert report["methods"]["gt"]["mask_acc"] is not None
     for key in ("recognizer_acc_gt", "swapped_interaction_accepted", "retrieval_human_gt", "swapped_human_retrieved"):
         assert key in report["validation"]
-    assert 0 < report["validation"]["retrieval_object_gt_ceiling"] <= 100
+    v = report["validation"]
+    assert v["retrieval_object_gt"] <= v["retrieval_object_gt_ties_allowed"] <= 100
+    assert 0 < v["retrieval_object_gt_ceiling"] <= 100
     root = tmp_path / "report"
     text = (root / "report.md").read_text()
     assert "| gt |" in text and "| choi-tiny | missing" in text and "| copy-paste |" in text
@@ -261,10 +263,11 @@ def test_retrieval_scores_objects_by_look():
     assert batch["object_look"].tolist() == want
 
 
-def test_object_retrieval_ceiling_ties_objects_drawn_alike_in_the_scene_state():
+def test_object_ties_count_what_neither_the_scene_nor_the_reference_can_show():
     from dataclasses import replace
 
-    from choi.evaluation.benchmark import object_retrieval_ceiling
+    from choi.data.batch import object_look_key
+    from choi.evaluation.benchmark import _object_tie_checks, object_ties
     from choi.world import render_sample
     from choi.world.objects import ObjectIdentity
     from choi.world.renderer import object_view
@@ -283,14 +286,26 @@ def test_object_retrieval_ceiling_ties_objects_drawn_alike_in_the_scene_state():
 
     sample = render_sample("test", 0, seed=0)
 
-    def scene(i, state):
-        return replace(
-            sample, object_category="skateboard", object_id=i, meta={**sample.meta, "object_pose": {"state": state}}
-        )
+    def request(i, seen, shown):
+        meta = {**sample.meta, "object_pose": {"state": seen}, "object_ref_view": {"state": shown}}
+        return replace(sample, object_category="skateboard", object_id=i, meta=meta)
 
-    assert object_retrieval_ceiling([scene(0, side), scene(twin, side)]) == 50.0  # each ties with the other
-    assert object_retrieval_ceiling([scene(0, bottom), scene(twin, bottom)]) == 100.0
-    assert object_retrieval_ceiling([replace(sample, source="hico")]) is None  # no renderer to ask
+    looks = np.array([object_look_key("skateboard", i) for i in (0, twin)])
+    # The scenes hide the difference, the references show it: still a tie.
+    ties = object_ties([request(0, side, bottom), request(twin, side, bottom)])
+    assert ties == [{looks[1]}, {looks[0]}]
+    # The scenes show it and so do the references: no tie.
+    assert object_ties([request(0, bottom, bottom), request(twin, bottom, bottom)]) == [set(), set()]
+    # The scenes show it, the references hide it: a tie.
+    assert object_ties([request(0, bottom, side), request(twin, bottom, side)]) == [{looks[1]}, {looks[0]}]
+
+    tied = [request(0, side, bottom), request(twin, side, bottom)]
+    checks = _object_tie_checks(tied, retrieved=looks[::-1], looks=looks)  # each retrieved the other
+    assert checks == {"retrieval_object_gt_ties_allowed": 100.0, "retrieval_object_gt_ceiling": 50.0}
+    apart = [request(0, bottom, bottom), request(twin, bottom, bottom)]
+    checks = _object_tie_checks(apart, retrieved=looks[::-1], looks=looks)
+    assert checks == {"retrieval_object_gt_ties_allowed": 0.0, "retrieval_object_gt_ceiling": 100.0}
+    assert object_ties([replace(sample, source="hico")]) is None  # no renderer to ask
 
 
 def test_foreground_box_from_background_difference():

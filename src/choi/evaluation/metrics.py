@@ -200,12 +200,20 @@ def retrieval_top1(query: np.ndarray, query_ids: np.ndarray, gallery: np.ndarray
     """
     q, g = _features(query, "query"), _features(gallery, "gallery")
     qid, gid = _labels(query_ids, "query_ids"), _labels(gallery_ids, "gallery_ids")
+    if qid.shape[0] != q.shape[0]:
+        raise ValueError("query_ids must have one id per row of query")
+    return float(np.mean(nearest_ids(q, g, gid) == qid) * PERCENT)
+
+
+def nearest_ids(query: np.ndarray, gallery: np.ndarray, gallery_ids: np.ndarray) -> np.ndarray:
+    """The id of each query's most cosine-similar gallery row, shape ``(N,)``; ties go to the first row."""
+    q, g = _features(query, "query"), _features(gallery, "gallery")
+    gid = _labels(gallery_ids, "gallery_ids")
     if q.shape[1] != g.shape[1]:
         raise ValueError(f"query dim {q.shape[1]} and gallery dim {g.shape[1]} differ")
-    if qid.shape[0] != q.shape[0] or gid.shape[0] != g.shape[0]:
-        raise ValueError("query_ids / gallery_ids must have one id per row of query / gallery")
-    nearest = np.argmax(_unit(q, "query") @ _unit(g, "gallery").T, axis=1)
-    return float(np.mean(gid[nearest] == qid) * PERCENT)
+    if gid.shape[0] != g.shape[0]:
+        raise ValueError("gallery_ids must have one id per row of gallery")
+    return gid[np.argmax(_unit(q, "query") @ _unit(g, "gallery").T, axis=1)]
 
 
 # --- quality ----------------------------------------------------------------------------------
