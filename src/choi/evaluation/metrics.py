@@ -198,11 +198,11 @@ def retrieval_top1(query: np.ndarray, query_ids: np.ndarray, gallery: np.ndarray
     score is the percentage of queries whose retrieved id equals their own. Ties go to the first
     gallery row. A gallery may hold several embeddings per id.
     """
-    q, g = _features(query, "query"), _features(gallery, "gallery")
-    qid, gid = _labels(query_ids, "query_ids"), _labels(gallery_ids, "gallery_ids")
-    if qid.shape[0] != q.shape[0]:
+    nearest = nearest_ids(query, gallery, gallery_ids)
+    qid = _labels(query_ids, "query_ids")
+    if qid.shape[0] != nearest.shape[0]:
         raise ValueError("query_ids must have one id per row of query")
-    return float(np.mean(nearest_ids(q, g, gid) == qid) * PERCENT)
+    return float(np.mean(nearest == qid) * PERCENT)
 
 
 def nearest_ids(query: np.ndarray, gallery: np.ndarray, gallery_ids: np.ndarray) -> np.ndarray:

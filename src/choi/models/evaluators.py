@@ -96,6 +96,11 @@ class InteractionRecognizer(ModelMixin, ConfigMixin):
         return self.head(self.features(x))  # (N, num_classes)
 
 
+def at_half_peak(soft: torch.Tensor) -> torch.Tensor:
+    """Where each soft mask (..., h, w) reaches half its own peak: a segment's cells, faint or not."""
+    return soft >= 0.5 * soft.amax(dim=(-2, -1), keepdim=True).clamp_min(1e-6)
+
+
 def role_boxes(soft: torch.Tensor, margin: float = 0.15, min_side: float = 0.125) -> torch.Tensor:
     """Square crop boxes (N, R, 3) = (centre x, centre y, half side), in [-1, 1] image coordinates,
     around the cells of each soft mask (N, R, h, w) that reach half that mask's peak.
@@ -103,7 +108,7 @@ def role_boxes(soft: torch.Tensor, margin: float = 0.15, min_side: float = 0.125
     Half the peak rather than a fixed 0.5: a small object covers only part of its coarsest cells.
     """
     h, w = soft.shape[-2:]
-    on = soft >= 0.5 * soft.flatten(2).amax(-1).clamp_min(1e-6)[..., None, None]
+    on = at_half_peak(soft)
     cols, rows = on.any(-2), on.any(-1)  # (N, R, w), (N, R, h)
 
     def extent(hit: torch.Tensor, size: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -149,7 +154,7 @@ def colour_histogram(x: torch.Tensor, soft: torch.Tensor, bins: int, power: floa
     """
     n = x.shape[0]
     w = F.interpolate(soft[:, None], size=x.shape[-2:], mode="bilinear", align_corners=False)[:, 0]
-    w = torch.where(w >= 0.5 * w.flatten(1).amax(1).clamp_min(1e-6)[:, None, None], w, torch.zeros_like(w))
+    w = torch.where(at_half_peak(w), w, torch.zeros_like(w))
     pos = x.clamp(0, 1).flatten(2) * (bins - 1)  # (N, 3, P) in level units
     lo = pos.floor().clamp(max=bins - 2)
     frac = pos - lo
@@ -313,6 +318,7 @@ class IdentityEmbedder(ModelMixin, ConfigMixin):
         reference facing opposite ways compare as if they faced alike. With ``colour_bins`` the
         colour histogram follows (see the class).
         """
+        x = self._resize(x)
         logits = self.locate(x)
         soft = logits.sigmoid()
         out = self.embed(x, soft, roles)
@@ -321,10 +327,9 @@ class IdentityEmbedder(ModelMixin, ConfigMixin):
             other = self.embed(flipped, self.locate(flipped).sigmoid(), roles)
             out = {role: F.normalize(out[role] + other[role], dim=-1) for role in out}
         if self.config.colour_bins:
-            resized = self._resize(x)
             for i, role in enumerate(self.roles):
                 if role in out:
-                    colours = colour_histogram(resized, soft[:, i], self.config.colour_bins)
+                    colours = colour_histogram(x, soft[:, i], self.config.colour_bins)
                     out[role] = F.normalize(torch.cat([out[role], self.config.colour_weight * colours], -1), dim=-1)
         for i, role in enumerate(self.roles):
             out[f"{role}_attention"] = logits[:, i]

@@ -159,10 +159,7 @@ def _human_reference(rng, human: HumanIdentity, target_pose, resolution: int):
             break
     facing = FACINGS[int(rng.integers(2))]
     drawing = draw_human(human, pose)
-    placement = _centred(drawing.bounds(), facing, resolution, 0.88)
-    canvas = np.empty((resolution, resolution, 3), np.uint8)
-    canvas[:] = REF_BACKGROUND
-    labels = _rasterise(drawing, canvas, placement)
+    canvas, labels, placement = _alone(drawing, facing, resolution, 0.88)
     keypoints = _keypoints(pose.joints, placement, labels, facing).round(4).tolist()
     return canvas, labels > 0, {"name": pose.name, "facing": facing, "keypoints": keypoints}
 
@@ -183,16 +180,18 @@ def _object_reference(rng, obj: ObjectIdentity, target: ObjectPose, target_facin
         angle *= 0.3  # upright things stay near upright; the mirror changes the view
     facing = "right" if target_facing == "left" else "left"
     drawing, _ = draw_object(obj, ObjectPose(0.0, 0.0, angle, 1.0, False, state), 0.0)
-    placement = _centred(drawing.bounds(), facing, resolution, 0.78)
-    canvas = np.empty((resolution, resolution, 3), np.uint8)
-    canvas[:] = REF_BACKGROUND
-    labels = _rasterise(drawing, canvas, placement)
+    canvas, labels, _ = _alone(drawing, facing, resolution, 0.78)
     return canvas, labels > 0, {"angle": round(angle, 4), "facing": facing, "state": _jsonable(state)}
 
 
-def _centred(bounds, facing: str, resolution: int, fill: float) -> Placement:
+def _alone(drawing: Drawing, facing: str, resolution: int, fill: float, background=REF_BACKGROUND):
+    """``drawing`` centred on a plain square canvas, proportions kept, inside the middle ``fill`` of it:
+    (canvas, labels, placement)."""
     m = resolution * (1 - fill) / 2
-    return _fit(bounds, facing, resolution, (m, m, resolution - m, resolution - m))
+    placement = _fit(drawing.bounds(), facing, resolution, (m, m, resolution - m, resolution - m))
+    canvas = np.empty((resolution, resolution, 3), np.uint8)
+    canvas[:] = background
+    return canvas, _rasterise(drawing, canvas, placement), placement
 
 
 def object_view(category: str, i: int, state: dict, resolution: int = 96) -> np.ndarray:
@@ -204,9 +203,7 @@ def object_view(category: str, i: int, state: dict, resolution: int = 96) -> np.
     """
     ident = replace(ObjectIdentity.from_id(category, i), size=1.0)
     drawing, _ = draw_object(ident, ObjectPose(0.0, 0.0, 0.0, 1.0, False, dict(state)), 0.0)
-    canvas = np.zeros((resolution, resolution, 3), np.uint8)
-    _rasterise(drawing, canvas, _centred(drawing.bounds(), "left", resolution, 0.9))
-    return canvas
+    return _alone(drawing, "left", resolution, 0.9, background=(0, 0, 0))[0]
 
 
 def _mask_box(mask: np.ndarray):
