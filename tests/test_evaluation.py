@@ -58,6 +58,18 @@ def test_suite_missing_weights_is_a_clear_error(tmp_path):
         EvaluatorSuite.load(tmp_path)
 
 
+def test_suite_broken_config_is_a_clear_error(evaluators, tmp_path):
+    import shutil
+
+    broken = tmp_path / "suite"
+    for kind in ("interaction", "mask", "identity"):
+        shutil.copytree(evaluators / kind, broken / kind)
+    config = json.loads((broken / "identity" / "config.json").read_text())
+    (broken / "identity" / "config.json").write_text(json.dumps({**config, "colour_bins": 1}))
+    with pytest.raises(ChoiError, match="cannot load the identity evaluator .*colour_bins"):
+        EvaluatorSuite.load(broken)
+
+
 def test_copy_paste_stays_in_box_and_keeps_background(dataset):
     s = next(iter(iter_samples(dataset, split="test")))
     req = Request.from_sample(s)

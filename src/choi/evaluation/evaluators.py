@@ -53,11 +53,13 @@ class EvaluatorSuite:
                 "train them with `choi train evaluators`"
             )
         dev = torch.device(device)
-        models = {
-            "interaction": InteractionRecognizer.from_pretrained(root / "interaction"),
-            "mask": InteractionRecognizer.from_pretrained(root / "mask"),
-            "identity": IdentityEmbedder.from_pretrained(root / "identity"),
-        }
+        kinds = {"interaction": InteractionRecognizer, "mask": InteractionRecognizer, "identity": IdentityEmbedder}
+        models = {}
+        for kind, model_class in kinds.items():
+            try:
+                models[kind] = model_class.from_pretrained(root / kind)
+            except (OSError, ValueError, TypeError, RuntimeError) as err:  # a broken config or weights
+                raise ChoiError(f"cannot load the {kind} evaluator from {root / kind}: {err}") from None
         for m in models.values():
             m.to(dev).eval()
         return cls(**models, device=dev, path=root)
