@@ -1,8 +1,10 @@
-"""Stage-2 sampler steps, end to end, on held-out HOI-World test requests: how the default was chosen.
+"""Stage-2 sampler steps and the object fit, end to end, on held-out HOI-World test requests: how the
+defaults were chosen.
 
 Usage:
     python benchmarks/bench_steps.py --data data/hoiw [--n 200] [--skip 1000] [--steps 1,2,4,20]
-        [--layout stage1|gt] [--model DIR] [--evaluators DIR] [--threads 2] [--out result.json]
+        [--object-fit on|off|off,on] [--layout stage1|gt] [--model DIR] [--evaluators DIR] [--threads 2]
+        [--out result.json]
 
 Requests follow `choi eval`'s seeded order of the test split but start at position ``skip``:
 `choi eval --n N --seed 0` uses positions 0 â€¦ 2N-1 (requests, then real renders for FID), so with
@@ -10,7 +12,10 @@ the default ``skip`` 1000 the choice is not tuned on any reported table with N â
 positions are the FID/KID reference. Stage 1 runs once per request (`choi eval`'s two-stage masks:
 default settings, the request's seed); stage 2 then renders the same masks with the same seed at
 each step count, scored by `choi eval`'s own `score_method`, with stage-2 seconds per image.
-``--layout gt`` renders in the true masks instead (`choi eval`'s gt-mask method): stage 2 alone.
+``--object-fit`` renders in stage 1's object masks fitted to the object reference's outline (``on``,
+the pipeline's default: `choi.pipelines.choi.fit_object_masks`), as stage 1 drew them (``off``), or
+both, one row each. ``--layout gt`` renders in the true masks instead (`choi eval`'s gt-mask method):
+stage 2 alone.
 """
 
 from __future__ import annotations
@@ -26,7 +31,8 @@ from tqdm.auto import tqdm
 from choi.evaluation.benchmark import EvalConfig, load_requests, score_method
 from choi.evaluation.evaluators import EvaluatorSuite
 from choi.pipelines.baselines import MethodOutput, Request, request_seed
-from choi.pipelines.choi import CHOIPipeline
+from choi.pipelines.choi import CHOIPipeline, fit_object_masks
+from choi.pipelines.mask import read_reference
 
 N_REAL = 600
 
@@ -40,11 +46,15 @@ def main() -> None:
     parser.add_argument("--n", type=int, default=200)
     parser.add_argument("--seed", type=int, default=0, help="seed of the order (`choi eval --seed`)")
     parser.add_argument("--steps", default="1,2,4,20")
+    parser.add_argument("--object-fit", default="on", help="on, off, or both (off,on): stage-1 object masks fitted")
     parser.add_argument("--layout", choices=("stage1", "gt"), default="stage1", help="masks stage 2 renders in")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--out", default=None, help="JSON file to write")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
+    fits = [{"on": True, "off": False}[v] for v in args.object_fit.split(",")]
+    if args.layout == "gt":
+        fits = [False]  # the true masks are used as they are
     pipe = CHOIPipeline.from_pretrained(args.model)
     suite = EvaluatorSuite.load(args.evaluators)
     cfg = EvalConfig(data=args.data, out="", n=args.n, seed=args.seed, evaluators=args.evaluators)
@@ -52,24 +62,27 @@ def main() -> None:
     real_features = suite.features(np.stack(real))
     requests = [Request.from_sample(s) for s in samples]
 
-    masks = []  # the masks `choi eval`'s two-stage (or gt-mask) method renders in for each request
+    masks = {False: [], True: []}  # per object fit, the masks stage 2 renders in for each request
     for r, s in zip(tqdm(requests, desc="stage 1" if args.layout == "stage1" else "true masks"), samples, strict=True):
         if args.layout == "gt":
-            masks.append((s.human_mask[None], s.object_mask[None]))
+            masks[False].append((s.human_mask[None], s.object_mask[None]))
             continue
         out = pipe.generate_masks(
             human=r.human_ref, object=r.object_ref, interaction=r.text, background=r.background, box=r.box,
-            seed=request_seed(r),
+            seed=request_seed(r), fit_object=False,
         )  # fmt: skip
-        masks.append((out.human_masks, out.object_masks))
+        masks[False].append((out.human_masks, out.object_masks))
+        fitted = fit_object_masks(out.human_masks, out.object_masks, read_reference(r.object_ref, None, "object")[1])
+        masks[True].append((out.human_masks, fitted))
 
     result = {
         "data": args.data, "model": args.model, "layout": args.layout, "seed": args.seed,
-        "positions": [args.skip, args.skip + args.n], "steps": {},
+        "positions": [args.skip, args.skip + args.n], "runs": [],
     }  # fmt: skip
-    for steps in (int(v) for v in args.steps.split(",")):
+    for fit, steps in ((f, int(v)) for f in fits for v in args.steps.split(",")):
         t0, outputs = time.perf_counter(), []
-        for r, (hm, om) in zip(tqdm(requests, desc=f"stage 2, {steps} steps"), masks, strict=True):
+        label = f"{steps} steps" + ("" if args.layout == "gt" else f", object fit {'on' if fit else 'off'}")
+        for r, (hm, om) in zip(tqdm(requests, desc=f"stage 2, {label}"), masks[fit], strict=True):
             image = pipe.renderer(
                 r.human_ref, r.object_ref, r.text, layout_masks=(hm, om), box=r.box, background=r.background,
                 seeds=[request_seed(r)], num_inference_steps=steps,
@@ -78,10 +91,11 @@ def main() -> None:
         seconds = (time.perf_counter() - t0) / len(requests)
         row = score_method(outputs, samples, real_features, suite, cfg)
         row["stage2_s_per_image"] = seconds
-        result["steps"][steps] = row
+        result["runs"].append({"steps": steps, "object_fit": fit, **row})
         ident, quality = row["identity"], row["quality"]
         print(
-            f"{steps} steps: acc {row['interaction_acc']:.1f}, retrieval {ident['retrieval_human']:.1f} / "
+            f"{label}: acc {row['interaction_acc']:.1f}, mask acc {row.get('mask_acc', float('nan')):.1f}, "
+            f"retrieval {ident['retrieval_human']:.1f} / "
             f"{ident['retrieval_object']:.1f}, FID {quality['fid']:.2f}, {seconds:.3f} s/image",
             flush=True,
         )

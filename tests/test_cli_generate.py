@@ -87,6 +87,22 @@ def test_generate_writes_images_masks_and_json(refs, fake, tmp_path):
     assert fake.loads == [("choi-tiny", "cpu", "float32")]
 
 
+def test_object_fit_is_on_unless_turned_off(refs, fake, tmp_path, capsys, caplog):
+    assert main(_request(refs, out=tmp_path / "a")) == 0
+    assert fake.calls[-1]["fit_object"] is True
+    assert main([*_request(refs, out=tmp_path / "b"), "--no-object-fit"]) == 0
+    assert fake.calls[-1]["fit_object"] is False
+    assert json.loads((tmp_path / "b" / "choi.json").read_text())["inputs"]["fit_object"] is False
+    jobs_file = tmp_path / "jobs.jsonl"
+    line = {"human": str(refs / "human.png"), "object": str(refs / "object.png"), "interaction": "ride bicycle"}
+    jobs_file.write_text(json.dumps({**line, "id": "off", "fit_object": False}) + "\n")
+    assert main(["generate", "--jobs", str(jobs_file), "--out", str(tmp_path / "jobs")]) == 0
+    assert fake.calls[-1]["fit_object"] is False
+    jobs_file.write_text(json.dumps({**line, "fit_object": "no"}) + "\n")
+    err = _one_line_error(capsys, main(["generate", "--jobs", str(jobs_file), "--out", str(tmp_path / "bad")]))
+    assert "1 of 1 jobs failed" in err and "'fit_object' must be a bool, got 'no'" in caplog.text
+
+
 def test_generate_with_a_mask_file(refs, fake, tmp_path):
     assert main(_request(refs, mask=refs / "mask.png", out=tmp_path / "out")) == 0
     human, obj = fake.calls[-1]["mask"][..., 0] > 150, fake.calls[-1]["mask"][..., 2] > 150

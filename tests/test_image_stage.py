@@ -10,11 +10,18 @@ import torch.nn.functional as F
 
 from choi.cli import main
 from choi.errors import ChoiError
-from choi.models.conditioning import generation_region, layout_region, turns_and_mirrors, warp_into_masks
+from choi.models.conditioning import (
+    generation_region,
+    layout_region,
+    snap_silhouettes,
+    turns_and_mirrors,
+    warp_into_masks,
+)
 from choi.models.image_generator import IMAGE_CONFIGS, ImageConditions, ImageGenerator, ImageModelConfig
 from choi.models.mask_generator import MaskGenerator
 from choi.models.text_encoder import TextEncoder
-from choi.pipelines.choi import CHOIPipeline, ImageRenderer, read_layout_mask
+from choi.pipelines.choi import CHOIPipeline, ImageRenderer, fit_object_masks, read_layout_mask
+from choi.pipelines.mask import DEFAULT_GUIDANCE as MASK_GUIDANCE
 from choi.pipelines.mask import MaskPipeline, mask_preview
 from choi.training.image import ImageTask, ImageTrainConfig, conditions_from_batch, roughen_masks
 from choi.training.loop import TrainConfig, train
@@ -233,6 +240,19 @@ def test_pipeline_end_to_end_save_and_metadata(pipe, sample, tmp_path):
     assert np.abs(again.images[0].astype(int) - out.images[1]).max() <= 1  # image k depends on its seed only
 
 
+def test_pipeline_renders_in_the_masks_generate_masks_gives(pipe, sample):
+    request = dict(human=sample.human_ref, object=sample.object_ref, interaction="kick ball", seed=5)
+    fitted = pipe.generate_masks(**request, num_inference_steps=STEPS)
+    raw = pipe.generate_masks(**request, num_inference_steps=STEPS, fit_object=False)
+    direct = pipe.masks(**request, num_inference_steps=STEPS, guidance_scale=MASK_GUIDANCE)
+    assert np.array_equal(raw.object_masks, direct.object_masks) and "object_fit_turns" not in raw.metadata
+    assert fitted.metadata["object_fit_turns"] == 48 and np.array_equal(fitted.human_masks, raw.human_masks)
+    assert not (fitted.object_masks & fitted.human_masks).any()
+    out = _call(pipe, sample, **request, mask_steps=STEPS)
+    assert np.array_equal(out.object_masks, fitted.object_masks)
+    assert np.array_equal(_call(pipe, sample, **request, fit_object=False).object_masks, raw.object_masks)
+
+
 def test_user_mask_skips_stage_one_in_every_form(pipe, sample, tmp_path):
     pair = (sample.human_mask, sample.object_mask)
     preview = mask_preview(*pair, sample.background)
@@ -366,9 +386,9 @@ def test_init_from_needs_an_image_model(dataset, text_encoder, tmp_path):
         task.build_model()
 
 
-def test_warp_turns_a_tilted_reference_to_fit_its_mask():
-    # An L-shaped subject (a long red bar with a blue foot on its right), drawn lying on its side
-    # and mirrored in the reference; the target mask stands it upright with the foot to the right.
+def _tilted_l() -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """An L-shaped subject (a long red bar with a blue foot on its right), drawn lying on its side
+    and mirrored in the reference; the target mask stands it upright with the foot to the right."""
     ref, sil = torch.zeros(1, 3, 64, 64), torch.zeros(1, 1, 64, 64)
     ref[:, 0, 28:36, 12:52] = 1  # the bar, horizontal
     ref[:, 2, 36:48, 12:20] = 1  # the foot, below its left end
@@ -376,6 +396,11 @@ def test_warp_turns_a_tilted_reference_to_fit_its_mask():
     target = torch.zeros(1, 1, 64, 64)
     target[..., 12:52, 24:32] = 1  # the bar, upright
     target[..., 44:52, 32:44] = 1  # the foot, to the right of its bottom end
+    return ref, sil, target
+
+
+def test_warp_turns_a_tilted_reference_to_fit_its_mask():
+    ref, sil, target = _tilted_l()
 
     def fit(out: torch.Tensor) -> float:
         return float((out[3] > 0.5).logical_and(target[0, 0] > 0).sum() / target.sum())
@@ -389,3 +414,45 @@ def test_warp_turns_a_tilted_reference_to_fit_its_mask():
         warp_into_masks(upright, upright_sil, target, turns=8), warp_into_masks(upright, upright_sil, target)
     )
     assert turns_and_mirrors(4).shape == (8, 2, 2) and torch.equal(turns_and_mirrors(4)[0], torch.eye(2))
+
+
+def _iou(a, b) -> float:
+    a, b = np.asarray(a, bool), np.asarray(b, bool)
+    return float((a & b).sum() / (a | b).sum())
+
+
+def test_snap_draws_the_subjects_own_outline_where_a_rough_mask_puts_it():
+    _, sil, target = _tilted_l()
+    rough = target.clone()
+    rough[..., ::3, :] = 0  # ragged: every third row missing, and a hole in the bar
+    rough[..., 20:30, 26:30] = 0
+    snapped = snap_silhouettes(sil, rough, turns=8)
+    assert snapped.dtype == torch.bool and snapped.shape == (1, 1, 64, 64)
+    assert _iou(snapped[0, 0], target[0, 0]) > 0.85 > _iou(rough[0, 0], target[0, 0]) + 0.2  # the L, upright
+    # drawn at another size: the same outline, finer
+    large = snap_silhouettes(sil, rough, turns=8, size=(128, 128))
+    assert large.shape == (1, 1, 128, 128)
+    assert _iou(F.interpolate(large.float(), size=64, mode="area")[0, 0] > 0.5, snapped[0, 0]) > 0.9
+    assert not snap_silhouettes(sil, torch.zeros_like(rough), turns=8).any()
+    assert not snap_silhouettes(torch.zeros_like(sil), rough, turns=8).any()
+
+
+def test_fit_object_masks_replaces_ragged_stage1_objects_behind_the_person():
+    _, sil, target = _tilted_l()
+    rough = target[0, 0].numpy().astype(bool).copy()
+    rough[::3] = False
+    human = np.zeros((2, 64, 64), bool)
+    human[0, 30:40, 20:30] = True  # the person in front of the bar
+    human[1] = True  # a person everywhere: nothing left of the fit, so stage 1's mask is kept
+    objects = np.stack([rough & ~human[0], rough])
+    fitted = fit_object_masks(human, objects, sil[0, 0].numpy().astype(bool), turns=8)
+    assert fitted.shape == objects.shape and fitted.dtype == bool
+    assert not (fitted[0] & human[0]).any()
+    assert _iou(fitted[0], target[0, 0].numpy().astype(bool) & ~human[0]) > 0.85
+    assert _iou(objects[0], target[0, 0].numpy().astype(bool) & ~human[0]) < 0.7
+    assert np.array_equal(fitted[1], objects[1])
+    # a large, non-square layout: the turn is searched at a working size, the outline drawn at full size
+    big = lambda m: np.kron(m, np.ones((3, 5), bool))  # noqa: E731 - (K, 64, 64) → (K, 192, 320)
+    fitted_big = fit_object_masks(big(human), big(objects), sil[0, 0].numpy().astype(bool), turns=8)
+    assert fitted_big.shape == (2, 192, 320) and not (fitted_big[0] & big(human)[0]).any()
+    assert _iou(fitted_big[0], big(fitted)[0]) > 0.85

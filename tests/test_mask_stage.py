@@ -337,6 +337,13 @@ def test_cli_mask_end_to_end(cli_inputs):
     assert record["seeds"] == [5, 6] and record["box"] == [0.1, 0.2, 0.9, 0.95]
     assert record["inputs"]["human"].endswith("human.png") and record["interaction_class"] == "ride_bicycle"
     assert [img["human"] for img in record["images"]] == ["mask_0_human.png", "mask_1_human.png"]
+    assert record["object_fit_turns"] == 48  # the object masks `choi generate` would render in
+    raw_args = _args(root, **{"--background": root / "bg.png", "--box": "0.1,0.2,0.9,0.95", "--out": root / "raw"})
+    assert main([*raw_args, "--seed", "5", "--no-object-fit"]) == 0
+    assert "object_fit_turns" not in json.loads((root / "raw" / "mask.json").read_text())
+    fitted, raw = (np.asarray(Image.open(root / d / "mask_0_object.png")) > 0 for d in ("out", "raw"))
+    human = np.asarray(Image.open(root / "raw" / "mask_0_human.png")) > 0
+    assert not (fitted & human).any() and not np.array_equal(fitted, raw)
 
 
 @pytest.mark.parametrize(

@@ -323,6 +323,13 @@ def _add_generate(sub: argparse._SubParsersAction) -> None:
     gen.add_argument("--guidance", type=float, default=None, help="stage-2 guidance scale (default: the model's)")
     gen.add_argument("--mask-steps", type=int, default=None, help="stage-1 sampler steps (default: the model's)")
     gen.add_argument("--mask-guidance", type=float, default=None, help="stage-1 guidance (default: the model's)")
+    gen.add_argument(
+        "--no-object-fit",
+        dest="fit_object",
+        action="store_false",
+        default=None,
+        help="render in stage 1's object masks as drawn, not fitted to the object reference's outline",
+    )
     gen.add_argument("--num-images", type=int, default=None, help="candidates per request (default: 1)")
     _add_model_options(gen)
     gen.add_argument("--out", required=True, help="output folder (with --jobs: one subfolder per job)")
@@ -340,7 +347,10 @@ def _generate(args: argparse.Namespace) -> None:
     from choi.jobs import Request, generate, load_pipeline, read_jobs, run_jobs
 
     single = {k: getattr(args, k) for k in ("human", "object", "interaction", "background", "box", "mask")}
-    options = {k: getattr(args, k) for k in ("seed", "steps", "guidance", "mask_steps", "mask_guidance", "num_images")}
+    options = {
+        k: getattr(args, k)
+        for k in ("seed", "steps", "guidance", "mask_steps", "mask_guidance", "fit_object", "num_images")
+    }
     options = {k: v for k, v in options.items() if v is not None}
     if args.jobs is not None:
         given = [f"--{k}" for k, v in single.items() if v is not None]
@@ -409,6 +419,13 @@ def _add_mask(sub: argparse._SubParsersAction) -> None:
     mask.add_argument("--steps", type=int, default=DEFAULT_STEPS, help="sampler steps")
     mask.add_argument("--guidance", type=float, default=DEFAULT_GUIDANCE, help="classifier-free guidance scale")
     mask.add_argument("--num-images", type=int, default=1, help="mask candidates per request")
+    mask.add_argument(
+        "--no-object-fit",
+        dest="fit_object",
+        action="store_false",
+        help="write the object masks as stage 1 drew them, not fitted to the object reference's outline "
+        "(the masks `choi generate` renders in)",
+    )
     mask.add_argument("--model", default=None, help="mask model folder (default: the shipped choi-tiny weights)")
     mask.add_argument("--out", required=True, help="output folder")
     mask.set_defaults(func=_mask)
@@ -416,6 +433,7 @@ def _add_mask(sub: argparse._SubParsersAction) -> None:
 
 def _mask(args: argparse.Namespace) -> None:
     from choi.data.segment import load_image
+    from choi.pipelines.choi import with_fitted_objects
     from choi.pipelines.mask import MaskPipeline, parse_box
     from choi.vocabulary import resolve
 
@@ -439,6 +457,8 @@ def _mask(args: argparse.Namespace) -> None:
         num_inference_steps=args.steps,
         guidance_scale=args.guidance,
     )
+    if args.fit_object:
+        out = with_fitted_objects(out, obj)
     inputs = {"human": args.human, "object": args.object, "background": args.background, "box": args.box}
     out.save(args.out, inputs=inputs)
     log.info("wrote %d mask set(s) to %s (seeds %s)", args.num_images, args.out, out.metadata["seeds"])

@@ -2,7 +2,7 @@
 
 A batch is a JSON Lines file, one request per line with the keys of ``choi generate``'s options
 (``human``, ``object``, ``interaction``, ``background``, ``box``, ``mask``, ``seed``, ``steps``,
-``guidance``, ``mask_steps``, ``mask_guidance``, ``num_images``) and an optional ``id``. Relative
+``guidance``, ``mask_steps``, ``mask_guidance``, ``fit_object``, ``num_images``) and an optional ``id``. Relative
 paths are relative to the jobs file. Job ``j`` writes to ``OUT/<id>`` (or ``OUT/<line number>``);
 it is done when its ``choi.json`` exists, which :meth:`CHOIOutput.save` writes last, so a killed
 batch re-run redoes only the unfinished jobs.
@@ -58,6 +58,7 @@ class Request:
     guidance: float | None = None
     mask_steps: int | None = None
     mask_guidance: float | None = None
+    fit_object: bool | None = None  # stage-1 object masks fitted to the reference's outline (default: on)
     num_images: int = 1
 
     @classmethod
@@ -88,6 +89,8 @@ class Request:
                 value = ",".join(str(v) for v in value) if isinstance(value, list | tuple) else _typed(key, value, str)
             elif key in ("seed", "steps", "mask_steps", "num_images"):
                 value = _typed(key, value, int)
+            elif key == "fit_object":
+                value = _typed(key, value, bool)
             else:
                 value = float(_typed(key, value, (int, float)))
             out[key] = value
@@ -127,6 +130,7 @@ class Request:
             "guidance_scale": self.guidance,
             "mask_steps": self.mask_steps,
             "mask_guidance": self.mask_guidance,
+            "fit_object": True if self.fit_object is None else self.fit_object,
         }
 
     def inputs(self) -> dict[str, Any]:
@@ -141,7 +145,7 @@ def _path(key: str, value: Any, base: Path | None) -> str:
 
 def _typed(key: str, value: Any, kind: type | tuple[type, ...]) -> Any:
     # bool is an int in Python; "seed": true is a mistake, not seed 1.
-    if isinstance(value, bool) or not isinstance(value, kind):
+    if (isinstance(value, bool) and kind is not bool) or not isinstance(value, kind):
         names = kind.__name__ if isinstance(kind, type) else " or ".join(k.__name__ for k in kind)
         raise ChoiError(f"{key!r} must be a {names}, got {value!r}")
     return value

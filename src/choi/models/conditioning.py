@@ -30,11 +30,13 @@ def mask_bounds(masks: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.
     return x0, y0, x1, y1, empty
 
 
-def _resample(images: torch.Tensor, theta: torch.Tensor, size: int) -> torch.Tensor:
-    """Bilinear ``grid_sample`` of (M, C, H, W) on an affine output→input map; zero outside the image."""
-    grid = F.affine_grid(theta, [images.shape[0], 1, size, size], align_corners=False)
+def _resample(images: torch.Tensor, theta: torch.Tensor, size: int | tuple[int, int]) -> torch.Tensor:
+    """Bilinear ``grid_sample`` of (M, C, H, W) on an affine output→input map into ``size`` (S or (h, w));
+    zero outside the image."""
+    h, w = (size, size) if isinstance(size, int) else size
+    grid = F.affine_grid(theta, [images.shape[0], 1, h, w], align_corners=False)
     # Average-pool first so that a large subject is not aliased away by point sampling.
-    factor = max(1, int(min(images.shape[-2:]) // (2 * size)))
+    factor = max(1, int(min(images.shape[-2:]) // (2 * min(h, w))))
     src = F.avg_pool2d(images.float(), factor) if factor > 1 else images.float()
     return F.grid_sample(src, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
 
@@ -66,10 +68,12 @@ def turns_and_mirrors(turns: int) -> torch.Tensor:
     return torch.cat([rot, rot @ torch.tensor([[-1.0, 0.0], [0.0, 1.0]])])
 
 
-def _box_maps(masks: torch.Tensor, t0: torch.Tensor, t1: torch.Tensor, size: int, linear: torch.Tensor) -> torch.Tensor:
+def _box_maps(
+    masks: torch.Tensor, t0: torch.Tensor, t1: torch.Tensor, size: tuple[int, int], linear: torch.Tensor
+) -> torch.Tensor:
     """Affine output→input maps (M, K, 2, 3) for ``affine_grid``: each silhouette turned by each of the
     ``linear`` maps (K, 2, 2) about its centroid, then its box stretched onto its target box, whose
-    (x, y) pixel edges ``t0``, ``t1`` (M, 2) lie in a ``size``×``size`` image."""
+    (x, y) pixel edges ``t0``, ``t1`` (M, 2) lie in an image of ``size`` (h, w)."""
     _, _, h, w = masks.shape
     ys, xs = torch.meshgrid(
         torch.arange(h, device=masks.device) + 0.5, torch.arange(w, device=masks.device) + 0.5, indexing="ij"
@@ -86,12 +90,36 @@ def _box_maps(masks: torch.Tensor, t0: torch.Tensor, t1: torch.Tensor, size: int
     t0, t1 = t0[:, None], t1[:, None]  # (M, 1, 2)
     scale = (hi - lo) / (t1 - t0)  # turned-reference pixels per target pixel
     # target pixel edge u → turned point lo + (u - t0)·scale → reference point L⁻¹(·) + centre;
-    # affine_grid speaks [-1, 1] on both sides: u = (u' + 1)·S/2 and p' = 2p/(W, H) - 1.
+    # affine_grid speaks [-1, 1] on both sides: u = (u' + 1)·(S_w, S_h)/2 and p' = 2p/(W, H) - 1.
     inv = linear.transpose(-1, -2)[None]  # rotations and mirrors: the inverse is the transpose
     to_unit = torch.tensor([2 / w, 2 / h], device=masks.device)
-    a = to_unit[None, None, :, None] * inv * (scale * size / 2)[..., None, :]  # (M, K, 2, 2)
-    offset = (inv @ (scale * size / 2 + lo - t0 * scale)[..., None])[..., 0] + centre[:, None]
+    half = torch.tensor([size[1] / 2, size[0] / 2], device=masks.device)  # (x, y) of the output
+    a = to_unit[None, None, :, None] * inv * (scale * half)[..., None, :]  # (M, K, 2, 2)
+    offset = (inv @ (scale * half + lo - t0 * scale)[..., None])[..., 0] + centre[:, None]
     return torch.cat([a, (to_unit * offset - 1)[..., None]], -1)
+
+
+def _fit_maps(masks: torch.Tensor, targets: torch.Tensor, turns: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """The output→input map (M, 2, 3) that stretches each silhouette's box onto its target's box, after
+    the turn that fits best (see :func:`warp_into_masks`), and whether both masks are non-empty (M,)."""
+    m, _, h, w = masks.shape
+    size = tuple(targets.shape[-2:])
+    _, _, _, _, r_empty = mask_bounds(masks)
+    tx0, ty0, tx1, ty1, t_empty = mask_bounds(targets)
+    linear = turns_and_mirrors(turns) if turns > 0 else torch.eye(2)[None]
+    t0, t1 = torch.stack([tx0, ty0], -1), torch.stack([tx1, ty1], -1)
+    theta = _box_maps(masks.float(), t0, t1, size, linear)  # (M, K, 2, 3)
+    if turns > 0:
+        k = theta.shape[1]
+        sil = masks.float()[:, None].expand(m, k, 1, h, w).flatten(0, 1)
+        warped = _resample(sil, theta.flatten(0, 1), size).view(m, k, *size)
+        target = targets.float()[:, :1]
+        iou = torch.minimum(warped, target).sum((-2, -1)) / torch.maximum(warped, target).sum((-2, -1)).clamp_min(1e-6)
+        iou[:, 1:] -= 0.02  # a turn must earn its place
+        theta = theta[torch.arange(m), iou.argmax(1)]
+    else:
+        theta = theta[:, 0]
+    return theta, ~(r_empty | t_empty)
 
 
 def warp_into_masks(images: torch.Tensor, masks: torch.Tensor, targets: torch.Tensor, turns: int = 0) -> torch.Tensor:
@@ -108,26 +136,24 @@ def warp_into_masks(images: torch.Tensor, masks: torch.Tensor, targets: torch.Te
     another beats it by 0.02): a reference drawn tilted or facing the other way then lands the
     right way round (an object's reference in HOI-World is both).
     """
-    m, _, h, w = images.shape
-    size = targets.shape[-1]
-    _, _, _, _, r_empty = mask_bounds(masks)
-    tx0, ty0, tx1, ty1, t_empty = mask_bounds(targets)
-    linear = turns_and_mirrors(turns) if turns > 0 else torch.eye(2)[None]
-    t0, t1 = torch.stack([tx0, ty0], -1), torch.stack([tx1, ty1], -1)
-    theta = _box_maps(masks.float(), t0, t1, size, linear)  # (M, K, 2, 3)
-    if turns > 0:
-        k = theta.shape[1]
-        sil = masks.float()[:, None].expand(m, k, 1, h, w).flatten(0, 1)
-        warped = _resample(sil, theta.flatten(0, 1), size).view(m, k, size, size)
-        target = targets.float()[:, :1]
-        iou = torch.minimum(warped, target).sum((-2, -1)) / torch.maximum(warped, target).sum((-2, -1)).clamp_min(1e-6)
-        iou[:, 1:] -= 0.02  # a turn must earn its place
-        theta = theta[torch.arange(m), iou.argmax(1)]
-    else:
-        theta = theta[:, 0]
-    layers = _resample(torch.cat([images.float() * masks.float(), masks.float()], 1), theta, size)
-    keep = targets.float() * (~(r_empty | t_empty)).float()[:, None, None, None]
-    return layers * keep
+    theta, valid = _fit_maps(masks, targets, turns)
+    layers = _resample(torch.cat([images.float() * masks.float(), masks.float()], 1), theta, tuple(targets.shape[-2:]))
+    return layers * targets.float() * valid.float()[:, None, None, None]
+
+
+def snap_silhouettes(
+    masks: torch.Tensor, targets: torch.Tensor, turns: int, size: tuple[int, int] | None = None
+) -> torch.Tensor:
+    """Each silhouette turned and stretched onto its target's box as :func:`warp_into_masks` does, but
+    not cut to the target: the subject's own clean outline where a rough target mask puts it.
+
+    masks (M, 1, H, W) silhouettes, targets (M, 1, h, w) rough masks → (M, 1, *size) bool, ``size``
+    defaulting to (h, w): the fit is searched at the targets' size and drawn at any size of the same
+    shape. An empty mask or target gives an empty result.
+    """
+    theta, valid = _fit_maps(masks, targets, turns)
+    warped = _resample(masks.float(), theta, size or tuple(targets.shape[-2:])) > 0.5
+    return warped & valid[:, None, None, None]
 
 
 def fit_silhouettes(masks: torch.Tensor, size: int, margin: float = 0.08) -> torch.Tensor:
