@@ -60,8 +60,8 @@ from choi.vocabulary import resolve
 # each further step at lower noise passes some of that noise on as coloured speckle. On 200 test
 # requests end to end that no `choi eval --n <= 500` table uses (positions 1000-1199 of its seeded
 # order; benchmarks/bench_steps.py; the object fit on), 1 / 2 / 4 / 20 steps gave recognizer accuracy
-# 64.5 / 61.0 / 59.0 / 61.5%, human retrieval 78.0 / 68.0 / 62.0 / 53.0%, object retrieval 52.0 / 41.0 /
-# 32.0 / 23.0% and FID 8.17 / 10.01 / 10.65 / 10.59, at 0.08 / 0.11 / 0.17 / 0.81 s per image. Seeds still differ, less
+# 64.5 / 61.0 / 59.0 / 61.5%, human retrieval 78.0 / 72.0 / 62.5 / 52.0%, object retrieval 52.5 / 41.0 /
+# 33.5 / 24.5% and FID 8.17 / 10.01 / 10.65 / 10.59, at 0.06 / 0.09 / 0.15 / 0.71 s per image. Seeds still differ, less
 # (11 vs 34 grey levels inside the masks on 30 test requests); more steps give more varied, noisier
 # images, and a larger model may want them.
 DEFAULT_STEPS = 1
@@ -75,7 +75,7 @@ Callback = Callable[[str, int, int], None]  # (stage "mask" | "image", step, tot
 # (fit_object_masks): turned by a multiple of 360°/48, mirrored or not (the warp prior's search), at
 # this working size. On 400 held-out test requests end to end (positions 1000-1399 of `choi eval`'s
 # seeded order, `benchmarks/bench_steps.py --n 400 --steps 1 --object-fit off,on`) it took interaction
-# accuracy 61.8 → 64.0%, object retrieval 38.5 → 47.5% and FID 7.82 → 7.32; human retrieval 76.2 → 73.8%
+# accuracy 61.8 → 64.0%, object retrieval 37.2 → 47.5% and FID 7.82 → 7.32; human retrieval 75.0 → 73.5%
 # and the mask recognizer's accuracy on the masks 86.8 → 80.0% (an object in its reference's pose does
 # not always show the interaction as stage 1 drew it).
 OBJECT_FIT_TURNS = 48
