@@ -136,8 +136,8 @@ def fit_object_masks(
 
 def with_fitted_objects(
     out: MaskPipelineOutput,
-    object: ImageInput | None,
-    object_mask: np.ndarray | None = None,  # noqa: A002
+    object: ImageInput | None,  # noqa: A002 - the user-facing name of the object reference
+    object_mask: np.ndarray | None = None,
 ) -> MaskPipelineOutput:
     """Stage 1's output with its object masks fitted to the object reference (photo or silhouette)."""
     _, object_sil = read_reference(object, object_mask, "object reference")
