@@ -109,6 +109,15 @@ def test_bad_requests_are_messages_not_crashes(app, files, change, message):
         app.generate_masks(*args, 1, None, None, None, progress=Progress())
 
 
+def test_object_fit_setting_reaches_both_stages(app, files):
+    app.generate_masks(*_request(files), 1, None, None, None, progress=Progress())
+    assert app.pipe.calls[-1]["fit_object"] is True  # the pipeline's default, as in the CLI
+    app.generate_masks(*_request(files), 1, None, None, None, False, progress=Progress())
+    assert app.pipe.calls[-1]["method"] == "generate_masks" and app.pipe.calls[-1]["fit_object"] is False
+    app.generate_images(*_request(files), None, 1, None, None, None, False, progress=Progress())
+    assert app.pipe.calls[-1]["method"] == "__call__" and app.pipe.calls[-1]["fit_object"] is False
+
+
 def test_bad_settings_and_bad_masks(app, files):
     with pytest.raises(gr.Error, match="candidates"):
         app.generate_images(*_request(files), None, 99, None, None, None, progress=Progress())

@@ -133,7 +133,7 @@ class Handlers:
         return parse_box(values)
 
     @staticmethod
-    def _settings(num_images, seed, steps, guidance) -> dict[str, Any]:
+    def _settings(num_images, seed, steps, guidance, fit_object=True) -> dict[str, Any]:
         # Gradio's number fields cannot be empty: -1 / 0 / -1 stand for "random" / "default" / "default".
         seed = None if seed is None or seed == -1 else seed
         steps = steps or None
@@ -152,6 +152,7 @@ class Handlers:
             "seed": None if seed is None else int(seed),
             "num_inference_steps": None if steps is None else int(steps),
             "guidance_scale": None if guidance is None else float(guidance),
+            "fit_object": bool(fit_object),
         }
 
     def _request(self, human, obj, interaction, background, x1, y1, x2, y2) -> dict[str, Any]:
@@ -210,12 +211,12 @@ class Handlers:
     @_user_errors
     def generate_masks(
         self,
-        human, obj, interaction, background, x1, y1, x2, y2, num_images, seed, steps, guidance,
+        human, obj, interaction, background, x1, y1, x2, y2, num_images, seed, steps, guidance, fit_object=True,
         progress=gr.Progress(),  # noqa: B008 - Gradio injects the progress tracker through this default
     ):  # fmt: skip
         """Stage 1 → the mask candidates (gallery), the first one in the editor, and their previews (state)."""
         request = self._request(human, obj, interaction, background, x1, y1, x2, y2)
-        settings = self._settings(num_images, seed, steps, guidance)
+        settings = self._settings(num_images, seed, steps, guidance, fit_object)
         progress(0, desc="mask stage")
         out = self.pipe.generate_masks(**request, **settings, callback=self._progress(progress))
         previews = [out.preview(k) for k in range(len(out.human_masks))]
@@ -231,11 +232,11 @@ class Handlers:
     def generate_images(
         self,
         human, obj, interaction, background, x1, y1, x2, y2, editor, num_images, seed, steps, guidance,
-        progress=gr.Progress(),  # noqa: B008 - Gradio injects the progress tracker through this default
+        fit_object=True, progress=gr.Progress(),  # noqa: B008 - Gradio injects the progress tracker through this default
     ):  # fmt: skip
         """Stage 2 (with stage 1 first when the editor is empty) → gallery with seeds, and the files to download."""
         request = self._request(human, obj, interaction, background, x1, y1, x2, y2)
-        settings = self._settings(num_images, seed, steps, guidance)
+        settings = self._settings(num_images, seed, steps, guidance, fit_object)
         composite = editor.get("composite") if isinstance(editor, dict) else editor
         mask = masks_from_preview(composite) if composite is not None else None
         progress(0, desc="image stage" if mask is not None else "mask stage")
@@ -283,6 +284,9 @@ def build_app(pipeline: Any, outputs: str | os.PathLike | None = None) -> gr.Blo
                 with gr.Accordion("Sampler", open=False):
                     steps = gr.Number(0, label="Steps (0: the model's default)", precision=0, minimum=0)
                     guidance = gr.Number(-1, label="Guidance (-1: the model's default)", minimum=-1)
+                    fit_object = gr.Checkbox(
+                        True, label="Fit each object mask to the object's own outline", elem_id="fit-object"
+                    )
         with gr.Accordion("Background and box (optional)", open=False):
             with gr.Row():
                 background = image(label="Background", elem_id="background")
@@ -317,7 +321,7 @@ def build_app(pipeline: Any, outputs: str | os.PathLike | None = None) -> gr.Blo
             trigger(h.show_box, [background, *box_fields], box_view, **light)
         box_view.select(h.click_corner, [background, corner], [corner, *box_fields], **light)
         request = [human, obj, interaction, background, *box_fields]
-        settings = [num_images, seed, steps, guidance]
+        settings = [num_images, seed, steps, guidance, fit_object]
         mask_button.click(h.generate_masks, [*request, *settings], [mask_gallery, editor, previews])
         mask_gallery.select(h.pick_mask, previews, editor, **light)
         image_button.click(h.generate_images, [*request, editor, *settings], [gallery, downloads])
