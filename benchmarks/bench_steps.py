@@ -3,8 +3,8 @@ defaults were chosen.
 
 Usage:
     python benchmarks/bench_steps.py --data data/hoiw [--n 200] [--skip 1000] [--steps 1,2,4,20]
-        [--object-fit on|off|off,on] [--layout stage1|gt] [--model DIR] [--evaluators DIR] [--threads 2]
-        [--out result.json]
+        [--object-fit on|off|off,on] [--prior-strength H,O [H,O ...]] [--layout stage1|gt] [--model DIR]
+        [--evaluators DIR] [--threads 2] [--out result.json]
 
 Requests follow `choi eval`'s seeded order of the test split but start at position ``skip``:
 `choi eval --n N --seed 0` uses positions 0 … 2N-1 (requests, then real renders for FID), so with
@@ -14,7 +14,9 @@ default settings, the request's seed); stage 2 then renders the same masks with 
 each step count, scored by `choi eval`'s own `score_method`, with stage-2 seconds per image.
 ``--object-fit`` renders in stage 1's object masks fitted to the object reference's outline (``on``,
 the pipeline's default: `choi.pipelines.choi.fit_object_masks`), as stage 1 drew them (``off``), or
-both, one row each. ``--layout gt`` renders in the true masks instead (`choi eval`'s gt-mask method):
+both, one row each. ``--prior-strength`` renders each (human, object) strength of the warp prior
+(`choi.pipelines.choi.DEFAULT_PRIOR_STRENGTH`: how much of each warped reference is kept as it is),
+one row each. ``--layout gt`` renders in the true masks instead (`choi eval`'s gt-mask method):
 stage 2 alone.
 """
 
@@ -31,7 +33,7 @@ from tqdm.auto import tqdm
 from choi.evaluation.benchmark import EvalConfig, load_requests, score_method
 from choi.evaluation.evaluators import EvaluatorSuite
 from choi.pipelines.baselines import MethodOutput, Request, request_seed
-from choi.pipelines.choi import CHOIPipeline, fit_object_masks
+from choi.pipelines.choi import DEFAULT_PRIOR_STRENGTH, CHOIPipeline, check_prior_strength, fit_object_masks
 from choi.pipelines.mask import read_reference
 
 N_REAL = 600
@@ -47,12 +49,20 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0, help="seed of the order (`choi eval --seed`)")
     parser.add_argument("--steps", default="1,2,4,20")
     parser.add_argument("--object-fit", default="on", help="on, off, or both (off,on): stage-1 object masks fitted")
+    parser.add_argument(
+        "--prior-strength",
+        nargs="+",
+        default=[",".join(map(str, DEFAULT_PRIOR_STRENGTH))],
+        metavar="H,O",
+        help="strengths of the warp prior (human,object) to render, one row each",
+    )
     parser.add_argument("--layout", choices=("stage1", "gt"), default="stage1", help="masks stage 2 renders in")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--out", default=None, help="JSON file to write")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     fits = [{"on": True, "off": False}[v] for v in args.object_fit.split(",")]
+    strengths = [check_prior_strength(v) for v in args.prior_strength]
     if args.layout == "gt":
         fits = [False]  # the true masks are used as they are
     pipe = CHOIPipeline.from_pretrained(args.model)
@@ -79,19 +89,21 @@ def main() -> None:
         "data": args.data, "model": args.model, "layout": args.layout, "seed": args.seed,
         "positions": [args.skip, args.skip + args.n], "runs": [],
     }  # fmt: skip
-    for fit, steps in ((f, int(v)) for f in fits for v in args.steps.split(",")):
+    runs = [(f, int(v), a) for f in fits for v in args.steps.split(",") for a in strengths]
+    for fit, steps, strength in runs:
         t0, outputs = time.perf_counter(), []
         label = f"{steps} steps" + ("" if args.layout == "gt" else f", object fit {'on' if fit else 'off'}")
+        label += f", prior strength {strength[0]:g},{strength[1]:g}"
         for r, (hm, om) in zip(tqdm(requests, desc=f"stage 2, {label}"), masks[fit], strict=True):
             image = pipe.renderer(
                 r.human_ref, r.object_ref, r.text, layout_masks=(hm, om), box=r.box, background=r.background,
-                seeds=[request_seed(r)], num_inference_steps=steps,
+                seeds=[request_seed(r)], num_inference_steps=steps, prior_strength=strength,
             )[0]  # fmt: skip
             outputs.append(MethodOutput(image, hm[0], om[0]))
         seconds = (time.perf_counter() - t0) / len(requests)
         row = score_method(outputs, samples, real_features, suite, cfg)
         row["stage2_s_per_image"] = seconds
-        result["runs"].append({"steps": steps, "object_fit": fit, **row})
+        result["runs"].append({"steps": steps, "object_fit": fit, "prior_strength": list(strength), **row})
         ident, quality = row["identity"], row["quality"]
         print(
             f"{label}: acc {row['interaction_acc']:.1f}, mask acc {row.get('mask_acc', float('nan')):.1f}, "

@@ -161,3 +161,12 @@ def test_build_app_wires_the_pipeline(tmp_path):
     assert isinstance(demo, gr.Blocks) and (tmp_path / "outputs").is_dir()
     ids = {getattr(block, "elem_id", None) for block in demo.blocks.values()}
     assert {"human", "object", "interaction", "generate-masks", "generate-images", "gallery"} <= ids
+
+
+def test_prior_strength_sliders_reach_stage_two(app, files):
+    app.generate_images(*_request(files), None, 1, None, None, None, True, 0.25, 1.0, progress=Progress())
+    assert app.pipe.calls[-1]["prior_strength"] == (0.25, 1.0)
+    app.generate_images(*_request(files), None, 1, None, None, None, progress=Progress())
+    assert "prior_strength" not in app.pipe.calls[-1]  # the pipeline's default
+    with pytest.raises(gr.Error, match="prior strength"):
+        app.generate_images(*_request(files), None, 1, None, None, None, True, 1.5, 1.0, progress=Progress())

@@ -223,3 +223,18 @@ def test_every_help_shows_an_example_and_documents_every_option():
         for action in parser._actions:
             if action.option_strings and action.dest != "help":
                 assert action.help or action.choices, f"choi {' '.join(path)}: {action.option_strings} has no help"
+
+
+def test_prior_strength_from_the_command_line_and_jobs(refs, fake, tmp_path, capsys, caplog):
+    assert main(_request(refs, out=tmp_path / "a")) == 0
+    assert fake.calls[-1]["prior_strength"] is None  # the pipeline's default
+    assert main([*_request(refs, out=tmp_path / "b"), "--prior-strength", "0.25,1"]) == 0
+    assert fake.calls[-1]["prior_strength"] == (0.25, 1.0)
+    assert json.loads((tmp_path / "b" / "choi.json").read_text())["inputs"]["prior_strength"] == "0.25,1"
+    jobs_file = tmp_path / "jobs.jsonl"
+    line = {"human": str(refs / "human.png"), "object": str(refs / "object.png"), "interaction": "ride bicycle"}
+    jobs_file.write_text(json.dumps({**line, "id": "keep", "prior_strength": [1, 0]}) + "\n")
+    assert main(["generate", "--jobs", str(jobs_file), "--out", str(tmp_path / "jobs")]) == 0
+    assert fake.calls[-1]["prior_strength"] == (1.0, 0.0)
+    err = _one_line_error(capsys, main([*_request(refs, out=tmp_path / "c"), "--prior-strength", "2,0"]))
+    assert "prior strength must be two numbers in [0, 1]" in err and not (tmp_path / "c").exists()

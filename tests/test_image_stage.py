@@ -456,3 +456,44 @@ def test_fit_object_masks_replaces_ragged_stage1_objects_behind_the_person():
     fitted_big = fit_object_masks(big(human), big(objects), sil[0, 0].numpy().astype(bool), turns=8)
     assert fitted_big.shape == (2, 192, 320) and not (fitted_big[0] & big(human)[0]).any()
     assert _iou(fitted_big[0], big(fitted)[0]) > 0.85
+
+
+def test_prior_strength_keeps_each_warped_reference_where_it_covers(image_model, text_encoder):
+    masks = torch.zeros(1, 2, 32, 32)
+    masks[:, 0, 4:28, 8:16] = 1  # person
+    masks[:, 1, 10:20, 14:26] = 1  # object, partly behind the person
+    cond = ImageConditions.build(
+        text_encoder(["kick ball"]), torch.rand(1, 2, 3, 40, 40), torch.ones(1, 2, 40, 40),
+        region=torch.ones(1, 1, 32, 32), masks=masks,
+    )  # fmt: skip
+    x, t = torch.randn(1, 3, 32, 32), torch.tensor([500])
+    with torch.no_grad():
+        plain = image_model.encode_conditions(cond)
+        out = {a: image_model.denoise(x, t, image_model.encode_conditions(cond, a)) for a in ((0, 0), (1, 0), (1, 1))}
+        torch.testing.assert_close(out[(0, 0)], image_model.denoise(x, t, plain))  # 0: as trained
+    person, obj = masks[0, 0] > 0, (masks[0, 1] > 0) & (masks[0, 0] == 0)
+    skip = plain.skip[0]
+    torch.testing.assert_close(out[(1, 0)][0][:, person], skip[:, person])  # the person's pixels kept ...
+    torch.testing.assert_close(out[(1, 0)][0][:, obj], out[(0, 0)][0][:, obj])  # ... the object's repainted
+    torch.testing.assert_close(out[(1, 1)][0][:, obj], skip[:, obj])
+    outside = masks[0].sum(0) == 0
+    torch.testing.assert_close(out[(1, 1)][0][:, outside], out[(0, 0)][0][:, outside])  # no prior there
+    assert not torch.allclose(out[(0, 0)][0][:, person], skip[:, person])
+    for bad in ((1.5, 0), (0.5,), (float("nan"), 1)):
+        with pytest.raises(ChoiError, match="prior_strength"):
+            image_model.encode_conditions(cond, bad)
+
+
+def test_pipeline_prior_strength_changes_only_the_masks_and_is_recorded(pipe, sample):
+    mask = (sample.human_mask, sample.object_mask)
+    bg = np.asarray(sample.background)
+    repaint, keep = (_call(pipe, sample, mask=mask, background=bg, prior_strength=a) for a in ((0, 0), (1, 1)))
+    assert repaint.metadata["prior_strength"] == [0.0, 0.0] and keep.metadata["prior_strength"] == [1.0, 1.0]
+    inside = sample.human_mask | sample.object_mask
+    assert not np.array_equal(repaint.images[0][inside], keep.images[0][inside])
+    near = F.max_pool2d(torch.from_numpy(inside)[None, None].float(), 17, stride=1, padding=8)[0, 0].numpy() > 0
+    assert np.array_equal(repaint.images[0][~near], bg[~near]) and np.array_equal(keep.images[0][~near], bg[~near])
+    assert _call(pipe, sample, mask=mask).metadata["prior_strength"] == [0.5, 1.0]  # the default
+    for bad in ("0.5", (0.5, 2), "a,b"):
+        with pytest.raises(ChoiError, match="prior strength"):
+            _call(pipe, sample, mask=mask, prior_strength=bad)

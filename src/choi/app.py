@@ -28,6 +28,7 @@ from PIL import Image, ImageDraw
 
 from choi.data.segment import as_rgb, load_image
 from choi.errors import ChoiError
+from choi.pipelines.choi import DEFAULT_PRIOR_STRENGTH, check_prior_strength
 from choi.pipelines.mask import HUMAN_COLOUR, OBJECT_COLOUR, parse_box
 from choi.vocabulary import CLASSES, resolve
 
@@ -232,11 +233,17 @@ class Handlers:
     def generate_images(
         self,
         human, obj, interaction, background, x1, y1, x2, y2, editor, num_images, seed, steps, guidance,
-        fit_object=True, progress=gr.Progress(),  # noqa: B008 - Gradio injects the progress tracker through this default
+        fit_object=True, keep_human=None, keep_object=None,
+        progress=gr.Progress(),  # noqa: B008 - Gradio injects the progress tracker through this default
     ):  # fmt: skip
         """Stage 2 (with stage 1 first when the editor is empty) → gallery with seeds, and the files to download."""
         request = self._request(human, obj, interaction, background, x1, y1, x2, y2)
         settings = self._settings(num_images, seed, steps, guidance, fit_object)
+        if keep_human is not None or keep_object is not None:
+            given = (keep_human, keep_object)
+            settings["prior_strength"] = check_prior_strength(
+                [d if v is None else v for v, d in zip(given, DEFAULT_PRIOR_STRENGTH, strict=True)]
+            )
         composite = editor.get("composite") if isinstance(editor, dict) else editor
         mask = masks_from_preview(composite) if composite is not None else None
         progress(0, desc="image stage" if mask is not None else "mask stage")
@@ -287,6 +294,11 @@ def build_app(pipeline: Any, outputs: str | os.PathLike | None = None) -> gr.Blo
                     fit_object = gr.Checkbox(
                         True, label="Fit each object mask to the object's own outline", elem_id="fit-object"
                     )
+                    # how much of each reference, stretched into its mask, stage 2 keeps as it is
+                    keep_human, keep_object = (
+                        gr.Slider(0, 1, value=v, step=0.05, label=f"Keep the {who}'s reference (0: repaint, 1: keep)")
+                        for v, who in zip(DEFAULT_PRIOR_STRENGTH, ("person", "object"), strict=True)
+                    )
         with gr.Accordion("Background and box (optional)", open=False):
             with gr.Row():
                 background = image(label="Background", elem_id="background")
@@ -324,7 +336,9 @@ def build_app(pipeline: Any, outputs: str | os.PathLike | None = None) -> gr.Blo
         settings = [num_images, seed, steps, guidance, fit_object]
         mask_button.click(h.generate_masks, [*request, *settings], [mask_gallery, editor, previews])
         mask_gallery.select(h.pick_mask, previews, editor, **light)
-        image_button.click(h.generate_images, [*request, editor, *settings], [gallery, downloads])
+        image_button.click(
+            h.generate_images, [*request, editor, *settings, keep_human, keep_object], [gallery, downloads]
+        )
     return demo
 
 

@@ -330,6 +330,13 @@ def _add_generate(sub: argparse._SubParsersAction) -> None:
         default=None,
         help="render in stage 1's object masks as drawn, not fitted to the object reference's outline",
     )
+    gen.add_argument(
+        "--prior-strength",
+        default=None,
+        metavar="H,O",
+        help="how much of the person's / object's reference, stretched into its mask, stage 2 keeps as it is "
+        "(0: the network repaints it, 1: kept; default: the model card's)",
+    )
     gen.add_argument("--num-images", type=int, default=None, help="candidates per request (default: 1)")
     _add_model_options(gen)
     gen.add_argument("--out", required=True, help="output folder (with --jobs: one subfolder per job)")
@@ -349,8 +356,10 @@ def _generate(args: argparse.Namespace) -> None:
     single = {k: getattr(args, k) for k in ("human", "object", "interaction", "background", "box", "mask")}
     options = {
         k: getattr(args, k)
-        for k in ("seed", "steps", "guidance", "mask_steps", "mask_guidance", "fit_object", "num_images")
-    }
+        for k in (
+            "seed", "steps", "guidance", "mask_steps", "mask_guidance", "fit_object", "prior_strength", "num_images"
+        )
+    }  # fmt: skip
     options = {k: v for k, v in options.items() if v is not None}
     if args.jobs is not None:
         given = [f"--{k}" for k, v in single.items() if v is not None]

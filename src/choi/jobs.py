@@ -2,7 +2,8 @@
 
 A batch is a JSON Lines file, one request per line with the keys of ``choi generate``'s options
 (``human``, ``object``, ``interaction``, ``background``, ``box``, ``mask``, ``seed``, ``steps``,
-``guidance``, ``mask_steps``, ``mask_guidance``, ``fit_object``, ``num_images``) and an optional ``id``. Relative
+``guidance``, ``mask_steps``, ``mask_guidance``, ``fit_object``, ``prior_strength``, ``num_images``) and an
+optional ``id``. Relative
 paths are relative to the jobs file. Job ``j`` writes to ``OUT/<id>`` (or ``OUT/<line number>``);
 it is done when its ``choi.json`` exists, which :meth:`CHOIOutput.save` writes last, so a killed
 batch re-run redoes only the unfinished jobs.
@@ -59,6 +60,7 @@ class Request:
     mask_steps: int | None = None
     mask_guidance: float | None = None
     fit_object: bool | None = None  # stage-1 object masks fitted to the reference's outline (default: on)
+    prior_strength: str | None = None  # "H,O": how much of each warped reference stage 2 keeps as it is
     num_images: int = 1
 
     @classmethod
@@ -85,7 +87,7 @@ class Request:
                 value = _path(key, value, base)
             elif key == "interaction":
                 value = _typed(key, value, str)
-            elif key == "box":
+            elif key in ("box", "prior_strength"):
                 value = ",".join(str(v) for v in value) if isinstance(value, list | tuple) else _typed(key, value, str)
             elif key in ("seed", "steps", "mask_steps", "num_images"):
                 value = _typed(key, value, int)
@@ -101,11 +103,13 @@ class Request:
 
         Raises :class:`ChoiError` naming the first bad input: nothing is generated or written before.
         """
+        from choi.pipelines.choi import check_prior_strength
         from choi.pipelines.mask import parse_box
         from choi.vocabulary import resolve
 
         resolve(self.interaction)
         box = parse_box(self.box) if self.box is not None else None
+        strength = check_prior_strength(self.prior_strength) if self.prior_strength is not None else None
         for name, value, low, high in (
             ("seed", self.seed, 0, 2**63 - 1),
             ("steps", self.steps, 1, 1000),
@@ -131,6 +135,7 @@ class Request:
             "mask_steps": self.mask_steps,
             "mask_guidance": self.mask_guidance,
             "fit_object": True if self.fit_object is None else self.fit_object,
+            "prior_strength": strength,
         }
 
     def inputs(self) -> dict[str, Any]:

@@ -173,6 +173,7 @@ class EncodedImageConditions:
     # known-pixel map [, warped references and their coverage]
     vector: torch.Tensor  # (N, text_dim + 4 + 6)
     skip: torch.Tensor  # (N, 3, S, S): added to a "sample" prediction: known background + warped references
+    keep: torch.Tensor  # (N, 1, S, S) in [0, 1]: how much of the warp prior the correction may not change
 
     def cat(self, other: EncodedImageConditions) -> EncodedImageConditions:
         return EncodedImageConditions(
@@ -289,8 +290,17 @@ class ImageGenerator(ModelMixin, ConfigMixin):
         crops = fit_to_box(layers, masks, self.config.ref_size) * 2 - 1
         return crops.reshape(n, r, 4, *crops.shape[-2:])
 
-    def encode_conditions(self, cond: ImageConditions) -> EncodedImageConditions:
-        """Everything the denoiser needs from ``cond``, computed once per sampling run."""
+    def encode_conditions(
+        self, cond: ImageConditions, prior_strength: tuple[float, float] = (0.0, 0.0)
+    ) -> EncodedImageConditions:
+        """Everything the denoiser needs from ``cond``, computed once per sampling run.
+
+        ``prior_strength`` (human, object), each in [0, 1], scales down the network's correction of
+        the warp prior where that reference covers the layout: 0 keeps the whole correction (as in
+        training), 1 keeps the warped reference's own pixels. No effect without the warp prior.
+        """
+        if len(prior_strength) != 2 or not all(0.0 <= float(a) <= 1.0 for a in prior_strength):
+            raise ChoiError(f"prior_strength needs two values in [0, 1] (human, object), got {tuple(prior_strength)}")
         dtype, size = self.dtype, self.config.sample_size
         text = self.text_proj(cond.text.tokens.to(dtype))
         text, text_mask = drop_tokens(text, cond.text.mask, cond.has_text, self.null_text)
@@ -309,11 +319,14 @@ class ImageGenerator(ModelMixin, ConfigMixin):
         known = (1 - cond.region.to(dtype)) * on(cond.has_background)  # background pixels the model may see
         background = (cond.background.to(dtype) * 2 - 1) * known
         extra = [masks, box_map, background, known * 2 - 1]
-        skip = torch.zeros_like(background)
+        skip, keep = torch.zeros_like(background), torch.zeros_like(known)
         if self.config.warp_prior:
-            prior, cover = self.warped_references(cond)
+            prior, visible = self.warped_references(cond)  # visible: (N, 2, S, S) per role
+            cover = visible.sum(1, keepdim=True)
             extra += [prior, cover * 2 - 1]
             skip = prior + background
+            strength = torch.tensor([float(a) for a in prior_strength], dtype=dtype, device=visible.device)
+            keep = (visible * strength[None, :, None, None]).sum(1, keepdim=True)
         vector = torch.cat(
             [
                 cond.text.pooled.to(dtype) * cond.has_text[:, None].to(dtype),
@@ -328,10 +341,12 @@ class ImageGenerator(ModelMixin, ConfigMixin):
             extra=torch.cat(extra, 1),
             vector=vector,
             skip=skip,
+            keep=keep,
         )
 
     def warped_references(self, cond: ImageConditions) -> tuple[torch.Tensor, torch.Tensor]:
-        """The first guess: (N, 3, S, S) in [-1, 1], zero where uncovered, and its (N, 1, S, S) coverage.
+        """The first guess: (N, 3, S, S) in [-1, 1], zero where uncovered, and how much of each pixel
+        each role covers, (N, 2, S, S) (human, then the object where the person leaves it visible).
 
         The human reference stretched into the human mask over the object reference stretched into
         the object mask, each first turned as ``warp_turns`` allows; a dropped reference (or no
@@ -348,9 +363,10 @@ class ImageGenerator(ModelMixin, ConfigMixin):
         use = torch.stack([cond.has_human, cond.has_object], 1) & cond.has_masks[:, None]  # (N, 2)
         layers = (layers * use[..., None, None, None].float()).to(dtype)
         (h_rgb, h_cov), (o_rgb, o_cov) = ((layers[:, r, :3], layers[:, r, 3:]) for r in range(2))
-        cover = h_cov + (1 - h_cov) * o_cov
+        visible = torch.cat([h_cov, (1 - h_cov) * o_cov], 1)
+        cover = visible.sum(1, keepdim=True)
         rgb = h_rgb + (1 - h_cov) * o_rgb  # premultiplied "over"
-        return (rgb * 2 - cover), cover  # [0, 1] colours → [-1, 1], still zero where uncovered
+        return (rgb * 2 - cover), visible  # [0, 1] colours → [-1, 1], still zero where uncovered
 
     def denoise(self, sample: torch.Tensor, timestep: torch.Tensor, enc: EncodedImageConditions) -> torch.Tensor:
         """The network prediction for noisy images ``sample`` (N, 3, S, S) at ``timestep`` (N,) or scalar."""
@@ -364,7 +380,9 @@ class ImageGenerator(ModelMixin, ConfigMixin):
             encoder_attention_mask=enc.context_mask,
         ).sample
         out = F.pixel_shuffle(out, p)
-        return out + enc.skip.to(out.dtype) if self.config.warp_prior else out
+        if not self.config.warp_prior:
+            return out
+        return enc.skip.to(out.dtype) + out * (1 - enc.keep.to(out.dtype))  # the first guess + its correction
 
     def forward(self, sample: torch.Tensor, timestep: torch.Tensor, cond: ImageConditions) -> torch.Tensor:
         return self.denoise(sample, timestep, self.encode_conditions(cond))

@@ -80,6 +80,17 @@ Callback = Callable[[str, int, int], None]  # (stage "mask" | "image", step, tot
 # not always show the interaction as stage 1 drew it).
 OBJECT_FIT_TURNS = 48
 OBJECT_FIT_SIZE = 128
+# How much of the warp prior (each reference stretched into its mask) stage 2 keeps as it is, where
+# that reference covers the layout: (human, object), 0 = the network's whole correction, 1 = the
+# warped reference's own pixels (ImageGenerator.encode_conditions). choi-tiny's correction is soft, so
+# it blurs what the prior already has right: a rigid object fitted to its mask, and the person's colours.
+# On 400 held-out test requests end to end (positions 1000-1399 of `choi eval`'s seeded order, object fit
+# on; `python benchmarks/bench_steps.py --data data/hoiw --n 400 --steps 1 --prior-strength 0,0 0,1 ...`,
+# benchmarks/results/steps/bench_prior_strength.json), (human, object) 0,0 / 0,1 / 0.5,1 / 1,1 gave interaction accuracy
+# 64.0 / 66.8 / 66.2 / 64.2%, human retrieval 73.5 / 74.2 / 78.8 / 81.5%, object retrieval 47.5 / 60.2 /
+# 62.0 / 61.0% and FID 7.32 / 6.64 / 6.44 / 6.26; 0.5,1 has the best mean of accuracy and the two
+# retrievals but 0.75,1 (69.1 vs 69.0, within noise) and keeps the person's pose-blind stretch at half.
+DEFAULT_PRIOR_STRENGTH = (0.5, 1.0)
 
 
 def default_model_path() -> Path:
@@ -112,6 +123,17 @@ def read_layout_mask(mask: Any) -> tuple[np.ndarray, np.ndarray]:
     if not human.any() or not obj.any():
         raise ChoiError("the mask must contain both the person (red) and the object (blue)")
     return human, obj
+
+
+def check_prior_strength(value: Sequence[float] | str) -> tuple[float, float]:
+    """``(human, object)`` or ``"H,O"`` → two floats in [0, 1], or a ChoiError saying what is allowed."""
+    try:
+        parts = [float(v) for v in (value.split(",") if isinstance(value, str) else value)]
+    except (TypeError, ValueError):
+        parts = []
+    if len(parts) != 2 or not all(0.0 <= v <= 1.0 for v in parts):
+        raise ChoiError(f"prior strength must be two numbers in [0, 1] (human,object), got {value!r}")
+    return parts[0], parts[1]
 
 
 def fit_object_masks(
@@ -194,6 +216,7 @@ class ImageRenderer:
         generators: Sequence[torch.Generator] | None = None,
         num_inference_steps: int = DEFAULT_STEPS,
         guidance_scale: float = DEFAULT_GUIDANCE,
+        prior_strength: tuple[float, float] = DEFAULT_PRIOR_STRENGTH,
         callback: Callable[[int, int], None] | None = None,
     ) -> list[np.ndarray]:
         """K images, (H, W, 3) uint8: the background's size, else the masks', else the model's.
@@ -201,6 +224,8 @@ class ImageRenderer:
         ``layout_masks`` are (K, H, W) human and object masks (two-stage); without them the layout
         is ``box`` alone (single-stage). The generated region is the masks grown by a few pixels
         (or the box plus a margin); with a background, everything outside it is the background's own.
+        ``prior_strength`` (human, object) is how much of each warped reference is kept as it is
+        (:data:`DEFAULT_PRIOR_STRENGTH`).
         """
         model, device = self.model, self.model.device
         size = model.config.sample_size
@@ -254,7 +279,7 @@ class ImageRenderer:
             box=None if box_t is None else box_t.to(device),
             background=None if bg is None else bg.expand(k, -1, -1, -1).to(device),
         )
-        enc = model.encode_conditions(cond)
+        enc = model.encode_conditions(cond, prior_strength)
         use_cfg = guidance_scale > 1.0
         uncond = model.encode_conditions(cond.dropped(text=True, human=True, object=True)) if use_cfg else None
         scheduler = make_scheduler(model)
@@ -411,17 +436,21 @@ class CHOIPipeline:
         mask_steps: int | None = None,
         mask_guidance: float | None = None,
         fit_object: bool = True,
+        prior_strength: Sequence[float] | None = None,
         callback: Callback | None = None,
     ) -> CHOIOutput:
         """Generate ``num_images`` images of this person doing ``interaction`` with this object.
 
         ``mask`` (a (human, object) pair, a colour-coded preview, or its PNG path) skips stage 1.
         ``fit_object`` fits stage 1's object masks to the object reference's outline
-        (:func:`fit_object_masks`; a user mask is used as given).
+        (:func:`fit_object_masks`; a user mask is used as given). ``prior_strength`` (human, object)
+        is how much of each reference, stretched into its mask, stage 2 keeps as it is (default
+        :data:`DEFAULT_PRIOR_STRENGTH`).
         ``seed`` gives image k the seed ``seed + k``; or pass one CPU generator per image.
         """
         steps = DEFAULT_STEPS if num_inference_steps is None else num_inference_steps
         guidance = DEFAULT_GUIDANCE if guidance_scale is None else guidance_scale
+        strength = check_prior_strength(DEFAULT_PRIOR_STRENGTH if prior_strength is None else prior_strength)
         cls_ = resolve(interaction)
         check_sampling(num_images, steps, guidance)
         box_t = parse_box(box) if box is not None else None
@@ -466,6 +495,7 @@ class CHOIPipeline:
             generators=generators,
             num_inference_steps=steps,
             guidance_scale=guidance,
+            prior_strength=strength,
             callback=None if callback is None else (lambda i, n: callback("image", i, n)),
         )
         metadata = {
@@ -475,6 +505,7 @@ class CHOIPipeline:
             "num_images": num_images,
             "num_inference_steps": steps,
             "guidance_scale": guidance,
+            "prior_strength": list(strength),
             "box": list(box_t) if box_t is not None else None,
             "background": bg is not None,
             "mask_source": "user" if mask is not None else "stage-1",
