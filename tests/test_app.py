@@ -11,6 +11,7 @@ import pytest
 from PIL import Image
 
 from choi.app import Handlers, build_app, draw_box, masks_from_preview
+from choi.pipelines.choi import DEFAULT_PRIOR_STRENGTH
 from choi.pipelines.mask import HUMAN_COLOUR, OBJECT_COLOUR, mask_preview
 from fake_pipeline import FakePipeline
 
@@ -167,6 +168,6 @@ def test_prior_strength_sliders_reach_stage_two(app, files):
     app.generate_images(*_request(files), None, 1, None, None, None, True, 0.25, 1.0, progress=Progress())
     assert app.pipe.calls[-1]["prior_strength"] == (0.25, 1.0)
     app.generate_images(*_request(files), None, 1, None, None, None, progress=Progress())
-    assert "prior_strength" not in app.pipe.calls[-1]  # the pipeline's default
+    assert app.pipe.calls[-1]["prior_strength"] == DEFAULT_PRIOR_STRENGTH
     with pytest.raises(gr.Error, match="prior strength"):
         app.generate_images(*_request(files), None, 1, None, None, None, True, 1.5, 1.0, progress=Progress())

@@ -480,7 +480,7 @@ def test_prior_strength_keeps_each_warped_reference_where_it_covers(image_model,
     torch.testing.assert_close(out[(1, 1)][0][:, outside], out[(0, 0)][0][:, outside])  # no prior there
     assert not torch.allclose(out[(0, 0)][0][:, person], skip[:, person])
     for bad in ((1.5, 0), (0.5,), (float("nan"), 1)):
-        with pytest.raises(ChoiError, match="prior_strength"):
+        with pytest.raises(ChoiError, match="prior strength"):
             image_model.encode_conditions(cond, bad)
 
 

@@ -28,7 +28,8 @@ from PIL import Image, ImageDraw
 
 from choi.data.segment import as_rgb, load_image
 from choi.errors import ChoiError
-from choi.pipelines.choi import DEFAULT_PRIOR_STRENGTH, check_prior_strength
+from choi.models.image_generator import check_prior_strength
+from choi.pipelines.choi import DEFAULT_PRIOR_STRENGTH
 from choi.pipelines.mask import HUMAN_COLOUR, OBJECT_COLOUR, parse_box
 from choi.vocabulary import CLASSES, resolve
 
@@ -233,17 +234,13 @@ class Handlers:
     def generate_images(
         self,
         human, obj, interaction, background, x1, y1, x2, y2, editor, num_images, seed, steps, guidance,
-        fit_object=True, keep_human=None, keep_object=None,
+        fit_object=True, keep_human=DEFAULT_PRIOR_STRENGTH[0], keep_object=DEFAULT_PRIOR_STRENGTH[1],
         progress=gr.Progress(),  # noqa: B008 - Gradio injects the progress tracker through this default
     ):  # fmt: skip
         """Stage 2 (with stage 1 first when the editor is empty) → gallery with seeds, and the files to download."""
         request = self._request(human, obj, interaction, background, x1, y1, x2, y2)
         settings = self._settings(num_images, seed, steps, guidance, fit_object)
-        if keep_human is not None or keep_object is not None:
-            given = (keep_human, keep_object)
-            settings["prior_strength"] = check_prior_strength(
-                [d if v is None else v for v, d in zip(given, DEFAULT_PRIOR_STRENGTH, strict=True)]
-            )
+        settings["prior_strength"] = check_prior_strength((keep_human, keep_object))
         composite = editor.get("composite") if isinstance(editor, dict) else editor
         mask = masks_from_preview(composite) if composite is not None else None
         progress(0, desc="image stage" if mask is not None else "mask stage")

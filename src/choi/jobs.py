@@ -103,7 +103,7 @@ class Request:
 
         Raises :class:`ChoiError` naming the first bad input: nothing is generated or written before.
         """
-        from choi.pipelines.choi import check_prior_strength
+        from choi.models.image_generator import check_prior_strength
         from choi.pipelines.mask import parse_box
         from choi.vocabulary import resolve
 

@@ -24,6 +24,7 @@ Example:
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, fields, replace
 
 import torch
@@ -181,6 +182,17 @@ class EncodedImageConditions:
         )
 
 
+def check_prior_strength(value: Sequence[float] | str) -> tuple[float, float]:
+    """``(human, object)`` or ``"H,O"`` → two floats in [0, 1], or a ChoiError saying what is allowed."""
+    try:
+        parts = [float(v) for v in (value.split(",") if isinstance(value, str) else value)]
+    except (TypeError, ValueError):
+        parts = []
+    if len(parts) != 2 or not all(0.0 <= v <= 1.0 for v in parts):
+        raise ChoiError(f"prior strength must be two numbers in [0, 1] (human,object), got {value!r}")
+    return parts[0], parts[1]
+
+
 class ImageGenerator(ModelMixin, ConfigMixin):
     """Conditional diffusion model over RGB images in [-1, 1]; predicts ``prediction_type`` targets.
 
@@ -299,8 +311,7 @@ class ImageGenerator(ModelMixin, ConfigMixin):
         the warp prior where that reference covers the layout: 0 keeps the whole correction (as in
         training), 1 keeps the warped reference's own pixels. No effect without the warp prior.
         """
-        if len(prior_strength) != 2 or not all(0.0 <= float(a) <= 1.0 for a in prior_strength):
-            raise ChoiError(f"prior_strength needs two values in [0, 1] (human, object), got {tuple(prior_strength)}")
+        prior_strength = check_prior_strength(prior_strength)
         dtype, size = self.dtype, self.config.sample_size
         text = self.text_proj(cond.text.tokens.to(dtype))
         text, text_mask = drop_tokens(text, cond.text.mask, cond.has_text, self.null_text)

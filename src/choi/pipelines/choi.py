@@ -31,7 +31,7 @@ from choi.data.segment import as_rgb, load_image
 from choi.errors import ChoiError
 from choi.io import atomic_write_bytes, png_bytes
 from choi.models.conditioning import generation_region, layout_region, snap_silhouettes
-from choi.models.image_generator import ImageConditions, ImageGenerator
+from choi.models.image_generator import ImageConditions, ImageGenerator, check_prior_strength
 from choi.models.text_encoder import TEXT_ENCODER_NAME, TextEncoder
 from choi.pipelines.mask import DEFAULT_GUIDANCE as MASK_GUIDANCE
 from choi.pipelines.mask import DEFAULT_STEPS as MASK_STEPS
@@ -123,17 +123,6 @@ def read_layout_mask(mask: Any) -> tuple[np.ndarray, np.ndarray]:
     if not human.any() or not obj.any():
         raise ChoiError("the mask must contain both the person (red) and the object (blue)")
     return human, obj
-
-
-def check_prior_strength(value: Sequence[float] | str) -> tuple[float, float]:
-    """``(human, object)`` or ``"H,O"`` → two floats in [0, 1], or a ChoiError saying what is allowed."""
-    try:
-        parts = [float(v) for v in (value.split(",") if isinstance(value, str) else value)]
-    except (TypeError, ValueError):
-        parts = []
-    if len(parts) != 2 or not all(0.0 <= v <= 1.0 for v in parts):
-        raise ChoiError(f"prior strength must be two numbers in [0, 1] (human,object), got {value!r}")
-    return parts[0], parts[1]
 
 
 def fit_object_masks(
