@@ -3,7 +3,8 @@ defaults were chosen.
 
 Usage:
     python benchmarks/bench_steps.py --data data/hoiw [--n 200] [--skip 1000] [--steps 1,2,4,20]
-        [--object-fit on|off|off,on] [--prior-strength H,O [H,O ...]] [--layout stage1|gt] [--model DIR]
+        [--object-fit on|off|off,on] [--prior-strength H,O [H,O ...]] [--mask-guidance G [G ...]]
+        [--layout-candidates N [N ...]] [--composite-margin PX [PX ...]] [--layout stage1|gt] [--model DIR]
         [--evaluators DIR] [--threads 2] [--out result.json]
 
 Requests follow `choi eval`'s seeded order of the test split but start at position ``skip``:
@@ -16,13 +17,19 @@ each step count, scored by `choi eval`'s own `score_method`, with stage-2 second
 the pipeline's default: `choi.pipelines.choi.fit_object_masks`), as stage 1 drew them (``off``), or
 both, one row each. ``--prior-strength`` renders each (human, object) strength of the warp prior
 (`choi.pipelines.choi.DEFAULT_PRIOR_STRENGTH`: how much of each warped reference is kept as it is),
-one row each. ``--layout gt`` renders in the true masks instead (`choi eval`'s gt-mask method):
-stage 2 alone.
+one row each. ``--mask-guidance`` runs stage 1 at each classifier-free guidance scale
+(`choi.pipelines.mask.DEFAULT_GUIDANCE` by default), one row each, and ``--layout-candidates``
+draws that many layouts per request and keeps the best-fitting one (`choi.pipelines.choi.draw_layouts`,
+`LAYOUT_CANDIDATES` by default), one row each, with stage-1 seconds per image.
+``--composite-margin`` keeps the background beyond that many pixels (of 128) around the masks
+(`choi.pipelines.choi.COMPOSITE_MARGIN` by default), one row each. ``--layout gt``
+renders in the true masks instead (`choi eval`'s gt-mask method): stage 2 alone.
 """
 
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import time
 
@@ -32,8 +39,16 @@ from tqdm.auto import tqdm
 
 from choi.evaluation.benchmark import EvalConfig, load_requests, score_method
 from choi.evaluation.evaluators import EvaluatorSuite
+from choi.models.image_generator import check_prior_strength
 from choi.pipelines.baselines import MethodOutput, Request, request_seed
-from choi.pipelines.choi import DEFAULT_PRIOR_STRENGTH, CHOIPipeline, check_prior_strength, fit_object_masks
+from choi.pipelines.choi import (
+    COMPOSITE_MARGIN,
+    DEFAULT_PRIOR_STRENGTH,
+    LAYOUT_CANDIDATES,
+    CHOIPipeline,
+    fit_object_masks,
+)
+from choi.pipelines.mask import DEFAULT_GUIDANCE as MASK_GUIDANCE
 from choi.pipelines.mask import read_reference
 
 N_REAL = 600
@@ -56,6 +71,15 @@ def main() -> None:
         metavar="H,O",
         help="strengths of the warp prior (human,object) to render, one row each",
     )
+    parser.add_argument(
+        "--mask-guidance", nargs="+", type=float, default=[MASK_GUIDANCE], metavar="G", help="stage-1 guidance scales"
+    )
+    parser.add_argument(
+        "--layout-candidates", nargs="+", type=int, default=[LAYOUT_CANDIDATES], metavar="N", help="layouts drawn"
+    )
+    parser.add_argument(
+        "--composite-margin", nargs="+", type=float, default=[COMPOSITE_MARGIN * 128], metavar="PX", help="of 128"
+    )
     parser.add_argument("--layout", choices=("stage1", "gt"), default="stage1", help="masks stage 2 renders in")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--out", default=None, help="JSON file to write")
@@ -63,8 +87,9 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     fits = [{"on": True, "off": False}[v] for v in args.object_fit.split(",")]
     strengths = [check_prior_strength(v) for v in args.prior_strength]
+    layouts = [(g, c) for g in args.mask_guidance for c in args.layout_candidates]  # stage-1 settings
     if args.layout == "gt":
-        fits = [False]  # the true masks are used as they are
+        fits, layouts = [False], [(None, None)]  # the true masks are used as they are
     pipe = CHOIPipeline.from_pretrained(args.model)
     suite = EvaluatorSuite.load(args.evaluators)
     cfg = EvalConfig(data=args.data, out="", n=args.n, seed=args.seed, evaluators=args.evaluators)
@@ -72,38 +97,49 @@ def main() -> None:
     real_features = suite.features(np.stack(real))
     requests = [Request.from_sample(s) for s in samples]
 
-    masks = {False: [], True: []}  # per object fit, the masks stage 2 renders in for each request
+    # per (stage-1 setting, object fit), the masks stage 2 renders in for each request
+    masks = {(lay, f): [] for lay in layouts for f in (False, True)}
+    stage1_s = {} if args.layout == "gt" else dict.fromkeys(layouts, 0.0)
     for r, s in zip(tqdm(requests, desc="stage 1" if args.layout == "stage1" else "true masks"), samples, strict=True):
         if args.layout == "gt":
-            masks[False].append((s.human_mask[None], s.object_mask[None]))
+            masks[(None, None), False].append((s.human_mask[None], s.object_mask[None]))
             continue
-        out = pipe.generate_masks(
-            human=r.human_ref, object=r.object_ref, interaction=r.text, background=r.background, box=r.box,
-            seed=request_seed(r), fit_object=False,
-        )  # fmt: skip
-        masks[False].append((out.human_masks, out.object_masks))
-        fitted = fit_object_masks(out.human_masks, out.object_masks, read_reference(r.object_ref, None, "object")[1])
-        masks[True].append((out.human_masks, fitted))
+        for g, c in layouts:
+            t0 = time.perf_counter()
+            out = pipe.generate_masks(
+                human=r.human_ref, object=r.object_ref, interaction=r.text, background=r.background, box=r.box,
+                seed=request_seed(r), guidance_scale=g, layout_candidates=c, fit_object=False,
+            )  # fmt: skip
+            stage1_s[g, c] += (time.perf_counter() - t0) / len(requests)
+            masks[(g, c), False].append((out.human_masks, out.object_masks))
+            sil = read_reference(r.object_ref, None, "object")[1]  # the fit draw_layouts chose the layout by
+            masks[(g, c), True].append((out.human_masks, fit_object_masks(out.human_masks, out.object_masks, sil)))
 
     result = {
         "data": args.data, "model": args.model, "layout": args.layout, "seed": args.seed,
         "positions": [args.skip, args.skip + args.n], "runs": [],
     }  # fmt: skip
-    runs = [(f, int(v), a) for f in fits for v in args.steps.split(",") for a in strengths]
-    for fit, steps, strength in runs:
+    steps_list, margins = [int(v) for v in args.steps.split(",")], args.composite_margin
+    runs = list(itertools.product(layouts, fits, steps_list, strengths, margins))
+    for layout, fit, steps, strength, margin in runs:
         t0, outputs = time.perf_counter(), []
         label = f"{steps} steps" + ("" if args.layout == "gt" else f", object fit {'on' if fit else 'off'}")
-        label += f", prior strength {strength[0]:g},{strength[1]:g}"
-        for r, (hm, om) in zip(tqdm(requests, desc=f"stage 2, {label}"), masks[fit], strict=True):
+        label += f", prior strength {strength[0]:g},{strength[1]:g}, background kept beyond {margin:g} px"
+        if args.layout == "stage1":
+            label += f", mask guidance {layout[0]:g}, {layout[1]} layout candidates"
+        for r, (hm, om) in zip(tqdm(requests, desc=f"stage 2, {label}"), masks[layout, fit], strict=True):
             image = pipe.renderer(
                 r.human_ref, r.object_ref, r.text, layout_masks=(hm, om), box=r.box, background=r.background,
                 seeds=[request_seed(r)], num_inference_steps=steps, prior_strength=strength,
+                composite_margin=margin / 128,
             )[0]  # fmt: skip
             outputs.append(MethodOutput(image, hm[0], om[0]))
         seconds = (time.perf_counter() - t0) / len(requests)
         row = score_method(outputs, samples, real_features, suite, cfg)
-        row["stage2_s_per_image"] = seconds
-        result["runs"].append({"steps": steps, "object_fit": fit, "prior_strength": list(strength), **row})
+        row["stage2_s_per_image"], row["stage1_s_per_image"] = seconds, stage1_s.get(layout)
+        run = {"steps": steps, "object_fit": fit, "prior_strength": list(strength), "composite_margin_px": margin}
+        run |= {"mask_guidance": layout[0], "layout_candidates": layout[1]}
+        result["runs"].append({**run, **row})
         ident, quality = row["identity"], row["quality"]
         print(
             f"{label}: acc {row['interaction_acc']:.1f}, mask acc {row.get('mask_acc', float('nan')):.1f}, "

@@ -11,7 +11,7 @@ import pytest
 from PIL import Image
 
 from choi.app import Handlers, build_app, draw_box, masks_from_preview
-from choi.pipelines.choi import DEFAULT_PRIOR_STRENGTH
+from choi.pipelines.choi import DEFAULT_PRIOR_STRENGTH, LAYOUT_CANDIDATES
 from choi.pipelines.mask import HUMAN_COLOUR, OBJECT_COLOUR, mask_preview
 from fake_pipeline import FakePipeline
 
@@ -117,6 +117,17 @@ def test_object_fit_setting_reaches_both_stages(app, files):
     assert app.pipe.calls[-1]["method"] == "generate_masks" and app.pipe.calls[-1]["fit_object"] is False
     app.generate_images(*_request(files), None, 1, None, None, None, False, progress=Progress())
     assert app.pipe.calls[-1]["method"] == "__call__" and app.pipe.calls[-1]["fit_object"] is False
+
+
+def test_layout_candidates_setting_reaches_stage_one(app, files):
+    app.generate_masks(*_request(files), 1, None, None, None, progress=Progress())
+    assert app.pipe.calls[-1]["layout_candidates"] == LAYOUT_CANDIDATES
+    app.generate_masks(*_request(files), 1, None, None, None, True, 2.0, progress=Progress())  # a slider's float
+    assert app.pipe.calls[-1]["layout_candidates"] == 2
+    app.generate_images(*_request(files), None, 1, None, None, None, True, 0.5, 1.0, 1, progress=Progress())
+    assert app.pipe.calls[-1]["method"] == "__call__" and app.pipe.calls[-1]["layout_candidates"] == 1
+    with pytest.raises(gr.Error, match="layout candidates"):
+        app.generate_masks(*_request(files), 1, None, None, None, True, 0, progress=Progress())
 
 
 def test_bad_settings_and_bad_masks(app, files):

@@ -238,3 +238,18 @@ def test_prior_strength_from_the_command_line_and_jobs(refs, fake, tmp_path, cap
     assert fake.calls[-1]["prior_strength"] == (1.0, 0.0)
     err = _one_line_error(capsys, main([*_request(refs, out=tmp_path / "c"), "--prior-strength", "2,0"]))
     assert "prior strength must be two numbers in [0, 1]" in err and not (tmp_path / "c").exists()
+
+
+def test_layout_candidates_from_the_command_line_and_jobs(refs, fake, tmp_path, capsys, caplog):
+    assert main(_request(refs, out=tmp_path / "a")) == 0
+    assert fake.calls[-1]["layout_candidates"] is None  # the pipeline's default
+    assert main([*_request(refs, out=tmp_path / "b"), "--layout-candidates", "2"]) == 0
+    assert fake.calls[-1]["layout_candidates"] == 2
+    assert json.loads((tmp_path / "b" / "choi.json").read_text())["inputs"]["layout_candidates"] == 2
+    jobs_file = tmp_path / "jobs.jsonl"
+    line = {"human": str(refs / "human.png"), "object": str(refs / "object.png"), "interaction": "ride bicycle"}
+    jobs_file.write_text(json.dumps({**line, "id": "one", "layout_candidates": 1}) + "\n")
+    assert main(["generate", "--jobs", str(jobs_file), "--out", str(tmp_path / "jobs")]) == 0
+    assert fake.calls[-1]["layout_candidates"] == 1
+    err = _one_line_error(capsys, main([*_request(refs, out=tmp_path / "c"), "--layout-candidates", "0"]))
+    assert "layout_candidates must be in [1, 64], got 0" in err and not (tmp_path / "c").exists()

@@ -20,9 +20,9 @@ from choi.models.conditioning import (
 from choi.models.image_generator import IMAGE_CONFIGS, ImageConditions, ImageGenerator, ImageModelConfig
 from choi.models.mask_generator import MaskGenerator
 from choi.models.text_encoder import TextEncoder
-from choi.pipelines.choi import CHOIPipeline, ImageRenderer, fit_object_masks, read_layout_mask
+from choi.pipelines.choi import CHOIPipeline, ImageRenderer, fit_object_masks, read_layout_mask, snap_objects
 from choi.pipelines.mask import DEFAULT_GUIDANCE as MASK_GUIDANCE
-from choi.pipelines.mask import MaskPipeline, mask_preview
+from choi.pipelines.mask import MaskPipeline, mask_preview, read_reference
 from choi.training.image import ImageTask, ImageTrainConfig, conditions_from_batch, roughen_masks
 from choi.training.loop import TrainConfig, train
 from choi.world import render_sample
@@ -244,13 +244,48 @@ def test_pipeline_renders_in_the_masks_generate_masks_gives(pipe, sample):
     request = dict(human=sample.human_ref, object=sample.object_ref, interaction="kick ball", seed=5)
     fitted = pipe.generate_masks(**request, num_inference_steps=STEPS)
     raw = pipe.generate_masks(**request, num_inference_steps=STEPS, fit_object=False)
+    one = pipe.generate_masks(**request, num_inference_steps=STEPS, fit_object=False, layout_candidates=1)
     direct = pipe.masks(**request, num_inference_steps=STEPS, guidance_scale=MASK_GUIDANCE)
-    assert np.array_equal(raw.object_masks, direct.object_masks) and "object_fit_turns" not in raw.metadata
-    assert fitted.metadata["object_fit_turns"] == 48 and np.array_equal(fitted.human_masks, raw.human_masks)
+    assert np.array_equal(one.object_masks, direct.object_masks) and np.array_equal(one.human_masks, direct.human_masks)
+    assert np.array_equal(fitted.human_masks, raw.human_masks)  # the fit does not change which layout is kept
+    assert "object_fit_turns" not in raw.metadata and fitted.metadata["object_fit_turns"] == 48
     assert not (fitted.object_masks & fitted.human_masks).any()
     out = _call(pipe, sample, **request, mask_steps=STEPS)
     assert np.array_equal(out.object_masks, fitted.object_masks)
     assert np.array_equal(_call(pipe, sample, **request, fit_object=False).object_masks, raw.object_masks)
+
+
+def test_layout_choice_keeps_the_candidate_the_object_reference_fits_best(pipe, sample):
+    request = dict(human=sample.human_ref, object=sample.object_ref, interaction="kick ball", num_inference_steps=STEPS)
+    gens = [torch.Generator().manual_seed(s) for s in (5, 6)]
+    drawn = pipe.masks(**request, num_images=6, generator=[gens[0]] * 3 + [gens[1]] * 3, guidance_scale=MASK_GUIDANCE)
+    chosen = pipe.generate_masks(**request, seed=5, num_images=2, layout_candidates=3, fit_object=False)
+    fitted = snap_objects(drawn.human_masks, drawn.object_masks, read_reference(sample.object_ref, None, "o")[1])
+    objects = drawn.object_masks & ~drawn.human_masks
+    iou = ((fitted & objects).sum((1, 2)) / np.maximum((fitted | objects).sum((1, 2)), 1)).reshape(2, 3)
+    best = iou.argmax(1) + [0, 3]
+    assert np.array_equal(chosen.human_masks, drawn.human_masks[best])
+    assert np.array_equal(chosen.object_masks, drawn.object_masks[best]) and chosen.soft.shape[0] == 2
+    meta = chosen.metadata
+    assert meta["seeds"] == [5, 6] and meta["num_images"] == 2 and meta["layout_candidates"] == 3
+    assert meta["layout_scores"] == pytest.approx(iou.max(1), abs=1e-4)
+    alone = pipe.generate_masks(**request, seed=6, layout_candidates=3, fit_object=False)
+    assert np.array_equal(alone.human_masks[0], chosen.human_masks[1])  # image k depends on its own seed only
+    out = _call(pipe, sample, seed=5, num_images=2, interaction="kick ball", layout_candidates=3, fit_object=False)
+    assert np.array_equal(out.human_masks, chosen.human_masks) and out.metadata["layout_candidates"] == 3
+    assert out.metadata["stage1"]["layout_scores"] == meta["layout_scores"]
+    for bad in (0, 65, 2.5, True, "4"):
+        with pytest.raises(ChoiError, match="layout candidates"):
+            _call(pipe, sample, layout_candidates=bad)
+
+
+def test_background_is_kept_beyond_a_pixel_around_the_masks(pipe, sample):
+    mask, bg = (sample.human_mask, sample.object_mask), np.asarray(sample.background)
+    image = _call(pipe, sample, mask=mask, background=bg).images[0]
+    inside = torch.from_numpy(mask[0] | mask[1])[None, None].float()
+    near = F.max_pool2d(inside, 3, stride=1, padding=1)[0, 0].numpy() > 0  # the masks grown by one pixel
+    assert np.array_equal(image[~near], bg[~near])
+    assert (np.abs(image[near].astype(int) - bg[near]).max(-1) > 0).mean() > 0.5  # painted inside
 
 
 def test_user_mask_skips_stage_one_in_every_form(pipe, sample, tmp_path):

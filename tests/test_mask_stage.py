@@ -340,7 +340,11 @@ def test_cli_mask_end_to_end(cli_inputs):
     assert record["object_fit_turns"] == 48  # the object masks `choi generate` would render in
     raw_args = _args(root, **{"--background": root / "bg.png", "--box": "0.1,0.2,0.9,0.95", "--out": root / "raw"})
     assert main([*raw_args, "--seed", "5", "--no-object-fit"]) == 0
-    assert "object_fit_turns" not in json.loads((root / "raw" / "mask.json").read_text())
+    raw_record = json.loads((root / "raw" / "mask.json").read_text())
+    assert "object_fit_turns" not in raw_record and record["layout_candidates"] == raw_record["layout_candidates"] == 4
+    one_args = _args(root, **{"--out": root / "one"})
+    assert main([*one_args, "--seed", "5", "--layout-candidates", "1"]) == 0
+    assert json.loads((root / "one" / "mask.json").read_text())["layout_candidates"] == 1
     fitted, raw = (np.asarray(Image.open(root / d / "mask_0_object.png")) > 0 for d in ("out", "raw"))
     human = np.asarray(Image.open(root / "raw" / "mask_0_human.png")) > 0
     assert not (fitted & human).any() and not np.array_equal(fitted, raw)
@@ -355,6 +359,7 @@ def test_cli_mask_end_to_end(cli_inputs):
         {"--box": "0,0,1"},
         {"--interaction": "juggling a chainsaw"},
         {"--model": "nowhere"},
+        {"--layout-candidates": "0"},
     ],
 )
 def test_cli_mask_errors_write_nothing(cli_inputs, change, capsys):

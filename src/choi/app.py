@@ -29,7 +29,7 @@ from PIL import Image, ImageDraw
 from choi.data.segment import as_rgb, load_image
 from choi.errors import ChoiError
 from choi.models.image_generator import check_prior_strength
-from choi.pipelines.choi import DEFAULT_PRIOR_STRENGTH
+from choi.pipelines.choi import DEFAULT_PRIOR_STRENGTH, LAYOUT_CANDIDATES, check_layout_candidates
 from choi.pipelines.mask import HUMAN_COLOUR, OBJECT_COLOUR, parse_box
 from choi.vocabulary import CLASSES, resolve
 
@@ -135,7 +135,7 @@ class Handlers:
         return parse_box(values)
 
     @staticmethod
-    def _settings(num_images, seed, steps, guidance, fit_object=True) -> dict[str, Any]:
+    def _settings(num_images, seed, steps, guidance, fit_object=True, layouts=LAYOUT_CANDIDATES) -> dict[str, Any]:
         # Gradio's number fields cannot be empty: -1 / 0 / -1 stand for "random" / "default" / "default".
         seed = None if seed is None or seed == -1 else seed
         steps = steps or None
@@ -155,6 +155,8 @@ class Handlers:
             "num_inference_steps": None if steps is None else int(steps),
             "guidance_scale": None if guidance is None else float(guidance),
             "fit_object": bool(fit_object),
+            # a slider's value may arrive as a float: 4.0 is 4, 2.5 stays 2.5 and is refused
+            "layout_candidates": check_layout_candidates(int(layouts) if float(layouts).is_integer() else layouts),
         }
 
     def _request(self, human, obj, interaction, background, x1, y1, x2, y2) -> dict[str, Any]:
@@ -214,11 +216,12 @@ class Handlers:
     def generate_masks(
         self,
         human, obj, interaction, background, x1, y1, x2, y2, num_images, seed, steps, guidance, fit_object=True,
+        layouts=LAYOUT_CANDIDATES,
         progress=gr.Progress(),  # noqa: B008 - Gradio injects the progress tracker through this default
     ):  # fmt: skip
         """Stage 1 → the mask candidates (gallery), the first one in the editor, and their previews (state)."""
         request = self._request(human, obj, interaction, background, x1, y1, x2, y2)
-        settings = self._settings(num_images, seed, steps, guidance, fit_object)
+        settings = self._settings(num_images, seed, steps, guidance, fit_object, layouts)
         progress(0, desc="mask stage")
         out = self.pipe.generate_masks(**request, **settings, callback=self._progress(progress))
         previews = [out.preview(k) for k in range(len(out.human_masks))]
@@ -235,11 +238,12 @@ class Handlers:
         self,
         human, obj, interaction, background, x1, y1, x2, y2, editor, num_images, seed, steps, guidance,
         fit_object=True, keep_human=DEFAULT_PRIOR_STRENGTH[0], keep_object=DEFAULT_PRIOR_STRENGTH[1],
+        layouts=LAYOUT_CANDIDATES,
         progress=gr.Progress(),  # noqa: B008 - Gradio injects the progress tracker through this default
     ):  # fmt: skip
         """Stage 2 (with stage 1 first when the editor is empty) → gallery with seeds, and the files to download."""
         request = self._request(human, obj, interaction, background, x1, y1, x2, y2)
-        settings = self._settings(num_images, seed, steps, guidance, fit_object)
+        settings = self._settings(num_images, seed, steps, guidance, fit_object, layouts)
         settings["prior_strength"] = check_prior_strength((keep_human, keep_object))
         composite = editor.get("composite") if isinstance(editor, dict) else editor
         mask = masks_from_preview(composite) if composite is not None else None
@@ -296,6 +300,10 @@ def build_app(pipeline: Any, outputs: str | os.PathLike | None = None) -> gr.Blo
                         gr.Slider(0, 1, value=v, step=0.05, label=f"Keep the {who}'s reference (0: repaint, 1: keep)")
                         for v, who in zip(DEFAULT_PRIOR_STRENGTH, ("person", "object"), strict=True)
                     )
+                    layouts = gr.Slider(
+                        1, 16, value=LAYOUT_CANDIDATES, step=1, elem_id="layout-candidates",
+                        label="Layouts drawn per candidate (the one the object fits best is kept)",
+                    )  # fmt: skip
         with gr.Accordion("Background and box (optional)", open=False):
             with gr.Row():
                 background = image(label="Background", elem_id="background")
@@ -331,10 +339,10 @@ def build_app(pipeline: Any, outputs: str | os.PathLike | None = None) -> gr.Blo
         box_view.select(h.click_corner, [background, corner], [corner, *box_fields], **light)
         request = [human, obj, interaction, background, *box_fields]
         settings = [num_images, seed, steps, guidance, fit_object]
-        mask_button.click(h.generate_masks, [*request, *settings], [mask_gallery, editor, previews])
+        mask_button.click(h.generate_masks, [*request, *settings, layouts], [mask_gallery, editor, previews])
         mask_gallery.select(h.pick_mask, previews, editor, **light)
         image_button.click(
-            h.generate_images, [*request, editor, *settings, keep_human, keep_object], [gallery, downloads]
+            h.generate_images, [*request, editor, *settings, keep_human, keep_object, layouts], [gallery, downloads]
         )
     return demo
 

@@ -337,6 +337,14 @@ def _add_generate(sub: argparse._SubParsersAction) -> None:
         help="how much of the person's / object's reference, stretched into its mask, stage 2 keeps as it is "
         "(0: the network repaints it, 1: kept; default: the model card's)",
     )
+    gen.add_argument(
+        "--layout-candidates",
+        type=int,
+        default=None,
+        metavar="N",
+        help="stage-1 layouts drawn per image; the one the object reference fits best is kept (default: the model "
+        "card's)",
+    )
     gen.add_argument("--num-images", type=int, default=None, help="candidates per request (default: 1)")
     _add_model_options(gen)
     gen.add_argument("--out", required=True, help="output folder (with --jobs: one subfolder per job)")
@@ -357,7 +365,8 @@ def _generate(args: argparse.Namespace) -> None:
     options = {
         k: getattr(args, k)
         for k in (
-            "seed", "steps", "guidance", "mask_steps", "mask_guidance", "fit_object", "prior_strength", "num_images"
+            "seed", "steps", "guidance", "mask_steps", "mask_guidance", "fit_object", "prior_strength",
+            "layout_candidates", "num_images",
         )
     }  # fmt: skip
     options = {k: v for k, v in options.items() if v is not None}
@@ -429,6 +438,13 @@ def _add_mask(sub: argparse._SubParsersAction) -> None:
     mask.add_argument("--guidance", type=float, default=DEFAULT_GUIDANCE, help="classifier-free guidance scale")
     mask.add_argument("--num-images", type=int, default=1, help="mask candidates per request")
     mask.add_argument(
+        "--layout-candidates",
+        type=int,
+        default=None,
+        metavar="N",
+        help="layouts drawn per mask; the one the object reference fits best is kept (default: as `choi generate`)",
+    )
+    mask.add_argument(
         "--no-object-fit",
         dest="fit_object",
         action="store_false",
@@ -442,7 +458,7 @@ def _add_mask(sub: argparse._SubParsersAction) -> None:
 
 def _mask(args: argparse.Namespace) -> None:
     from choi.data.segment import load_image
-    from choi.pipelines.choi import with_fitted_objects
+    from choi.pipelines.choi import check_layout_candidates, draw_layouts
     from choi.pipelines.mask import MaskPipeline, parse_box
     from choi.vocabulary import resolve
 
@@ -454,8 +470,13 @@ def _mask(args: argparse.Namespace) -> None:
     background = load_image(args.background, "background image") if args.background is not None else None
     if args.num_images < 1:
         raise ChoiError(f"--num-images must be positive, got {args.num_images}")
+    if args.layout_candidates is not None:
+        check_layout_candidates(args.layout_candidates)
     pipe = MaskPipeline.from_pretrained(args.model)
-    out = pipe(
+    out = draw_layouts(
+        pipe,
+        candidates=args.layout_candidates,
+        fit_object=args.fit_object,
         human=human,
         object=obj,
         interaction=args.interaction,
@@ -466,8 +487,6 @@ def _mask(args: argparse.Namespace) -> None:
         num_inference_steps=args.steps,
         guidance_scale=args.guidance,
     )
-    if args.fit_object:
-        out = with_fitted_objects(out, obj)
     inputs = {"human": args.human, "object": args.object, "background": args.background, "box": args.box}
     out.save(args.out, inputs=inputs)
     log.info("wrote %d mask set(s) to %s (seeds %s)", args.num_images, args.out, out.metadata["seeds"])

@@ -2,11 +2,10 @@
 
 A batch is a JSON Lines file, one request per line with the keys of ``choi generate``'s options
 (``human``, ``object``, ``interaction``, ``background``, ``box``, ``mask``, ``seed``, ``steps``,
-``guidance``, ``mask_steps``, ``mask_guidance``, ``fit_object``, ``prior_strength``, ``num_images``) and an
-optional ``id``. Relative
-paths are relative to the jobs file. Job ``j`` writes to ``OUT/<id>`` (or ``OUT/<line number>``);
-it is done when its ``choi.json`` exists, which :meth:`CHOIOutput.save` writes last, so a killed
-batch re-run redoes only the unfinished jobs.
+``guidance``, ``mask_steps``, ``mask_guidance``, ``fit_object``, ``prior_strength``, ``layout_candidates``,
+``num_images``) and an optional ``id``. Relative paths are relative to the jobs file. Job ``j``
+writes to ``OUT/<id>`` (or ``OUT/<line number>``); it is done when its ``choi.json`` exists, which
+:meth:`CHOIOutput.save` writes last, so a killed batch re-run redoes only the unfinished jobs.
 
 Example:
     >>> jobs = read_jobs("requests.jsonl")
@@ -61,6 +60,7 @@ class Request:
     mask_guidance: float | None = None
     fit_object: bool | None = None  # stage-1 object masks fitted to the reference's outline (default: on)
     prior_strength: str | None = None  # "H,O": how much of each warped reference stage 2 keeps as it is
+    layout_candidates: int | None = None  # stage-1 layouts drawn per image, the best-fitting kept
     num_images: int = 1
 
     @classmethod
@@ -89,7 +89,7 @@ class Request:
                 value = _typed(key, value, str)
             elif key in ("box", "prior_strength"):
                 value = ",".join(str(v) for v in value) if isinstance(value, list | tuple) else _typed(key, value, str)
-            elif key in ("seed", "steps", "mask_steps", "num_images"):
+            elif key in ("seed", "steps", "mask_steps", "num_images", "layout_candidates"):
                 value = _typed(key, value, int)
             elif key == "fit_object":
                 value = _typed(key, value, bool)
@@ -115,6 +115,7 @@ class Request:
             ("steps", self.steps, 1, 1000),
             ("mask_steps", self.mask_steps, 1, 1000),
             ("num_images", self.num_images, 1, MAX_IMAGES),
+            ("layout_candidates", self.layout_candidates, 1, 64),
         ):
             if value is not None and not low <= value <= high:
                 raise ChoiError(f"{name} must be in [{low}, {high}], got {value}")
@@ -136,6 +137,7 @@ class Request:
             "mask_guidance": self.mask_guidance,
             "fit_object": True if self.fit_object is None else self.fit_object,
             "prior_strength": strength,
+            "layout_candidates": self.layout_candidates,
         }
 
     def inputs(self) -> dict[str, Any]:

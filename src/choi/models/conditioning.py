@@ -241,11 +241,14 @@ LAYOUT_MARGIN = 3 / 128  # the generated region around layout masks: this fracti
 
 
 def layout_region(masks: torch.Tensor, margin: float = LAYOUT_MARGIN) -> torch.Tensor:
-    """(N, 2, S, S) human/object layout masks → (N, 1, S, S) {0, 1}: their union grown by ``margin``.
+    """(N, 2, S, S) human/object layout masks → (N, 1, S, S) {0, 1}: their union grown by ``margin``
+    (a fraction of the side, at least a pixel when positive).
 
     With masks, stage 2 paints only there; in HOI-World every pixel that the pair changes lies
     within 2 px of its masks at 128 px.
     """
-    radius = max(1, round(margin * masks.shape[-1]))
     union = (masks.amax(1, keepdim=True) > 0).float()
+    if margin <= 0:
+        return union
+    radius = max(1, round(margin * masks.shape[-1]))  # at least a pixel
     return F.max_pool2d(union, 2 * radius + 1, stride=1, padding=radius)
