@@ -470,8 +470,7 @@ def _mask(args: argparse.Namespace) -> None:
     background = load_image(args.background, "background image") if args.background is not None else None
     if args.num_images < 1:
         raise ChoiError(f"--num-images must be positive, got {args.num_images}")
-    if args.layout_candidates is not None:
-        check_layout_candidates(args.layout_candidates)
+    check_layout_candidates(args.layout_candidates)
     pipe = MaskPipeline.from_pretrained(args.model)
     out = draw_layouts(
         pipe,

@@ -104,6 +104,7 @@ class Request:
         Raises :class:`ChoiError` naming the first bad input: nothing is generated or written before.
         """
         from choi.models.image_generator import check_prior_strength
+        from choi.pipelines.choi import MAX_LAYOUT_CANDIDATES
         from choi.pipelines.mask import parse_box
         from choi.vocabulary import resolve
 
@@ -115,7 +116,7 @@ class Request:
             ("steps", self.steps, 1, 1000),
             ("mask_steps", self.mask_steps, 1, 1000),
             ("num_images", self.num_images, 1, MAX_IMAGES),
-            ("layout_candidates", self.layout_candidates, 1, 64),
+            ("layout_candidates", self.layout_candidates, 1, MAX_LAYOUT_CANDIDATES),
         ):
             if value is not None and not low <= value <= high:
                 raise ChoiError(f"{name} must be in [{low}, {high}], got {value}")

@@ -108,6 +108,7 @@ COMPOSITE_MARGIN = 1 / 128
 # 80.5 → 83.5% and object 64.5 → 65.2%, FID 4.34 → 4.40, rare-class mAP 65.9 → 61.2, at 0.73 → 1.88 s of
 # stage 1 per image in that run (README, "The layout choice").
 LAYOUT_CANDIDATES = 4
+MAX_LAYOUT_CANDIDATES = 64
 
 
 def default_model_path() -> Path:
@@ -170,9 +171,12 @@ def fit_object_masks(
 
 
 def check_layout_candidates(value: Any) -> int:
-    """The number of stage-1 layouts drawn per image: a whole number from 1 to 64, else a ChoiError."""
-    if isinstance(value, bool) or not isinstance(value, int | np.integer) or not 1 <= value <= 64:
-        raise ChoiError(f"layout candidates must be a whole number from 1 to 64, got {value!r}")
+    """The number of stage-1 layouts drawn per image: :data:`LAYOUT_CANDIDATES` for ``None``, else a whole
+    number from 1 to :data:`MAX_LAYOUT_CANDIDATES`, or a ChoiError."""
+    if value is None:
+        return LAYOUT_CANDIDATES
+    if isinstance(value, bool) or not isinstance(value, int | np.integer) or not 1 <= value <= MAX_LAYOUT_CANDIDATES:
+        raise ChoiError(f"layout candidates must be a whole number from 1 to {MAX_LAYOUT_CANDIDATES}, got {value!r}")
     return int(value)
 
 
@@ -194,7 +198,7 @@ def draw_layouts(
     is then that fitted outline with ``fit_object``, or as stage 1 drew it. ``request`` holds the
     mask pipeline's other arguments.
     """
-    candidates = LAYOUT_CANDIDATES if candidates is None else check_layout_candidates(candidates)
+    candidates = check_layout_candidates(candidates)
     generators, seeds = make_generators(num_images, seed, generator)
     out = masks(
         **request, num_images=num_images * candidates, generator=[g for g in generators for _ in range(candidates)]
@@ -208,10 +212,9 @@ def draw_layouts(
     iou = (fitted & drawn).sum((1, 2)) / np.maximum((fitted | drawn).sum((1, 2)), 1)
     best = iou.reshape(num_images, candidates).argmax(1) + np.arange(num_images) * candidates
     object_masks = out.object_masks
+    meta["layout_scores"] = [round(float(v), 4) for v in iou[best]]
     if fit_object:  # the fitted outline, or stage 1's own mask where the fit leaves nothing
         object_masks = np.where(fitted.any((1, 2))[:, None, None], fitted, object_masks)
-    meta["layout_scores"] = [round(float(v), 4) for v in iou[best]]
-    if fit_object:
         meta["object_fit_turns"] = OBJECT_FIT_TURNS
     return replace(
         out, human_masks=out.human_masks[best], object_masks=object_masks[best], soft=out.soft[best], metadata=meta
@@ -518,7 +521,7 @@ class CHOIPipeline:
         keeps the one the object reference fits best (:func:`draw_layouts`).
         ``seed`` gives image k the seed ``seed + k``; or pass one CPU generator per image.
         """
-        candidates = LAYOUT_CANDIDATES if layout_candidates is None else check_layout_candidates(layout_candidates)
+        candidates = check_layout_candidates(layout_candidates)
         steps = DEFAULT_STEPS if num_inference_steps is None else num_inference_steps
         guidance = DEFAULT_GUIDANCE if guidance_scale is None else guidance_scale
         strength = check_prior_strength(DEFAULT_PRIOR_STRENGTH if prior_strength is None else prior_strength)
