@@ -356,14 +356,15 @@ def test_training_through_the_shared_loop(dataset, text_encoder, tmp_path):
     loss, _ = task.loss(net, batch)
     loss.backward()
     assert torch.isfinite(loss) and net.refs.role.grad.abs().sum() > 0
-    balanced = _TinyTask(replace(cfg, class_balance=1.0), text_encoder)
-    balanced.model_cfg = task.model_cfg
     assert len(set(batch["label"].tolist())) > 1
     torch.manual_seed(1)
     plain_loss = task.loss(net, batch)[0]
-    torch.manual_seed(1)
-    balanced_loss = balanced.loss(net, batch)[0]
-    assert torch.isfinite(balanced_loss) and not torch.isclose(plain_loss, balanced_loss)
+    for weighted in (replace(cfg, class_balance=1.0), replace(cfg, object_focus=2.0)):
+        other = _TinyTask(weighted, text_encoder)
+        other.model_cfg = task.model_cfg
+        torch.manual_seed(1)
+        other_loss = other.loss(net, batch)[0]
+        assert torch.isfinite(other_loss) and not torch.isclose(plain_loss, other_loss)
     final = train(task, TrainConfig(steps=2, batch_size=4, warmup_steps=1, log_every=1), tmp_path / "run")
     log = [json.loads(line) for line in (tmp_path / "run" / "log.jsonl").read_text().splitlines()]
     assert any("val/mae_in_masks" in line for line in log)

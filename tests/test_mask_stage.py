@@ -15,7 +15,7 @@ from choi.models.conditioning import box_coverage, fit_silhouettes
 from choi.models.mask_generator import MASK_CONFIGS, MaskConditions, MaskGenerator
 from choi.models.text_encoder import TextEmbeddings, TextEncoder
 from choi.pipelines.mask import MaskPipeline, parse_box, to_masks
-from choi.training.diffusion import class_weights, sample_weights
+from choi.training.diffusion import class_weights, object_focus_weights, sample_weights
 from choi.training.loop import TrainConfig, train
 from choi.training.mask import MaskTask, MaskTrainConfig
 from choi.vocabulary import CLASSES, UNLABELLED
@@ -294,6 +294,33 @@ def test_class_balanced_training_reweights_the_loss(dataset, text_encoder):
     assert torch.isfinite(losses[1]) and not torch.isclose(losses[0], losses[1])
 
 
+def test_object_focus_weighs_the_objects_neighbourhood_alike_whatever_its_size():
+    masks = torch.zeros(3, 1, 64, 64)
+    masks[0, 0, 10:20, 10:20] = 1.0  # a small cup
+    masks[1, 0, 8:48, 8:48] = 0.3  # a large, soft-edged bicycle
+    w = object_focus_weights(masks, 2.0, grow=2)
+    assert w.shape == (3, 1, 64, 64)
+    assert w[0, 0, 8, 8] > 1 and w[0, 0, 21, 12] > 1 and w[0, 0, 7, 12] == w[0, 0, 22, 12] == 1  # grown by 2 px
+    extra = (w - 1).sum(dim=(1, 2, 3)) / (64 * 64)
+    torch.testing.assert_close(extra[:2], torch.tensor([2.0, 2.0]))  # focus x the whole mask, both sizes
+    assert torch.equal(w[2], torch.ones(1, 64, 64))  # no object (an unlabelled scene): plain weights
+    speck = torch.zeros(1, 1, 64, 64)
+    speck[0, 0, 30, 30] = 1.0
+    assert object_focus_weights(speck, 2.0).max() <= 1 + 2.0 / 0.02  # the floor caps a speck's weight
+
+
+def test_object_focus_reweights_the_loss(dataset, text_encoder):
+    plain, focused = _task(dataset, text_encoder), _task(dataset, text_encoder, object_focus=3.0)
+    torch.manual_seed(0)
+    net = plain.build_model()
+    batch = next(iter(plain.batches(0)))
+    losses = []
+    for task in (plain, focused):
+        torch.manual_seed(1)
+        losses.append(task.loss(net, batch)[0])
+    assert torch.isfinite(losses[1]) and not torch.isclose(losses[0], losses[1])
+
+
 # --- CLI --------------------------------------------------------------------------------------
 
 
@@ -382,6 +409,12 @@ def test_cli_train_mask_rejects_a_bad_class_balance(dataset, tmp_path, capsys):
     err = capsys.readouterr().err.strip()
     assert "--class-balance" in err and "\n" not in err
     assert not (tmp_path / "run").exists()
+
+
+def test_cli_train_mask_rejects_a_negative_object_focus(dataset, tmp_path, capsys):
+    args = ["train", "mask", "--data", str(dataset), "--out", str(tmp_path / "run"), "--object-focus", "-1"]
+    assert main(args) == 2
+    assert "--object-focus must be non-negative" in capsys.readouterr().err and not (tmp_path / "run").exists()
 
 
 def test_a_faint_object_channel_still_gives_an_object_mask():

@@ -186,6 +186,13 @@ def _add_stage_options(parser: argparse.ArgumentParser, stage: str) -> None:
         default=0.0,
         help="loss weight per class ∝ its count^-B: 0 plain, 1 every class weighs the same (default: 0)",
     )
+    parser.add_argument(
+        "--object-focus",
+        type=float,
+        default=0.0,
+        metavar="W",
+        help="extra loss weight on the object's neighbourhood, W times the whole image's (default: 0)",
+    )
 
 
 def _add_train(sub: argparse._SubParsersAction) -> None:
@@ -267,6 +274,7 @@ def _train_stage(args: argparse.Namespace) -> None:
         resume=args.resume,
         validate_every=args.validate_every,
         class_balance=args.class_balance,
+        object_focus=args.object_focus,
         init_from=args.init_from,
         **options,
     )
