@@ -276,7 +276,7 @@ def test_class_weights_balance_rare_classes():
         class_weights(counts, 1.5)
 
 
-def test_class_balanced_training_reweights_the_loss(dataset, text_encoder):
+def test_class_balance_and_object_focus_reweight_the_loss(dataset, text_encoder):
     counts = interaction_counts(dataset, "train")
     decoded = [s.interaction for s in iter_samples(dataset, split="train")]
     assert counts == {name: decoded.count(name) for name in set(decoded)}
@@ -287,11 +287,13 @@ def test_class_balanced_training_reweights_the_loss(dataset, text_encoder):
     net = plain.build_model()
     batch = next(iter(plain.batches(0)))
     assert len(set(batch["label"].tolist())) > 1  # classes of unequal count, so unequal weights
+    focused = _task(dataset, text_encoder, object_focus=3.0)
     losses = []
-    for task in (plain, balanced):
+    for task in (plain, balanced, focused):
         torch.manual_seed(1)
         losses.append(task.loss(net, batch)[0])
-    assert torch.isfinite(losses[1]) and not torch.isclose(losses[0], losses[1])
+    for weighted in losses[1:]:
+        assert torch.isfinite(weighted) and not torch.isclose(losses[0], weighted)
 
 
 def test_object_focus_weighs_the_objects_neighbourhood_alike_whatever_its_size():
@@ -307,18 +309,6 @@ def test_object_focus_weighs_the_objects_neighbourhood_alike_whatever_its_size()
     speck = torch.zeros(1, 1, 64, 64)
     speck[0, 0, 30, 30] = 1.0
     assert object_focus_weights(speck, 2.0).max() <= 1 + 2.0 / 0.02  # the floor caps a speck's weight
-
-
-def test_object_focus_reweights_the_loss(dataset, text_encoder):
-    plain, focused = _task(dataset, text_encoder), _task(dataset, text_encoder, object_focus=3.0)
-    torch.manual_seed(0)
-    net = plain.build_model()
-    batch = next(iter(plain.batches(0)))
-    losses = []
-    for task in (plain, focused):
-        torch.manual_seed(1)
-        losses.append(task.loss(net, batch)[0])
-    assert torch.isfinite(losses[1]) and not torch.isclose(losses[0], losses[1])
 
 
 # --- CLI --------------------------------------------------------------------------------------

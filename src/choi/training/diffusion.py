@@ -110,12 +110,13 @@ class DiffusionTask:
         rng = np.random.default_rng([cfg.seed, epoch])  # text choice: same batches on a resumed run
         yield from with_text(loader, self.text_encoder, rng)
 
-    def loss_weights(self, batch: dict[str, torch.Tensor], object_masks: torch.Tensor) -> torch.Tensor | None:
+    def loss_weights(self, batch: dict[str, torch.Tensor]) -> torch.Tensor | None:
         """A batch's loss weights, broadcastable to (N, C, S, S): class balance (N, 1, 1, 1) times object
-        focus (N, 1, S, S) on ``object_masks`` (N, 1, S, S), or None when every pixel weighs alike."""
+        focus (N, 1, S, S) on the object channel of its ``masks`` (N, 2, S, S: person, object), or None
+        when every pixel weighs alike."""
         weight = None if self.class_weights is None else sample_weights(batch["label"], self.class_weights)
         if self.cfg.object_focus:
-            focus = object_focus_weights(object_masks, self.cfg.object_focus)
+            focus = object_focus_weights(batch["masks"][:, 1:2], self.cfg.object_focus)
             weight = focus if weight is None else weight * focus
         return weight
 

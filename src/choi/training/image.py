@@ -169,7 +169,7 @@ class ImageTask(DiffusionTask):
         )
         x0 = batch["image"] * 2 - 1
         weight = 1 + (PERSON_OBJECT_WEIGHT - 1) * batch["masks"].amax(1, keepdim=True)
-        if (extra := self.loss_weights(batch, batch["masks"][:, 1:2])) is not None:
+        if (extra := self.loss_weights(batch)) is not None:
             weight = weight * extra
         loss = diffusion_loss(self.noise, lambda xt, t: model(xt, t, cond), x0, weight)
         return loss, {}

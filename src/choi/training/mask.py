@@ -107,8 +107,7 @@ class MaskTask(DiffusionTask):
             box=drop(cfg.p_drop_box),
             background=drop(cfg.p_drop_background),
         )
-        weight = self.loss_weights(batch, batch["masks"][:, 1:2])
-        return diffusion_loss(self.noise, lambda xt, t: model(xt, t, cond), x0, weight), {}
+        return diffusion_loss(self.noise, lambda xt, t: model(xt, t, cond), x0, self.loss_weights(batch)), {}
 
     def validate(self, model: MaskGenerator, out_dir: Path, step: int) -> dict[str, float]:
         """A PNG grid (ground truth | with box + background | free) and IoU / box adherence metrics."""
