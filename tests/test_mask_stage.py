@@ -393,18 +393,20 @@ def test_cli_train_mask_rejects_a_missing_dataset(tmp_path, capsys):
     assert "does not exist" in capsys.readouterr().err
 
 
-def test_cli_train_mask_rejects_a_bad_class_balance(dataset, tmp_path, capsys):
-    args = ["train", "mask", "--data", str(dataset), "--out", str(tmp_path / "run"), "--class-balance", "2"]
+@pytest.mark.parametrize(
+    ("option", "value", "message"),
+    [
+        ("--class-balance", "2", "--class-balance must be between 0 and 1"),
+        ("--object-focus", "-1", "--object-focus must be non-negative"),
+        ("--object-focus", "nan", "--object-focus must be non-negative"),
+    ],
+)
+def test_cli_train_mask_rejects_a_bad_loss_weighting(dataset, tmp_path, capsys, option, value, message):
+    args = ["train", "mask", "--data", str(dataset), "--out", str(tmp_path / "run"), option, value]
     assert main(args) == 2
     err = capsys.readouterr().err.strip()
-    assert "--class-balance" in err and "\n" not in err
+    assert message in err and "\n" not in err
     assert not (tmp_path / "run").exists()
-
-
-def test_cli_train_mask_rejects_a_negative_object_focus(dataset, tmp_path, capsys):
-    args = ["train", "mask", "--data", str(dataset), "--out", str(tmp_path / "run"), "--object-focus", "-1"]
-    assert main(args) == 2
-    assert "--object-focus must be non-negative" in capsys.readouterr().err and not (tmp_path / "run").exists()
 
 
 def test_a_faint_object_channel_still_gives_an_object_mask():

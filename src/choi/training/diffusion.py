@@ -162,7 +162,7 @@ def train_stage(
         raise ChoiError("--workers must be non-negative")
     if not 0 <= class_balance <= 1:
         raise ChoiError(f"--class-balance must be between 0 and 1, got {class_balance:g}")
-    if object_focus < 0:
+    if not object_focus >= 0:  # NaN too
         raise ChoiError(f"--object-focus must be non-negative, got {object_focus:g}")
     ShardDataset(data, split="train")  # fail early, with the reader's message, on a bad dataset
     cfg = task_cls.config_cls(
