@@ -4,7 +4,8 @@ defaults were chosen.
 Usage:
     python benchmarks/bench_steps.py --data data/hoiw [--n 200] [--skip 1000] [--steps 1,2,4,20]
         [--object-fit on|off|off,on] [--prior-strength H,O [H,O ...]] [--mask-guidance G [G ...]]
-        [--layout-candidates N [N ...]] [--composite-margin PX [PX ...]] [--layout stage1|gt] [--model DIR]
+        [--layout-candidates N [N ...]] [--zoom model|on|off ...] [--composite-margin PX [PX ...]]
+        [--layout stage1|gt] [--model DIR]
         [--evaluators DIR] [--threads 2] [--out result.json]
 
 Requests follow `choi eval`'s seeded order of the test split but start at position ``skip``:
@@ -20,7 +21,9 @@ both, one row each. ``--prior-strength`` renders each (human, object) strength o
 one row each. ``--mask-guidance`` runs stage 1 at each classifier-free guidance scale
 (`choi.pipelines.mask.DEFAULT_GUIDANCE` by default), one row each, and ``--layout-candidates``
 draws that many layouts per request and keeps the best-fitting one (`choi.pipelines.choi.draw_layouts`,
-`LAYOUT_CANDIDATES` by default), one row each, with stage-1 seconds per image.
+`LAYOUT_CANDIDATES` by default), one row each, with stage-1 seconds per image. ``--zoom`` draws
+the layouts in a window around the request's box (``on``), in the whole frame (``off``) or as the
+mask model's config says (``model``, the default; `choi.pipelines.mask.MaskPipeline`), one row each.
 ``--composite-margin`` keeps the background beyond that many pixels (of 128) around the masks
 (`choi.pipelines.choi.COMPOSITE_MARGIN` by default), one row each. ``--layout gt``
 renders in the true masks instead (`choi eval`'s gt-mask method): stage 2 alone.
@@ -80,6 +83,9 @@ def main() -> None:
     parser.add_argument(
         "--composite-margin", nargs="+", type=float, default=[COMPOSITE_MARGIN * 128], metavar="PX", help="of 128"
     )
+    parser.add_argument(
+        "--zoom", nargs="+", choices=("model", "on", "off"), default=["model"], help="stage-1 zoom on the box"
+    )
     parser.add_argument("--layout", choices=("stage1", "gt"), default="stage1", help="masks stage 2 renders in")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--out", default=None, help="JSON file to write")
@@ -87,9 +93,10 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     fits = [{"on": True, "off": False}[v] for v in args.object_fit.split(",")]
     strengths = [check_prior_strength(v) for v in args.prior_strength]
-    layouts = [(g, c) for g in args.mask_guidance for c in args.layout_candidates]  # stage-1 settings
+    zooms = [{"model": None, "on": True, "off": False}[v] for v in args.zoom]
+    layouts = list(itertools.product(args.mask_guidance, args.layout_candidates, zooms))  # stage-1 settings
     if args.layout == "gt":
-        fits, layouts = [False], [(None, None)]  # the true masks are used as they are
+        fits, layouts = [False], [(None, None, None)]  # the true masks are used as they are
     pipe = CHOIPipeline.from_pretrained(args.model)
     suite = EvaluatorSuite.load(args.evaluators)
     cfg = EvalConfig(data=args.data, out="", n=args.n, seed=args.seed, evaluators=args.evaluators)
@@ -102,18 +109,18 @@ def main() -> None:
     stage1_s = {} if args.layout == "gt" else dict.fromkeys(layouts, 0.0)
     for r, s in zip(tqdm(requests, desc="stage 1" if args.layout == "stage1" else "true masks"), samples, strict=True):
         if args.layout == "gt":
-            masks[(None, None), False].append((s.human_mask[None], s.object_mask[None]))
+            masks[(None, None, None), False].append((s.human_mask[None], s.object_mask[None]))
             continue
-        for g, c in layouts:
+        for g, c, z in layouts:
             t0 = time.perf_counter()
             out = pipe.generate_masks(
                 human=r.human_ref, object=r.object_ref, interaction=r.text, background=r.background, box=r.box,
-                seed=request_seed(r), guidance_scale=g, layout_candidates=c, fit_object=False,
+                seed=request_seed(r), guidance_scale=g, layout_candidates=c, fit_object=False, zoom=z,
             )  # fmt: skip
-            stage1_s[g, c] += (time.perf_counter() - t0) / len(requests)
-            masks[(g, c), False].append((out.human_masks, out.object_masks))
+            stage1_s[g, c, z] += (time.perf_counter() - t0) / len(requests)
+            masks[(g, c, z), False].append((out.human_masks, out.object_masks))
             sil = read_reference(r.object_ref, None, "object")[1]  # the fit draw_layouts chose the layout by
-            masks[(g, c), True].append((out.human_masks, fit_object_masks(out.human_masks, out.object_masks, sil)))
+            masks[(g, c, z), True].append((out.human_masks, fit_object_masks(out.human_masks, out.object_masks, sil)))
 
     result = {
         "data": args.data, "model": args.model, "layout": args.layout, "seed": args.seed,
@@ -127,6 +134,7 @@ def main() -> None:
         label += f", prior strength {strength[0]:g},{strength[1]:g}, background kept beyond {margin:g} px"
         if args.layout == "stage1":
             label += f", mask guidance {layout[0]:g}, {layout[1]} layout candidates"
+            label += "" if layout[2] is None else f", zoom {'on' if layout[2] else 'off'}"
         for r, (hm, om) in zip(tqdm(requests, desc=f"stage 2, {label}"), masks[layout, fit], strict=True):
             image = pipe.renderer(
                 r.human_ref, r.object_ref, r.text, layout_masks=(hm, om), box=r.box, background=r.background,
@@ -138,7 +146,7 @@ def main() -> None:
         row = score_method(outputs, samples, real_features, suite, cfg)
         row["stage2_s_per_image"], row["stage1_s_per_image"] = seconds, stage1_s.get(layout)
         run = {"steps": steps, "object_fit": fit, "prior_strength": list(strength), "composite_margin_px": margin}
-        run |= {"mask_guidance": layout[0], "layout_candidates": layout[1]}
+        run |= {"mask_guidance": layout[0], "layout_candidates": layout[1], "zoom": layout[2]}
         result["runs"].append({**run, **row})
         ident, quality = row["identity"], row["quality"]
         print(

@@ -255,6 +255,19 @@ def test_pipeline_renders_in_the_masks_generate_masks_gives(pipe, sample):
     assert np.array_equal(_call(pipe, sample, **request, fit_object=False).object_masks, raw.object_masks)
 
 
+def test_zoom_reaches_stage_one_and_keeps_its_layouts_in_the_window(pipe, sample):
+    box = (0.3, 0.25, 0.6, 0.9)
+    request = dict(human=sample.human_ref, object=sample.object_ref, interaction="kick ball", seed=5, box=box)
+    zoomed = _call(pipe, sample, **request, background=sample.background, zoom=True)
+    left, top, right, bottom = zoomed.metadata["stage1"]["zoom_window"]
+    outside = np.ones(sample.background.shape[:2], bool)
+    outside[top:bottom, left:right] = False
+    assert not (zoomed.human_masks[0] | zoomed.object_masks[0])[outside].any()
+    masks = pipe.generate_masks(**request, background=sample.background, num_inference_steps=STEPS, zoom=True)
+    assert np.array_equal(masks.human_masks, zoomed.human_masks)
+    assert _call(pipe, sample, **request).metadata["stage1"]["zoom_window"] is None  # an untrained model: off
+
+
 def test_layout_choice_keeps_the_candidate_the_object_reference_fits_best(pipe, sample):
     request = dict(human=sample.human_ref, object=sample.object_ref, interaction="kick ball", num_inference_steps=STEPS)
     gens = [torch.Generator().manual_seed(s) for s in (5, 6)]

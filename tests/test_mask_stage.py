@@ -11,13 +11,13 @@ from choi.cli import main
 from choi.data.segment import silhouette
 from choi.data.shards import interaction_counts, iter_samples
 from choi.errors import ChoiError
-from choi.models.conditioning import box_coverage, fit_silhouettes
+from choi.models.conditioning import box_coverage, box_in_window, crop_windows, fit_silhouettes, zoom_window
 from choi.models.mask_generator import MASK_CONFIGS, MaskConditions, MaskGenerator
 from choi.models.text_encoder import TextEmbeddings, TextEncoder
-from choi.pipelines.mask import MaskPipeline, parse_box, to_masks
+from choi.pipelines.mask import MaskPipeline, parse_box, to_masks, zoom_pixels
 from choi.training.diffusion import class_weights, object_focus_weights, sample_weights
 from choi.training.loop import TrainConfig, train
-from choi.training.mask import MaskTask, MaskTrainConfig
+from choi.training.mask import MaskTask, MaskTrainConfig, mask_collate, zoom_rows
 from choi.vocabulary import CLASSES, UNLABELLED
 from fake_samples import write_tiny_dataset
 
@@ -134,6 +134,60 @@ def test_image_k_does_not_depend_on_num_images(pipe):
     np.testing.assert_allclose(pipe(**_request(num_images=3, seed=None, generator=gens)).soft, many.soft, atol=1e-5)
 
 
+def test_zoom_window_is_a_square_around_the_box_inside_the_frame():
+    boxes = torch.tensor([[0.4, 0.3, 0.6, 0.8], [0.0, 0.0, 0.05, 0.1], [0.9, 0.5, 1.0, 0.6], [0.0, 0.0, 1.0, 1.0]])
+    win = zoom_window(boxes, margin=0.2)
+    side = win[:, 2:] - win[:, :2]
+    torch.testing.assert_close(side[:, 0], side[:, 1])  # square in normalised coordinates: the frame's aspect
+    torch.testing.assert_close(side[:, 0], torch.tensor([0.7, 0.25, 0.25, 1.0]))  # 0.5 x 1.4; the minimum; capped
+    assert (win >= 0).all() and (win <= 1).all()
+    assert (win[:, :2] <= boxes[:, :2]).all() and (win[:, 2:] >= boxes[:, 2:]).all()  # the box stays inside
+    torch.testing.assert_close(win[0], torch.tensor([0.15, 0.2, 0.85, 0.9]))  # centred when it fits
+    inner = box_in_window(boxes, win)
+    torch.testing.assert_close(inner[0], torch.tensor([0.25, 0.1, 0.45, 0.6]) / 0.7)
+    torch.testing.assert_close(inner[3], boxes[3])  # a window on the whole frame changes nothing
+
+
+def test_crop_windows_cuts_exactly_and_the_full_frame_is_area_downsampling():
+    x = torch.rand(2, 3, 128, 128)
+    full = torch.tensor([[0.0, 0.0, 1.0, 1.0]] * 2)
+    torch.testing.assert_close(crop_windows(x, full, 64), torch.nn.functional.interpolate(x, size=64, mode="area"))
+    centre = torch.tensor([[0.25, 0.25, 0.75, 0.75], [0.5, 0.0, 1.0, 0.5]])
+    cut = crop_windows(x, centre, 64)
+    torch.testing.assert_close(cut[0], x[0, :, 32:96, 32:96])
+    torch.testing.assert_close(cut[1], x[1, :, 0:64, 64:128])
+
+
+def test_zoom_rows_cut_masks_and_box_alike(dataset):
+    batch = mask_collate(list(iter_samples(str(dataset), split="train", limit=4)), 64, full=True)
+    torch.manual_seed(0)
+    zoomed = zoom_rows(batch, 1.0, (0.1, 0.3))
+    for masks, box in zip(zoomed["masks"], zoomed["union_box"], strict=True):
+        ys, xs = torch.nonzero(masks.amax(0) > 0.5, as_tuple=True)
+        drawn = torch.tensor([xs.min(), ys.min(), xs.max() + 1, ys.max() + 1]) / 64
+        torch.testing.assert_close(drawn, box, atol=2 / 64, rtol=0)  # the box still bounds the pair
+        assert (box[2:] - box[:2]).max() >= 1 / 1.6 - 1e-4  # and fills the window up to its margin
+    untouched = zoom_rows(batch, 0.0, (0.1, 0.3))
+    for key in ("masks", "background", "union_box"):
+        assert torch.equal(untouched[key], batch[key])
+
+
+def test_zoomed_masks_land_in_the_window_around_the_box(pipe):
+    bg = np.full((96, 128, 3), 200, np.uint8)
+    box = (0.3, 0.2, 0.6, 0.9)
+    out = pipe(**_request(background=bg, box=box, zoom=True))
+    left, top, right, bottom = zoom_pixels(box, 96, 128)
+    assert out.metadata["zoom_window"] == [left, top, right, bottom]
+    assert (right - left) / 128 == pytest.approx((bottom - top) / 96, abs=0.02)  # the frame's aspect
+    assert out.human_masks.shape == (1, 96, 128) and out.soft.shape == (1, 2, 64, 64)
+    outside = np.ones((96, 128), bool)
+    outside[top:bottom, left:right] = False
+    assert not out.human_masks[0][outside].any() and not out.object_masks[0][outside].any()
+    plain = pipe(**_request(background=bg, box=box))
+    assert plain.metadata["zoom_window"] is None and not np.array_equal(plain.soft, out.soft)
+    assert pipe(**_request(zoom=True)).metadata["zoom_window"] is None  # nothing to zoom on without a box
+
+
 def test_interaction_and_box_condition_the_masks(pipe):
     ride = pipe(**_request(seed=5))
     carry = pipe(**_request(seed=5, interaction="carrying a bike"))
@@ -225,6 +279,20 @@ def test_training_step_with_every_condition_dropped(dataset, text_encoder):
     assert torch.isfinite(loss)
     assert net.null_text.grad.abs().sum() > 0 and net.null_refs.grad.abs().sum() > 0
     assert net.text_proj.weight.grad is None or net.text_proj.weight.grad.abs().sum() == 0  # text fully dropped
+
+
+def test_a_zoom_trained_model_zooms_on_a_box_by_default(dataset, text_encoder):
+    task = _task(dataset, text_encoder, p_zoom=0.5)
+    torch.manual_seed(0)
+    net = task.build_model()
+    assert net.config.zoom and not _task(dataset, text_encoder).build_model().config.zoom
+    batch = next(iter(task.batches(0)))
+    assert batch["full_masks"].shape[:2] == (4, 2) and batch["full_background"].shape[:2] == (4, 3)
+    loss, _ = task.loss(net, batch)
+    assert torch.isfinite(loss)
+    pipe = MaskPipeline(net.eval(), text_encoder)
+    assert pipe(**_request(box=(0.3, 0.2, 0.6, 0.9))).metadata["zoom_window"] is not None
+    assert pipe(**_request(box=(0.3, 0.2, 0.6, 0.9), zoom=False)).metadata["zoom_window"] is None
 
 
 def test_batches_are_deterministic_for_exact_resume(dataset, text_encoder):
@@ -399,6 +467,8 @@ def test_cli_train_mask_rejects_a_missing_dataset(tmp_path, capsys):
         ("--class-balance", "2", "--class-balance must be between 0 and 1"),
         ("--object-focus", "-1", "--object-focus must be non-negative"),
         ("--object-focus", "nan", "--object-focus must be non-negative"),
+        ("--zoom", "1.5", "--zoom must be between 0 and 1"),
+        ("--zoom", "nan", "--zoom must be between 0 and 1"),
     ],
 )
 def test_cli_train_mask_rejects_a_bad_loss_weighting(dataset, tmp_path, capsys, option, value, message):

@@ -230,6 +230,13 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
     )
     _add_training_options(mask, steps=3000, batch_size=32, lr=5e-4)
     _add_stage_options(mask, "mask")
+    mask.add_argument(
+        "--zoom",
+        type=float,
+        default=0.0,
+        metavar="P",
+        help="fraction of samples cut to a window around their union box, for zoomed layouts (default: 0)",
+    )
     mask.set_defaults(func=_train_stage)
 
     image = tsub.add_parser(
@@ -258,6 +265,8 @@ def _train_stage(args: argparse.Namespace) -> None:
     options = {}
     if args.train_command == "mask":
         from choi.training.mask import train_mask as recipe
+
+        options["zoom"] = args.zoom
     else:
         from choi.training.image import train_image as recipe
 

@@ -177,6 +177,43 @@ def box_coverage(box: torch.Tensor, size: int) -> torch.Tensor:
     return (cov_y[:, :, None] * cov_x[:, None, :])[:, None]
 
 
+# Stage 1's zoom (MaskPipeline, zoom=True): it draws the window around the requested box at its full
+# resolution. A window is the box grown by ZOOM_MARGIN of its longer side on every side (the middle of
+# the margins a zoom-trained model saw, MaskTrainConfig.zoom_margins), and at least MIN_ZOOM_WINDOW of
+# the frame's side. Measured end to end in the README (model card, "The zoom").
+ZOOM_MARGIN = 0.2
+MIN_ZOOM_WINDOW = 0.25
+
+
+def zoom_window(box: torch.Tensor, margin: float | torch.Tensor = ZOOM_MARGIN) -> torch.Tensor:
+    """(N, 4) normalised boxes → (N, 4) the square window (in normalised coordinates, so of the frame's
+    aspect) centred on each box, its longer side grown by ``margin`` each way, at least
+    :data:`MIN_ZOOM_WINDOW`, shifted to lie inside the frame."""
+    x0, y0, x1, y1 = box.float().unbind(-1)
+    side = (torch.maximum(x1 - x0, y1 - y0) * (1 + 2 * torch.as_tensor(margin))).clamp(MIN_ZOOM_WINDOW, 1)
+    left = ((x0 + x1 - side) / 2).clamp(min=0).minimum(1 - side)
+    top = ((y0 + y1 - side) / 2).clamp(min=0).minimum(1 - side)
+    return torch.stack([left, top, left + side, top + side], -1)
+
+
+def box_in_window(box: torch.Tensor, window: torch.Tensor) -> torch.Tensor:
+    """(N, 4) normalised boxes → the same boxes in the coordinates of (N, 4) windows, clipped to them."""
+    origin = window[:, :2].repeat(1, 2)
+    extent = (window[:, 2:] - window[:, :2]).repeat(1, 2)
+    return ((box - origin) / extent).clamp(0, 1)
+
+
+def crop_windows(images: torch.Tensor, window: torch.Tensor, size: int) -> torch.Tensor:
+    """(N, C, H, W) images cut to (N, 4) normalised windows, each resampled to (N, C, size, size).
+
+    The full frame (0, 0, 1, 1) at half the resolution is the exact 2×2 area average.
+    """
+    theta = torch.zeros(images.shape[0], 2, 3, device=images.device)
+    theta[:, 0, 0], theta[:, 0, 2] = window[:, 2] - window[:, 0], window[:, 0] + window[:, 2] - 1
+    theta[:, 1, 1], theta[:, 1, 2] = window[:, 3] - window[:, 1], window[:, 1] + window[:, 3] - 1
+    return _resample(images, theta, size)
+
+
 class RoleTokens(nn.Module):
     """Per-role images → role-tagged tokens: (N, R, C, S, S) → (N, R·G², D).
 

@@ -203,6 +203,7 @@ class MaskGenerator(ModelMixin, ConfigMixin):
         num_train_timesteps: int = 1000,
         beta_schedule: str = "squaredcos_cap_v2",
         prediction_type: str = "v_prediction",
+        zoom: bool = False,  # trained on zoom windows too (choi train mask --zoom): the pipeline then zooms on a box
     ):
         super().__init__()
         if sample_size % patch_size:

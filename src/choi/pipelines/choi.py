@@ -446,13 +446,15 @@ class CHOIPipeline:
         guidance_scale: float | None = None,
         fit_object: bool = True,
         layout_candidates: int | None = None,
+        zoom: bool | None = None,
         callback: Callback | None = None,
     ) -> MaskPipelineOutput:
         """Stage 1 alone: K human/object mask pairs (to inspect or edit before rendering).
 
         These are the masks :meth:`__call__` renders in: each the best of ``layout_candidates``
         drawn layouts (:func:`draw_layouts`), and with ``fit_object`` each object mask is the object
-        reference's outline fitted to stage 1's (:func:`fit_object_masks`).
+        reference's outline fitted to stage 1's (:func:`fit_object_masks`). ``zoom``: see
+        :class:`~choi.pipelines.mask.MaskPipeline` (default: whether stage 1 was trained to).
         """
         return self._stage1(
             num_inference_steps,
@@ -468,6 +470,7 @@ class CHOIPipeline:
             num_images=num_images,
             seed=seed,
             generator=generator,
+            zoom=zoom,
         )
 
     def _stage1(
@@ -509,6 +512,7 @@ class CHOIPipeline:
         fit_object: bool = True,
         prior_strength: Sequence[float] | None = None,
         layout_candidates: int | None = None,
+        zoom: bool | None = None,
         callback: Callback | None = None,
     ) -> CHOIOutput:
         """Generate ``num_images`` images of this person doing ``interaction`` with this object.
@@ -518,7 +522,9 @@ class CHOIPipeline:
         (:func:`fit_object_masks`; a user mask is used as given). ``prior_strength`` (human, object)
         is how much of each reference, stretched into its mask, stage 2 keeps as it is (default
         :data:`DEFAULT_PRIOR_STRENGTH`). Stage 1 draws ``layout_candidates`` layouts per image and
-        keeps the one the object reference fits best (:func:`draw_layouts`).
+        keeps the one the object reference fits best (:func:`draw_layouts`); with a ``box`` and
+        ``zoom`` (default: whether stage 1 was trained to) it draws them in a window around the box
+        at its full resolution (:class:`~choi.pipelines.mask.MaskPipeline`).
         ``seed`` gives image k the seed ``seed + k``; or pass one CPU generator per image.
         """
         candidates = check_layout_candidates(layout_candidates)
@@ -556,6 +562,7 @@ class CHOIPipeline:
                 generator=[torch.Generator().manual_seed(s) for s in seeds],
                 height=human_rgb.shape[0] if bg is None else None,
                 width=human_rgb.shape[1] if bg is None else None,
+                zoom=zoom,
             )
             human_masks, object_masks, stage1 = out1.human_masks, out1.object_masks, out1.metadata
         images = self.renderer(

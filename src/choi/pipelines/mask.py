@@ -30,6 +30,7 @@ from choi import __version__
 from choi.data.segment import as_rgb, load_image, silhouette
 from choi.errors import ChoiError
 from choi.io import atomic_write_bytes, png_bytes
+from choi.models.conditioning import box_in_window, zoom_window
 from choi.models.mask_generator import EncodedConditions, MaskConditions, MaskGenerator
 from choi.models.text_encoder import TEXT_ENCODER_NAME, TextEncoder
 from choi.vocabulary import resolve
@@ -342,6 +343,7 @@ class MaskPipeline:
         guidance_scale: float = DEFAULT_GUIDANCE,
         height: int | None = None,
         width: int | None = None,
+        zoom: bool | None = None,
         callback: Callable[[int, int], None] | None = None,
     ) -> MaskPipelineOutput:
         """Generate ``num_images`` human/object mask pairs for one request.
@@ -349,6 +351,10 @@ class MaskPipeline:
         ``seed`` gives image k the seed ``seed + k``; alternatively pass one CPU ``generator`` per
         image. ``guidance_scale <= 1`` disables classifier-free guidance (half the compute).
         The masks have the background's size, else ``height``/``width``, else the human reference's.
+        With ``zoom`` and a ``box``, the model draws only the window around the box
+        (:func:`~choi.models.conditioning.zoom_window`) at its full resolution, as a model trained
+        with ``choi train mask --zoom`` can; ``soft`` is then that window's. ``None``: whether the
+        model was (its config's ``zoom``).
         """
         # 1. Check inputs
         cls_ = resolve(interaction)
@@ -363,6 +369,15 @@ class MaskPipeline:
         if not (isinstance(height, int) and isinstance(width, int) and height > 0 and width > 0):
             raise ChoiError(f"height and width must be positive integers, got {height!r} x {width!r}")
 
+        zoom = bool(self.model.config.zoom) if zoom is None else zoom
+        window = zoom_pixels(box_t, height, width) if zoom and box_t is not None else None
+        model_box, model_bg = box_t, bg
+        if window is not None:
+            left, top, right, bottom = window
+            frame = torch.tensor([[left / width, top / height, right / width, bottom / height]])
+            model_box = tuple(box_in_window(torch.tensor([box_t]), frame)[0].tolist())
+            model_bg = None if bg is None else bg[top:bottom, left:right]
+
         # 2. Per-image generators: image k depends on its own generator only
         generators, seeds = make_generators(num_images, seed, generator)
 
@@ -373,8 +388,8 @@ class MaskPipeline:
         cond = MaskConditions.build(
             text,
             ref_masks.expand(num_images, -1, -1, -1).to(device),
-            box=None if box_t is None else torch.tensor([box_t] * num_images, device=device),
-            background=None if bg is None else _image_tensor(bg).expand(num_images, -1, -1, -1).to(device),
+            box=None if model_box is None else torch.tensor([model_box] * num_images, device=device),
+            background=None if model_bg is None else _image_tensor(model_bg).expand(num_images, -1, -1, -1).to(device),
         )
         use_cfg = guidance_scale > 1.0
         enc = model.encode_conditions(cond)
@@ -389,7 +404,14 @@ class MaskPipeline:
         x0 = denoise(model, scheduler, x, enc, uncond, num_inference_steps, guidance_scale, callback)
 
         # 5. Post-process: upsample the continuous masks, then threshold
-        human_masks, object_masks, soft = to_masks(x0, height, width, box_t)
+        if window is None:
+            human_masks, object_masks, soft = to_masks(x0, height, width, box_t)
+        else:
+            left, top, right, bottom = window
+            cut_h, cut_o, soft = to_masks(x0, bottom - top, right - left, model_box)
+            human_masks = np.zeros((num_images, height, width), bool)
+            object_masks = np.zeros_like(human_masks)
+            human_masks[:, top:bottom, left:right], object_masks[:, top:bottom, left:right] = cut_h, cut_o
         metadata = {
             "interaction": interaction,
             "interaction_class": cls_.name,
@@ -399,6 +421,7 @@ class MaskPipeline:
             "guidance_scale": guidance_scale,
             "scheduler": "DPMSolverMultistepScheduler(dpmsolver++, order 2, trailing)",
             "box": list(box_t) if box_t is not None else None,
+            "zoom_window": list(window) if window is not None else None,
             "background": bg is not None,
             "height": height,
             "width": width,
@@ -406,6 +429,14 @@ class MaskPipeline:
             "choi_version": __version__,
         }
         return MaskPipelineOutput(human_masks, object_masks, soft, metadata, background=bg)
+
+
+def zoom_pixels(box: Sequence[float], height: int, width: int) -> tuple[int, int, int, int]:
+    """The zoom window around a normalised ``box`` (:func:`~choi.models.conditioning.zoom_window`) in
+    whole pixels of a (height, width) frame: x0, y0, x1, y1, at least one pixel each way."""
+    wx0, wy0, wx1, wy1 = zoom_window(torch.tensor([box], dtype=torch.float32))[0].tolist()
+    x0, y0 = min(round(wx0 * width), width - 1), min(round(wy0 * height), height - 1)
+    return x0, y0, max(round(wx1 * width), x0 + 1), max(round(wy1 * height), y0 + 1)
 
 
 def _image_tensor(image: np.ndarray) -> torch.Tensor:

@@ -25,7 +25,9 @@ import torch.nn.functional as F
 
 from choi.data.batch import image_tensor, mask_tensor
 from choi.data.schema import Sample
+from choi.errors import ChoiError
 from choi.evaluation.metrics import box_iou, union_box_from_masks
+from choi.models.conditioning import box_in_window, crop_windows, zoom_window
 from choi.models.mask_generator import MASK_CONFIGS, MaskConditions, MaskGenerator
 from choi.pipelines.mask import DEFAULT_GUIDANCE, DEFAULT_STEPS, MaskPipeline, mask_preview
 from choi.training.diffusion import (
@@ -52,17 +54,24 @@ class MaskTrainConfig(StageTrainConfig):
     p_drop_background: float = 0.5
     val_steps: int = DEFAULT_STEPS
     val_guidance: float = DEFAULT_GUIDANCE
+    # Samples cut to a zoom window around their union box (zoom_rows), so that one model also draws
+    # a layout at twice or more the detail when the pipeline zooms (MaskPipeline, zoom=True).
+    p_zoom: float = 0.0
+    zoom_margins: tuple[float, float] = (0.1, 0.3)  # each zoomed sample's window margin, uniform in this range
 
 
-def mask_collate(samples: Sequence[Sample], size: int) -> dict[str, Any]:
-    """Only what the mask model reads; target masks and the background already at model size."""
+def mask_collate(samples: Sequence[Sample], size: int, full: bool = False) -> dict[str, Any]:
+    """Only what the mask model reads; target masks and the background already at model size
+    (with ``full``, also at the samples' own size, as ``full_masks`` and ``full_background``)."""
     masks = mask_tensor([s.human_mask for s in samples], [s.object_mask for s in samples])
-    background = [s.background if s.background is not None else np.zeros_like(s.image) for s in samples]
+    background = image_tensor([s.background if s.background is not None else np.zeros_like(s.image) for s in samples])
+    extra = {"full_masks": masks, "full_background": background} if full else {}
     return {
+        **extra,
         "masks": F.interpolate(masks, size=(size, size), mode="area"),  # (N, 2, S, S) in [0, 1]
         "ref_masks": mask_tensor([s.human_ref_mask for s in samples], [s.object_ref_mask for s in samples]),
         "union_box": torch.tensor([s.union_box for s in samples], dtype=torch.float32),
-        "background": F.interpolate(image_tensor(background), size=(size, size), mode="bilinear", antialias=True),
+        "background": F.interpolate(background, size=(size, size), mode="bilinear", antialias=True),
         "has_background": torch.tensor([s.background is not None for s in samples]),
         "label": torch.tensor([label_index(s.interaction) for s in samples], dtype=torch.long),
         "texts": [text_variants(s) for s in samples],
@@ -77,11 +86,19 @@ class MaskTask(DiffusionTask):
     model_cls = MaskGenerator
     config_cls = MaskTrainConfig
 
+    def build_model(self) -> MaskGenerator:
+        model = super().build_model()
+        if self.cfg.p_zoom > 0:  # its pipeline zooms on a box by default
+            model.register_to_config(zoom=True)
+        return model
+
     def collate_fn(self) -> Callable[[Sequence[Sample]], dict[str, Any]]:
-        return functools.partial(mask_collate, size=self.model_cfg.sample_size)
+        return functools.partial(mask_collate, size=self.model_cfg.sample_size, full=self.cfg.p_zoom > 0)
 
     def loss(self, model: MaskGenerator, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, dict[str, float]]:
         cfg = self.cfg
+        if cfg.p_zoom > 0:
+            batch = zoom_rows(batch, cfg.p_zoom, cfg.zoom_margins)
         if cfg.flip:
             batch = flip_halves(batch, ("masks", "background"), ("ref_masks",))
         x0 = batch["masks"] * 2 - 1  # (N, 2, S, S) in [-1, 1]
@@ -142,6 +159,23 @@ class MaskTask(DiffusionTask):
         return {k: float(np.mean(v)) for k, v in scores.items()}
 
 
+def zoom_rows(batch: dict[str, Any], p: float, margins: tuple[float, float]) -> dict[str, Any]:
+    """A random fraction ``p`` of the batch cut to a zoom window around its union box (margin drawn
+    uniformly from ``margins``): masks and background resampled from ``full_masks`` and
+    ``full_background`` to model size, and the box given in the window's coordinates."""
+    masks, box = batch["masks"], batch["union_box"]
+    n, size, device = masks.shape[0], masks.shape[-1], masks.device
+    zoom = torch.rand(n, device=device) < p
+    margin = torch.empty(n, device=device).uniform_(*margins)
+    window = zoom_window(box, margin)
+    out = dict(batch)
+    for key, full in (("masks", "full_masks"), ("background", "full_background")):
+        cut = crop_windows(batch[full], window, size)
+        out[key] = torch.where(zoom[:, None, None, None], cut.to(batch[key].dtype), batch[key])
+    out["union_box"] = torch.where(zoom[:, None], box_in_window(box, window), box)
+    return out
+
+
 def _iou(a: np.ndarray, b: np.ndarray) -> float:
     union = np.logical_or(a, b).sum()
     return float(np.logical_and(a, b).sum() / union) if union else 1.0
@@ -152,6 +186,13 @@ def train_mask(
 ) -> Path:
     """Train the mask generator into ``out``; returns ``out/model`` (the EMA weights the pipeline loads).
 
-    ``options`` are :func:`~choi.training.diffusion.train_stage`'s (workers, seed, resume, ...).
+    ``options`` are :func:`~choi.training.diffusion.train_stage`'s (workers, seed, resume, ...) and
+    ``zoom``: the fraction of samples cut to a zoom window around their union box (:func:`zoom_rows`).
     """
-    return train_stage(MaskTask, data, out, config=config, steps=steps, batch_size=batch_size, lr=lr, **options)
+    zoom = options.pop("zoom", 0.0)
+    if not 0 <= zoom <= 1:  # NaN too
+        raise ChoiError(f"--zoom must be between 0 and 1, got {zoom:g}")
+    return train_stage(
+        MaskTask, data, out, config=config, steps=steps, batch_size=batch_size, lr=lr,
+        recipe={"p_zoom": zoom}, **options,
+    )  # fmt: skip
