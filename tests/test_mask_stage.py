@@ -471,7 +471,7 @@ def test_cli_train_mask_rejects_a_missing_dataset(tmp_path, capsys):
         ("--zoom", "nan", "--zoom must be between 0 and 1"),
     ],
 )
-def test_cli_train_mask_rejects_a_bad_loss_weighting(dataset, tmp_path, capsys, option, value, message):
+def test_cli_train_mask_rejects_a_bad_recipe_option(dataset, tmp_path, capsys, option, value, message):
     args = ["train", "mask", "--data", str(dataset), "--out", str(tmp_path / "run"), option, value]
     assert main(args) == 2
     err = capsys.readouterr().err.strip()

@@ -160,8 +160,7 @@ def train_stage(
     """
     if workers < 0:
         raise ChoiError("--workers must be non-negative")
-    if not 0 <= class_balance <= 1:
-        raise ChoiError(f"--class-balance must be between 0 and 1, got {class_balance:g}")
+    check_fraction("--class-balance", class_balance)
     if not object_focus >= 0:  # NaN too
         raise ChoiError(f"--object-focus must be non-negative, got {object_focus:g}")
     ShardDataset(data, split="train")  # fail early, with the reader's message, on a bad dataset
@@ -177,6 +176,13 @@ def train_stage(
         **(recipe or {}),
     )
     return train_recipe(task_cls(cfg, text_encoder), out, steps, batch_size, lr, seed, resume, validate_every)
+
+
+def check_fraction(option: str, value: float) -> float:
+    """``value`` if it lies in [0, 1], else a one-line ChoiError naming ``option`` (NaN too)."""
+    if not 0 <= value <= 1:
+        raise ChoiError(f"{option} must be between 0 and 1, got {value:g}")
+    return value
 
 
 def pretrained(model_cls: type[M], folder: str | Path, kind: str) -> M:

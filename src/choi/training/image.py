@@ -36,6 +36,7 @@ from choi.training.diffusion import (
     DiffusionTask,
     StageTrainConfig,
     batch_text,
+    check_fraction,
     diffusion_loss,
     flip_halves,
     text_variants,
@@ -214,9 +215,7 @@ def train_image(
     ``options`` are :func:`~choi.training.diffusion.train_stage`'s (workers, seed, resume, init_from, ...)
     and ``rough_masks``: the fraction of two-stage samples given roughened masks (:func:`roughen_masks`).
     """
-    rough = options.pop("rough_masks", 0.0)
-    if not 0 <= rough <= 1:
-        raise ChoiError(f"--rough-masks must be between 0 and 1, got {rough:g}")
+    rough = check_fraction("--rough-masks", options.pop("rough_masks", 0.0))
     return train_stage(
         ImageTask, data, out, config=config, steps=steps, batch_size=batch_size, lr=lr,
         recipe={"p_rough_masks": rough}, **options,

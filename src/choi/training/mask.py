@@ -25,7 +25,6 @@ import torch.nn.functional as F
 
 from choi.data.batch import image_tensor, mask_tensor
 from choi.data.schema import Sample
-from choi.errors import ChoiError
 from choi.evaluation.metrics import box_iou, union_box_from_masks
 from choi.models.conditioning import box_in_window, crop_windows, zoom_window
 from choi.models.mask_generator import MASK_CONFIGS, MaskConditions, MaskGenerator
@@ -34,6 +33,7 @@ from choi.training.diffusion import (
     DiffusionTask,
     StageTrainConfig,
     batch_text,
+    check_fraction,
     diffusion_loss,
     flip_halves,
     text_variants,
@@ -55,7 +55,7 @@ class MaskTrainConfig(StageTrainConfig):
     val_steps: int = DEFAULT_STEPS
     val_guidance: float = DEFAULT_GUIDANCE
     # Samples cut to a zoom window around their union box (zoom_rows), so that one model also draws
-    # a layout at twice or more the detail when the pipeline zooms (MaskPipeline, zoom=True).
+    # a layout in more detail when the pipeline zooms (MaskPipeline, zoom=True).
     p_zoom: float = 0.0
     zoom_margins: tuple[float, float] = (0.1, 0.3)  # each zoomed sample's window margin, uniform in this range
 
@@ -189,9 +189,7 @@ def train_mask(
     ``options`` are :func:`~choi.training.diffusion.train_stage`'s (workers, seed, resume, ...) and
     ``zoom``: the fraction of samples cut to a zoom window around their union box (:func:`zoom_rows`).
     """
-    zoom = options.pop("zoom", 0.0)
-    if not 0 <= zoom <= 1:  # NaN too
-        raise ChoiError(f"--zoom must be between 0 and 1, got {zoom:g}")
+    zoom = check_fraction("--zoom", options.pop("zoom", 0.0))
     return train_stage(
         MaskTask, data, out, config=config, steps=steps, batch_size=batch_size, lr=lr,
         recipe={"p_zoom": zoom}, **options,
