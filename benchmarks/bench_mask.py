@@ -3,6 +3,7 @@
 Usage:
     python benchmarks/bench_mask.py [--model RUN/model | --untrained] [--threads 2] [--runs 7]
     python benchmarks/bench_mask.py --model RUN/model --data data/hoiw --evaluators EVAL_DIR [--n 200]
+    python benchmarks/bench_mask.py --data data/hoiw --evaluators EVAL_DIR --skip-speed --skip-quality --redraw 0.25 0.5
 
 Speed: one mask (num_images=1) at the pipeline's default settings (steps, guidance), median of
 ``--runs`` after a warm-up, on ``--threads`` CPU threads; also at 20 steps. CPU time is reported
@@ -17,6 +18,11 @@ Quality (``--data`` and ``--evaluators``), on the first ``--n`` requests of the 
   fraction recognised as the requested one;
 - seed diversity: 1 - mean pairwise IoU of the union masks over ``--seeds`` seeds, and the
   fraction of those layouts recognised as the requested interaction.
+
+Redrawing (``--redraw S ...``, with ``--data`` and ``--evaluators``): each request's true masks
+replaced by a sketch (each role an ellipse of its mask's mean and spread, the object drawn over the
+person), redrawn by stage 1 from each strength S (``init_masks``): IoU of the sketch and of the
+redraws with the true human and object masks, and the mask recognizer's accuracy on each.
 Writes a JSON report with ``--out``.
 """
 
@@ -143,6 +149,51 @@ def bench_quality(pipe: MaskPipeline, args: argparse.Namespace) -> dict[str, flo
     return result
 
 
+def sketch_of(mask: np.ndarray) -> np.ndarray:
+    """The ellipse a hand would draw for ``mask``: its pixels' mean and covariance (Mahalanobis d² < 4)."""
+    yx = np.argwhere(mask).astype(np.float64)
+    if len(yx) < 3:
+        return mask.copy()
+    d = yx.mean(0)
+    cov = np.cov(yx.T) + np.eye(2) * 0.25
+    grid = np.stack(np.mgrid[: mask.shape[0], : mask.shape[1]], -1) - d
+    return np.einsum("...i,ij,...j->...", grid, np.linalg.inv(cov), grid) < 4
+
+
+def bench_redraw(pipe: MaskPipeline, args: argparse.Namespace) -> dict[str, dict[str, float]]:
+    from choi.evaluation.evaluators import EvaluatorSuite
+
+    suite = EvaluatorSuite.load(args.evaluators)
+    samples = list(iter_samples(args.data, split=args.split, limit=args.n))
+    labels = np.array([BY_NAME[s.interaction].index for s in samples])
+    sketches = []
+    for s in samples:
+        obj = sketch_of(s.object_mask)
+        sketches.append((sketch_of(s.human_mask) & ~obj, obj))
+    drawn: dict[str, list[tuple[np.ndarray, np.ndarray]]] = {"sketch": sketches}
+    for strength in args.redraw:
+        rows = drawn.setdefault(f"strength {strength}", [])
+        for i, (s, init) in enumerate(zip(samples, sketches, strict=True)):
+            h, w = s.resolution
+            out = pipe(
+                human=s.human_ref, object=s.object_ref, interaction=s.text, box=s.union_box, background=s.background,
+                seed=i, height=h, width=w, num_inference_steps=args.steps, guidance_scale=args.guidance,
+                init_masks=init, strength=strength,
+            )  # fmt: skip
+            rows.append((out.human_masks[0], out.object_masks[0]))
+    result = {}
+    for name, rows in drawn.items():
+        human, obj = np.stack([r[0] for r in rows]), np.stack([r[1] for r in rows])
+        pred = suite.classify_masks(human, obj).argmax(-1)
+        result[name] = {
+            "iou_human": float(np.mean([_union_iou(a, s.human_mask) for a, s in zip(human, samples, strict=True)])),
+            "iou_object": float(np.mean([_union_iou(a, s.object_mask) for a, s in zip(obj, samples, strict=True)])),
+            "mask_recognizer_acc": float((pred == labels).mean()),
+        }
+        print(f"{name}: " + ", ".join(f"{k} {v:.3f}" for k, v in result[name].items()))
+    return result
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", default=None, help="mask model folder (default: the shipped weights)")
@@ -163,6 +214,8 @@ def main() -> None:
     parser.add_argument("--no-box", action="store_true")
     parser.add_argument("--no-background", action="store_true")
     parser.add_argument("--skip-speed", action="store_true")
+    parser.add_argument("--redraw", type=float, nargs="*", default=None, help="redraw sketches from these strengths")
+    parser.add_argument("--skip-quality", action="store_true", help="with --redraw: only the redraw figures")
     parser.add_argument("--out", default=None, help="JSON report to write")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
@@ -172,8 +225,10 @@ def main() -> None:
     report["settings"] = {"steps": args.steps, "guidance": args.guidance}
     if not args.skip_speed:
         report["speed"] = bench_speed(pipe, args)
-    if args.data and args.evaluators:
+    if args.data and args.evaluators and not args.skip_quality:
         report["quality"] = bench_quality(pipe, args)
+    if args.redraw and args.data and args.evaluators:
+        report["redraw"] = bench_redraw(pipe, args)
     elif args.data or args.evaluators:
         parser.error("quality metrics need both --data and --evaluators")
     if args.out:

@@ -14,7 +14,7 @@ from choi.errors import ChoiError
 from choi.models.conditioning import box_coverage, box_in_window, crop_windows, fit_silhouettes, zoom_window
 from choi.models.mask_generator import MASK_CONFIGS, MaskConditions, MaskGenerator
 from choi.models.text_encoder import TextEmbeddings, TextEncoder
-from choi.pipelines.mask import MaskPipeline, parse_box, to_masks, zoom_pixels
+from choi.pipelines.mask import MaskPipeline, mask_preview, parse_box, to_masks, zoom_pixels
 from choi.training.diffusion import class_weights, object_focus_weights, sample_weights
 from choi.training.loop import TrainConfig, train
 from choi.training.mask import MaskTask, MaskTrainConfig, mask_collate, zoom_rows
@@ -186,6 +186,35 @@ def test_zoomed_masks_land_in_the_window_around_the_box(pipe):
     plain = pipe(**_request(background=bg, box=box))
     assert plain.metadata["zoom_window"] is None and not np.array_equal(plain.soft, out.soft)
     assert pipe(**_request(zoom=True)).metadata["zoom_window"] is None  # nothing to zoom on without a box
+
+
+def test_init_masks_are_redrawn_from_part_way(pipe):
+    human, obj = _shapes()
+    sketch = (np.roll(human, 5, axis=1), np.roll(obj, -4, axis=0))  # a layout unlike any fresh draw
+    out = pipe(**_request(init_masks=sketch, strength=0.5, num_images=2, box=(0.1, 0.1, 0.9, 0.9), zoom=True))
+    assert out.human_masks.shape == (2, 64, 64) and out.metadata["init_masks"] and out.metadata["strength"] == 0.5
+    again = pipe(**_request(init_masks=sketch, strength=0.5, num_images=2, box=(0.1, 0.1, 0.9, 0.9), zoom=True))
+    np.testing.assert_array_equal(out.soft, again.soft)  # seeded
+    fresh = pipe(**_request(num_images=2, box=(0.1, 0.1, 0.9, 0.9), zoom=True))
+    assert np.abs(out.soft - fresh.soft).mean() > 1e-3  # the sketch, not only the seed, shapes the result
+    other = pipe(**_request(init_masks=sketch, strength=0.25, num_images=2, box=(0.1, 0.1, 0.9, 0.9), zoom=True))
+    assert np.abs(other.soft - out.soft).mean() > 1e-3
+    assert pipe(**_request()).metadata["strength"] is None
+
+
+@pytest.mark.parametrize(
+    "kw, message",
+    [
+        (dict(init_masks=(np.zeros((32, 32), bool),) * 2), "init_masks must be"),
+        (dict(init_masks=(np.zeros((64, 64), bool),)), "init_masks must be"),
+        (dict(init_masks=(np.zeros((64, 64), bool),) * 2, strength=0), r"strength must be a number in \(0, 1\]"),
+        (dict(init_masks=(np.zeros((64, 64), bool),) * 2, strength=1.5), "strength must be"),
+        (dict(init_masks=(np.zeros((64, 64), bool),) * 2, strength=True), "strength must be"),
+    ],
+)
+def test_init_masks_are_checked(pipe, kw, message):
+    with pytest.raises(ChoiError, match=message):
+        pipe(**_request(**kw))
 
 
 def test_interaction_and_box_condition_the_masks(pipe):
@@ -392,6 +421,9 @@ def cli_inputs(tmp_path, model):
     Image.fromarray(obj).save(tmp_path / "object.png")
     Image.fromarray(np.full((72, 100, 3), 90, np.uint8)).save(tmp_path / "bg.png")
     (tmp_path / "notimage.png").write_text("not a png")
+    sketch = np.full((48, 48, 3), 255, np.uint8)
+    sketch[5:40, 18:28], sketch[30:40, 28:45] = (230, 40, 40), (40, 90, 230)  # person red, object blue
+    Image.fromarray(sketch).save(tmp_path / "sketch.png")
     return tmp_path
 
 
@@ -435,6 +467,27 @@ def test_cli_mask_end_to_end(cli_inputs):
     assert not (fitted & human).any() and not np.array_equal(fitted, raw)
 
 
+def test_cli_mask_redraws_a_sketch_with_the_shipped_stage_one(tmp_path):
+    from choi.world import render_sample
+
+    s = render_sample("test", 13, seed=0)  # riding a bicycle, an unseen pair
+    for name, image in (("human", s.human_ref), ("object", s.object_ref), ("bg", s.background)):
+        Image.fromarray(image).save(tmp_path / f"{name}.png")
+    Image.fromarray(mask_preview(s.human_mask, s.object_mask)).save(tmp_path / "sketch.png")
+    box = ",".join(f"{v:.4f}" for v in s.union_box)
+    common = ["mask", "--human", str(tmp_path / "human.png"), "--object", str(tmp_path / "object.png")]
+    common += ["--interaction", s.text, "--background", str(tmp_path / "bg.png"), "--box", box, "--seed", "0"]
+    ious = {}
+    for name, extra in (("near", ["--strength", "0.25"]), ("fresh", ["--strength", "1"])):
+        assert main([*common, "--init-mask", str(tmp_path / "sketch.png"), *extra, "--out", str(tmp_path / name)]) == 0
+        human = np.asarray(Image.open(tmp_path / name / "mask_0_human.png")) > 0
+        ious[name] = (human & s.human_mask).sum() / (human | s.human_mask).sum()
+    record = json.loads((tmp_path / "near" / "mask.json").read_text())
+    assert record["init_masks"] and record["strength"] == 0.25 and record["inputs"]["init_mask"].endswith("sketch.png")
+    # A quarter of the way to noise the person keeps the sketched pose; from noise stage 1 draws its own.
+    assert ious["near"] > 0.7 and ious["near"] > ious["fresh"] + 0.15, ious
+
+
 @pytest.mark.parametrize(
     "change",
     [
@@ -445,11 +498,16 @@ def test_cli_mask_end_to_end(cli_inputs):
         {"--interaction": "juggling a chainsaw"},
         {"--model": "nowhere"},
         {"--layout-candidates": "0"},
+        {"--init-mask": "notimage.png"},
+        {"--init-mask": "bg.png"},  # neither a person nor an object in it
+        {"--init-mask": "sketch.png", "--strength": "0"},
+        {"--init-mask": "sketch.png", "--strength": "1.5"},
     ],
 )
 def test_cli_mask_errors_write_nothing(cli_inputs, change, capsys):
     root = cli_inputs
-    change = {k: (root / v if k in ("--human", "--object", "--model") else v) for k, v in change.items()}
+    paths = ("--human", "--object", "--model", "--init-mask")
+    change = {k: (root / v if k in paths else v) for k, v in change.items()}
     assert main(_args(root, **change)) == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith("choi: error:") and "\n" not in err

@@ -257,6 +257,26 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
         metavar="P",
         help="fraction of two-stage samples whose masks are roughened like stage 1's output (default: 0)",
     )
+    image.add_argument(
+        "--stage1-masks",
+        type=float,
+        default=0.0,
+        metavar="P",
+        help="fraction of two-stage samples whose masks stage 1 redraws from part-way noise (default: 0)",
+    )
+    image.add_argument(
+        "--stage1-strength",
+        type=float,
+        default=0.5,
+        metavar="S",
+        help="how far towards noise the true masks go before stage 1 redraws them, in (0, 1] (default: 0.5)",
+    )
+    image.add_argument(
+        "--stage1-model",
+        default=None,
+        metavar="DIR",
+        help="the mask model that redraws them (default: the shipped choi-tiny stage 1)",
+    )
     image.set_defaults(func=_train_stage)
 
 
@@ -270,7 +290,12 @@ def _train_stage(args: argparse.Namespace) -> None:
     else:
         from choi.training.image import train_image as recipe
 
-        options["rough_masks"] = args.rough_masks
+        options.update(
+            rough_masks=args.rough_masks,
+            stage1_masks=args.stage1_masks,
+            stage1_strength=args.stage1_strength,
+            stage1_model=args.stage1_model,
+        )
     final = recipe(
         args.data,
         args.out,
@@ -468,15 +493,33 @@ def _add_mask(sub: argparse._SubParsersAction) -> None:
         help="write the object masks as stage 1 drew them, not fitted to the object reference's outline "
         "(the masks `choi generate` renders in)",
     )
+    mask.add_argument(
+        "--init-mask",
+        default=None,
+        metavar="M",
+        help="a rough layout to redraw instead of drawing new ones: a colour-coded PNG (person red, object "
+        "blue), resized to the masks' size",
+    )
+    mask.add_argument(
+        "--strength",
+        type=float,
+        default=0.5,
+        metavar="S",
+        help="with --init-mask, how far towards noise the layout goes before stage 1 redraws it, in (0, 1]: "
+        "low keeps it, 1 is close to a fresh draw (default: 0.5)",
+    )
     mask.add_argument("--model", default=None, help="mask model folder (default: the shipped choi-tiny weights)")
     mask.add_argument("--out", required=True, help="output folder")
     mask.set_defaults(func=_mask)
 
 
 def _mask(args: argparse.Namespace) -> None:
+    import numpy as np
+    from PIL import Image
+
     from choi.data.segment import load_image
-    from choi.pipelines.choi import check_layout_candidates, draw_layouts
-    from choi.pipelines.mask import MaskPipeline, parse_box
+    from choi.pipelines.choi import check_layout_candidates, draw_layouts, read_layout_mask
+    from choi.pipelines.mask import MaskPipeline, check_strength, parse_box
     from choi.vocabulary import resolve
 
     # Every input is checked before the model loads or anything is written.
@@ -488,6 +531,12 @@ def _mask(args: argparse.Namespace) -> None:
     if args.num_images < 1:
         raise ChoiError(f"--num-images must be positive, got {args.num_images}")
     check_layout_candidates(args.layout_candidates)
+    redraw = {}
+    if args.init_mask is not None:
+        height, width = (background if background is not None else human).shape[:2]
+        sketch = read_layout_mask(args.init_mask)
+        init = tuple(np.array(Image.fromarray(m).resize((width, height), Image.NEAREST)) for m in sketch)
+        redraw = {"init_masks": init, "strength": check_strength(args.strength, "--strength")}
     pipe = MaskPipeline.from_pretrained(args.model)
     out = draw_layouts(
         pipe,
@@ -502,8 +551,11 @@ def _mask(args: argparse.Namespace) -> None:
         seed=args.seed,
         num_inference_steps=args.steps,
         guidance_scale=args.guidance,
+        **redraw,
     )
     inputs = {"human": args.human, "object": args.object, "background": args.background, "box": args.box}
+    if args.init_mask is not None:
+        inputs["init_mask"] = args.init_mask
     out.save(args.out, inputs=inputs)
     log.info("wrote %d mask set(s) to %s (seeds %s)", args.num_images, args.out, out.metadata["seeds"])
 

@@ -214,15 +214,25 @@ def denoise(
     steps: int,
     guidance_scale: float,
     callback: Callable[[int, int], None] | None = None,
+    init: torch.Tensor | None = None,
+    strength: float = 1.0,
 ) -> torch.Tensor:
     """Run the sampler from noise ``x``; with ``uncond``, classifier-free guidance in one batched pass.
 
     ``model`` is either stage's generator (``denoise(x, t, encoded)``); ``callback(step, total)``
-    is called after every step (progress bars).
+    is called after every step (progress bars). With ``init`` (clean samples in the model's range),
+    img2img: ``init`` is noised by ``x`` to the level where the last ``strength`` (0 < s <= 1) of
+    the ``steps`` schedule begins, and only those steps run (at least one).
     """
     scheduler.set_timesteps(steps, device=x.device)
+    timesteps = scheduler.timesteps
+    if init is not None:
+        start = steps - max(1, round(steps * strength))
+        timesteps = timesteps[start:]
+        scheduler.set_begin_index(start)
+        x = scheduler.add_noise(init.to(x.dtype), x, timesteps[:1])
     both = cond.cat(uncond) if uncond is not None else cond
-    for i, t in enumerate(scheduler.timesteps):
+    for i, t in enumerate(timesteps):
         inp = torch.cat([x, x]) if uncond is not None else x
         pred = model.denoise(inp, t.expand(inp.shape[0]), both).float()
         if uncond is not None:
@@ -230,8 +240,42 @@ def denoise(
             pred = u + guidance_scale * (c - u)
         x = scheduler.step(pred, t, x).prev_sample
         if callback is not None:
-            callback(i + 1, len(scheduler.timesteps))
+            callback(i + 1, len(timesteps))
     return x.clamp(-1, 1)
+
+
+def check_strength(strength: Any, name: str = "strength") -> float:
+    if isinstance(strength, bool) or not isinstance(strength, int | float) or not 0 < strength <= 1:
+        raise ChoiError(f"{name} must be a number in (0, 1], got {strength!r}")
+    return float(strength)
+
+
+@torch.no_grad()
+def sample_masks(
+    model: MaskGenerator,
+    cond: MaskConditions,
+    generators: Sequence[torch.Generator],
+    steps: int = DEFAULT_STEPS,
+    guidance_scale: float = DEFAULT_GUIDANCE,
+    init: torch.Tensor | None = None,
+    strength: float = 1.0,
+    callback: Callable[[int, int], None] | None = None,
+) -> torch.Tensor:
+    """Stage 1's sampler on (N) conditions in the model's frame → (N, 2, S, S) masks in [-1, 1].
+
+    Sample k's noise comes from ``generators[k]``. ``init`` (N, 2, S, S) in [0, 1]: redraw those
+    masks from ``strength`` of the way to noise instead of drawing new ones (:func:`denoise`).
+    The unconditional branch drops the semantic conditions; box and background stay hard constraints.
+    """
+    enc = model.encode_conditions(cond)
+    uncond = model.encode_conditions(cond.dropped(text=True, refs=True)) if guidance_scale > 1.0 else None
+    scheduler = make_scheduler(model)
+    # The sampler state stays in fp32 whatever the model's dtype; the model casts its own input.
+    size = model.config.sample_size
+    x = get_noise(generators, (2, size, size), model.device, torch.float32) * scheduler.init_noise_sigma
+    if init is not None:
+        init = init.to(x.device, torch.float32) * 2 - 1
+    return denoise(model, scheduler, x, enc, uncond, steps, guidance_scale, callback, init, strength)
 
 
 def to_masks(
@@ -344,6 +388,8 @@ class MaskPipeline:
         height: int | None = None,
         width: int | None = None,
         zoom: bool | None = None,
+        init_masks: tuple[np.ndarray, np.ndarray] | None = None,
+        strength: float = 1.0,
         callback: Callable[[int, int], None] | None = None,
     ) -> MaskPipelineOutput:
         """Generate ``num_images`` human/object mask pairs for one request.
@@ -354,7 +400,9 @@ class MaskPipeline:
         With ``zoom`` and a ``box``, the model draws only the window around the box
         (:func:`~choi.models.conditioning.zoom_window`) at its full resolution, as a model trained
         with ``choi train mask --zoom`` can; ``soft`` is then that window's. ``None``: whether the
-        model was (its config's ``zoom``).
+        model was (its config's ``zoom``). ``init_masks`` (human, object), each (H, W) of the output's
+        size: redraw these masks (a rough sketch, another layout) instead of drawing new ones, from
+        ``strength`` of the way to noise (img2img; 1.0 is close to a fresh draw).
         """
         # 1. Check inputs
         cls_ = resolve(interaction)
@@ -368,6 +416,11 @@ class MaskPipeline:
         height, width = height or human_sil.shape[0], width or human_sil.shape[1]
         if not (isinstance(height, int) and isinstance(width, int) and height > 0 and width > 0):
             raise ChoiError(f"height and width must be positive integers, got {height!r} x {width!r}")
+        if init_masks is not None:
+            strength = check_strength(strength)
+            shapes = [np.shape(m) for m in init_masks] if len(init_masks) == 2 else []
+            if shapes != [(height, width)] * 2:
+                raise ChoiError(f"init_masks must be (human, object) masks of {height}x{width}, got shapes {shapes}")
 
         zoom = bool(self.model.config.zoom) if zoom is None else zoom
         window = zoom_pixels(box_t, height, width) if zoom and box_t is not None else None
@@ -381,7 +434,7 @@ class MaskPipeline:
         # 2. Per-image generators: image k depends on its own generator only
         generators, seeds = make_generators(num_images, seed, generator)
 
-        # 3. Encode the conditions (once; reused at every step)
+        # 3. The conditions
         model, device = self.model, self.model.device
         ref_masks = _stack_refs(human_sil, object_sil)
         text = self.text_encoder([interaction.strip()] * num_images).to(device)
@@ -391,17 +444,17 @@ class MaskPipeline:
             box=None if model_box is None else torch.tensor([model_box] * num_images, device=device),
             background=None if model_bg is None else _image_tensor(model_bg).expand(num_images, -1, -1, -1).to(device),
         )
-        use_cfg = guidance_scale > 1.0
-        enc = model.encode_conditions(cond)
-        # The unconditional branch drops the semantic conditions; box and background stay hard constraints.
-        uncond = model.encode_conditions(cond.dropped(text=True, refs=True)) if use_cfg else None
 
-        # 4. Denoising loop
-        scheduler = make_scheduler(model)
-        # The sampler state stays in fp32 whatever the model's dtype; the model casts its own input.
-        size = model.config.sample_size
-        x = get_noise(generators, (2, size, size), device, torch.float32) * scheduler.init_noise_sigma
-        x0 = denoise(model, scheduler, x, enc, uncond, num_inference_steps, guidance_scale, callback)
+        # 4. Denoising loop (from the given masks part way, with init_masks)
+        init = None
+        if init_masks is not None:
+            full = torch.from_numpy(np.stack(init_masks).astype(np.float32))[None]  # (1, 2, H, W)
+            if window is not None:
+                left, top, right, bottom = window
+                full = full[..., top:bottom, left:right]
+            size = model.config.sample_size
+            init = F.interpolate(full, size=(size, size), mode="area").expand(num_images, -1, -1, -1)
+        x0 = sample_masks(model, cond, generators, num_inference_steps, guidance_scale, init, strength, callback)
 
         # 5. Post-process: upsample the continuous masks, then threshold
         if window is None:
@@ -422,6 +475,8 @@ class MaskPipeline:
             "scheduler": "DPMSolverMultistepScheduler(dpmsolver++, order 2, trailing)",
             "box": list(box_t) if box_t is not None else None,
             "zoom_window": list(window) if window is not None else None,
+            "init_masks": init_masks is not None,
+            "strength": strength if init_masks is not None else None,
             "background": bg is not None,
             "height": height,
             "width": width,
