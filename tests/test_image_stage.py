@@ -325,6 +325,17 @@ def test_user_mask_skips_stage_one_in_every_form(pipe, sample, tmp_path):
     assert np.array_equal(h, sample.human_mask) and np.array_equal(o, sample.object_mask)
 
 
+def test_a_paint_program_sketch_in_pure_red_and_blue_is_read():
+    sketch = np.full((32, 32, 3), 255, np.uint8)
+    sketch[4:20, 4:12] = (255, 0, 0)
+    sketch[18:28, 14:26] = (0, 0, 255)
+    human, obj = read_layout_mask(sketch)
+    assert human.sum() == 16 * 8 and obj.sum() == 10 * 12 and not (human & obj).any()
+    sketch[18:28, 14:26] = 255  # no object drawn
+    with pytest.raises(ChoiError, match="pure blue"):
+        read_layout_mask(sketch)
+
+
 @pytest.mark.parametrize(
     "kw, message",
     [

@@ -134,12 +134,17 @@ def read_layout_mask(mask: Any) -> tuple[np.ndarray, np.ndarray]:
         rgb = as_rgb(load_image(mask, "mask") if isinstance(mask, str | os.PathLike) else mask, "mask")
         px = rgb.astype(np.int32)
 
-        def near(colour: tuple[int, int, int]) -> np.ndarray:
-            return np.abs(px - np.array(colour)).max(-1) < 60
+        def near(*colours: tuple[int, int, int]) -> np.ndarray:
+            return np.any([np.abs(px - np.array(c)).max(-1) < 60 for c in colours], axis=0)
 
-        human, obj = near(HUMAN_COLOUR), near(OBJECT_COLOUR) & ~near(HUMAN_COLOUR)
+        # choi's preview colours, or the pure red and blue of a paint program's sketch.
+        red = near(HUMAN_COLOUR, (255, 0, 0))
+        human, obj = red, near(OBJECT_COLOUR, (0, 0, 255)) & ~red
     if not human.any() or not obj.any():
-        raise ChoiError("the mask must contain both the person (red) and the object (blue)")
+        raise ChoiError(
+            f"the mask must contain both the person (red, RGB {HUMAN_COLOUR} or pure red) "
+            f"and the object (blue, RGB {OBJECT_COLOUR} or pure blue)"
+        )
     return human, obj
 
 
