@@ -218,6 +218,8 @@ def main() -> None:
     parser.add_argument("--skip-quality", action="store_true", help="with --redraw: only the redraw figures")
     parser.add_argument("--out", default=None, help="JSON report to write")
     args = parser.parse_args()
+    if bool(args.data) != bool(args.evaluators):
+        parser.error("quality metrics need both --data and --evaluators")
     torch.set_num_threads(args.threads)
 
     pipe = _load(args)
@@ -229,8 +231,6 @@ def main() -> None:
         report["quality"] = bench_quality(pipe, args)
     if args.redraw and args.data and args.evaluators:
         report["redraw"] = bench_redraw(pipe, args)
-    elif args.data or args.evaluators:
-        parser.error("quality metrics need both --data and --evaluators")
     if args.out:
         Path(args.out).parent.mkdir(parents=True, exist_ok=True)
         atomic_write_text(args.out, json.dumps(report, indent=2) + "\n")
