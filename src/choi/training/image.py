@@ -41,7 +41,7 @@ from choi.models.image_generator import IMAGE_CONFIGS, ImageConditions, ImageGen
 from choi.models.mask_generator import MaskConditions
 from choi.models.text_encoder import TextEncoder
 from choi.pipelines.choi import DEFAULT_GUIDANCE, DEFAULT_STEPS, OBJECT_FIT_TURNS
-from choi.pipelines.mask import MaskPipeline, check_strength, sample_masks
+from choi.pipelines.mask import MaskPipeline, check_strength, sample_masks, split_roles
 from choi.training.diffusion import (
     DiffusionTask,
     StageTrainConfig,
@@ -143,8 +143,7 @@ def stage1_layouts(stage1: MaskPipeline, batch: dict[str, torch.Tensor], strengt
     origin, extent = window[:, :2], window[:, 2:] - window[:, :2]
     frame = torch.cat([-origin / extent, (1 - origin) / extent], 1)
     soft = crop_windows((drawn.to(masks.device) + 1) / 2, frame, size)
-    human = (soft[:, 0] > 0.5) & (soft[:, 0] >= soft[:, 1])
-    obj = (soft[:, 1] > 0.5) & (soft[:, 1] > soft[:, 0])
+    human, obj = split_roles(soft)
     fitted = snap_silhouettes(batch["ref_masks"][:, 1:2], obj[:, None].float(), OBJECT_FIT_TURNS, (size, size))
     fitted = fitted[:, 0] & ~human
     obj = torch.where(fitted.flatten(1).any(1)[:, None, None], fitted, obj)
