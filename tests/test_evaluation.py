@@ -108,6 +108,7 @@ def test_eval_end_to_end_cached_and_deterministic(dataset, evaluators, tmp_path,
     # Ground truth reproduces the requested box and background exactly; copy-paste keeps the background too.
     assert report["methods"]["gt"]["controls"]["box_iou"] > 60
     assert report["methods"]["gt"]["mask_acc"] is not None
+    assert set(report["methods"]["gt"]["per_class_mask_acc"]) == set(report["methods"]["gt"]["per_class_acc"])
     for key in ("recognizer_acc_gt", "swapped_interaction_accepted", "retrieval_human_gt", "swapped_human_retrieved"):
         assert key in report["validation"]
     v = report["validation"]

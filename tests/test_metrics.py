@@ -32,6 +32,13 @@ def test_accuracy_rejects_bad_input(pred, true):
         M.accuracy(pred, true)
 
 
+def test_per_class_accuracy_only_present_classes():
+    acc = M.per_class_accuracy(np.array([0, 1, 2, 2, 0]), np.array([0, 1, 1, 2, 2]), ["a", "b", "c", "d"])
+    assert acc == {"a": pytest.approx(100.0), "b": pytest.approx(50.0), "c": pytest.approx(50.0)}
+    with pytest.raises(ValueError):
+        M.per_class_accuracy(np.array([0]), np.array([0, 1]), ["a", "b"])
+
+
 def test_average_precision_known_ranking():
     # Ranked: pos, neg, pos, neg, pos -> precisions at the positives 1/1, 2/3, 3/5.
     scores = np.array([0.9, 0.8, 0.7, 0.6, 0.5])

@@ -163,16 +163,15 @@ def score_method(
         "interaction_acc": M.accuracy(probs.argmax(-1), labels),
         "map": M.mean_average_precision(probs, labels, rare),
     }
-    result["per_class_acc"] = {
-        c.name: float((probs.argmax(-1)[labels == c.index] == c.index).mean()) * 100
-        for c in CLASSES
-        if (labels == c.index).any()
-    }
+    names = [c.name for c in CLASSES]
+    result["per_class_acc"] = M.per_class_accuracy(probs.argmax(-1), labels, names)
     if all(o.human_mask is not None for o in outputs):
         mprobs = suite.classify_masks(
             np.stack([o.human_mask for o in outputs]), np.stack([o.object_mask for o in outputs])
         )
         result["mask_acc"] = M.accuracy(mprobs.argmax(-1), labels)
+        # Beside per_class_acc: a class whose masks pass but whose images fail is lost in stage 2.
+        result["per_class_mask_acc"] = M.per_class_accuracy(mprobs.argmax(-1), labels, names)
     gen, ref_h, ref_o, hid, oid = _identities(suite, images, samples)
     sim_h, sim_o = M.cosine_similarity(gen["human"], ref_h), M.cosine_similarity(gen["object"], ref_o)
     result["identity"] = {

@@ -17,6 +17,7 @@ Boxes follow :mod:`choi.data.schema`: normalised ``(x1, y1, x2, y2)`` in [0, 1].
 from __future__ import annotations
 
 import warnings
+from collections.abc import Sequence
 
 import numpy as np
 import torch
@@ -80,6 +81,14 @@ def accuracy(pred_labels: np.ndarray, true_labels: np.ndarray) -> float:
     if pred.shape != true.shape:
         raise ValueError(f"pred_labels {pred.shape} and true_labels {true.shape} differ in length")
     return float(np.mean(pred == true) * PERCENT)
+
+
+def per_class_accuracy(pred_labels: np.ndarray, true_labels: np.ndarray, names: Sequence[str]) -> dict[str, float]:
+    """Top-1 accuracy in percent of each class present in ``true_labels``, keyed by ``names[label]``."""
+    pred, true = _labels(pred_labels, "pred_labels"), _labels(true_labels, "true_labels")
+    if pred.shape != true.shape:
+        raise ValueError(f"pred_labels {pred.shape} and true_labels {true.shape} differ in length")
+    return {names[c]: accuracy(pred[true == c], true[true == c]) for c in np.unique(true)}
 
 
 def average_precision(scores: np.ndarray, positives: np.ndarray) -> float:
