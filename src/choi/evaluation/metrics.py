@@ -75,19 +75,23 @@ def _boxes(x: np.ndarray, name: str) -> np.ndarray:
 # --- interaction ------------------------------------------------------------------------------
 
 
-def accuracy(pred_labels: np.ndarray, true_labels: np.ndarray) -> float:
-    """Top-1 accuracy in percent: ``100 * mean(pred == true)``."""
+def _label_pair(pred_labels: np.ndarray, true_labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Predicted and true labels, each checked by :func:`_labels`, of one length."""
     pred, true = _labels(pred_labels, "pred_labels"), _labels(true_labels, "true_labels")
     if pred.shape != true.shape:
         raise ValueError(f"pred_labels {pred.shape} and true_labels {true.shape} differ in length")
+    return pred, true
+
+
+def accuracy(pred_labels: np.ndarray, true_labels: np.ndarray) -> float:
+    """Top-1 accuracy in percent: ``100 * mean(pred == true)``."""
+    pred, true = _label_pair(pred_labels, true_labels)
     return float(np.mean(pred == true) * PERCENT)
 
 
 def per_class_accuracy(pred_labels: np.ndarray, true_labels: np.ndarray, names: Sequence[str]) -> dict[str, float]:
     """Top-1 accuracy in percent of each class present in ``true_labels``, keyed by ``names[label]``."""
-    pred, true = _labels(pred_labels, "pred_labels"), _labels(true_labels, "true_labels")
-    if pred.shape != true.shape:
-        raise ValueError(f"pred_labels {pred.shape} and true_labels {true.shape} differ in length")
+    pred, true = _label_pair(pred_labels, true_labels)
     return {names[c]: accuracy(pred[true == c], true[true == c]) for c in np.unique(true)}
 
 
