@@ -37,7 +37,7 @@ from choi.pipelines.baselines import (
     Request,
     available_methods,
 )
-from choi.vocabulary import BY_NAME, CLASSES
+from choi.vocabulary import BY_NAME, CLASS_NAMES, CLASSES
 from choi.world.renderer import object_view
 
 log = logging.getLogger(__name__)
@@ -158,20 +158,21 @@ def score_method(
     labels = np.array([BY_NAME[s.interaction].index for s in samples])
     rare = np.array([c.rare for c in CLASSES])
     probs = suite.classify_images(images)
+    pred = probs.argmax(-1)
     result: dict = {
         "n": len(samples),
-        "interaction_acc": M.accuracy(probs.argmax(-1), labels),
+        "interaction_acc": M.accuracy(pred, labels),
         "map": M.mean_average_precision(probs, labels, rare),
+        "per_class_acc": M.per_class_accuracy(pred, labels, CLASS_NAMES),
     }
-    names = [c.name for c in CLASSES]
-    result["per_class_acc"] = M.per_class_accuracy(probs.argmax(-1), labels, names)
     if all(o.human_mask is not None for o in outputs):
         mprobs = suite.classify_masks(
             np.stack([o.human_mask for o in outputs]), np.stack([o.object_mask for o in outputs])
         )
-        result["mask_acc"] = M.accuracy(mprobs.argmax(-1), labels)
+        mpred = mprobs.argmax(-1)
+        result["mask_acc"] = M.accuracy(mpred, labels)
         # Beside per_class_acc: a class whose masks pass but whose images fail is lost in stage 2.
-        result["per_class_mask_acc"] = M.per_class_accuracy(mprobs.argmax(-1), labels, names)
+        result["per_class_mask_acc"] = M.per_class_accuracy(mpred, labels, CLASS_NAMES)
     gen, ref_h, ref_o, hid, oid = _identities(suite, images, samples)
     sim_h, sim_o = M.cosine_similarity(gen["human"], ref_h), M.cosine_similarity(gen["object"], ref_o)
     result["identity"] = {

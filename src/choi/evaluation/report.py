@@ -14,7 +14,7 @@ from PIL import Image  # noqa: E402
 
 from choi.data.schema import Sample  # noqa: E402
 from choi.io import atomic_write_bytes, atomic_write_text, png_bytes  # noqa: E402
-from choi.vocabulary import BY_NAME, CLASSES  # noqa: E402
+from choi.vocabulary import BY_NAME, CLASS_NAMES  # noqa: E402
 
 GRID_ROWS = 6
 
@@ -74,7 +74,7 @@ def _figure_bytes(fig) -> bytes:
 
 def per_class_chart(report: dict) -> bytes:
     scored = {k: m for k, m in report["methods"].items() if "per_class_acc" in m}
-    names = [c.name for c in CLASSES]
+    names = CLASS_NAMES
     fig, ax = plt.subplots(figsize=(14, 4.5))
     width = 0.8 / max(1, len(scored))
     for i, (method, m) in enumerate(scored.items()):
