@@ -17,7 +17,7 @@ from choi.models.text_encoder import TextEmbeddings, TextEncoder
 from choi.pipelines.mask import MaskPipeline, mask_preview, parse_box, to_masks, zoom_pixels
 from choi.training.diffusion import class_weights, object_focus_weights, sample_weights
 from choi.training.loop import TrainConfig, train
-from choi.training.mask import MaskTask, MaskTrainConfig, mask_collate, zoom_rows
+from choi.training.mask import MaskTask, MaskTrainConfig, mask_collate, train_mask, zoom_rows
 from choi.vocabulary import CLASSES, UNLABELLED
 from fake_samples import write_tiny_dataset
 
@@ -351,6 +351,26 @@ def test_training_smoke_through_the_shared_loop(dataset, text_encoder, tmp_path)
     assert all(torch.equal(t, saved[k]) for k, t in started.state_dict().items())
     with pytest.raises(ChoiError, match="--init-from: no mask model"):
         _task(dataset, text_encoder, init_from=str(tmp_path / "none")).build_model()
+
+
+def test_a_model_is_fine_tuned_at_another_mask_size(dataset, text_encoder, tmp_path):
+    cfg = TrainConfig(steps=1, batch_size=4, lr=1e-3, warmup_steps=1, log_every=1)
+    first = train(_task(dataset, text_encoder), cfg, tmp_path / "at64")
+    task = _task(dataset, text_encoder, init_from=str(first), sample_size=48, p_zoom=0.5)
+    net = task.build_model()
+    saved = MaskGenerator.from_pretrained(first).state_dict()
+    assert net.config.sample_size == 48 and all(torch.equal(t, saved[k]) for k, t in net.state_dict().items())
+    batch = next(iter(task.batches(0)))
+    assert batch["masks"].shape == (4, 2, 48, 48)
+    loss, _ = task.loss(net, batch)  # zoomed rows are cut at the new size too
+    assert torch.isfinite(loss)
+    final = train(task, cfg, tmp_path / "at48")
+    pipe = MaskPipeline.from_pretrained(final, text_encoder=text_encoder)
+    assert pipe.model.config.sample_size == 48
+    out = pipe(**_request(box=(0.3, 0.2, 0.6, 0.9)))
+    assert out.human_masks.shape == (1, 64, 64) and out.soft.shape[-1] == 48  # drawn at 48, returned at 64
+    with pytest.raises(ChoiError, match="--sample-size must be a multiple of the patch size 4"):
+        train_mask(str(dataset), str(tmp_path / "bad"), steps=1, sample_size=50)
 
 
 def test_class_weights_balance_rare_classes():

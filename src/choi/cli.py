@@ -237,6 +237,13 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
         metavar="P",
         help="fraction of samples cut to a window around their union box, for zoomed layouts (default: 0)",
     )
+    mask.add_argument(
+        "--sample-size",
+        type=int,
+        default=None,
+        metavar="S",
+        help="mask side to train at instead of the preset's 64; with --init-from, fine-tunes a model to it",
+    )
     mask.set_defaults(func=_train_stage)
 
     image = tsub.add_parser(
@@ -286,7 +293,7 @@ def _train_stage(args: argparse.Namespace) -> None:
     if args.train_command == "mask":
         from choi.training.mask import train_mask as recipe
 
-        options["zoom"] = args.zoom
+        options.update(zoom=args.zoom, sample_size=args.sample_size)
     else:
         from choi.training.image import train_image as recipe
 

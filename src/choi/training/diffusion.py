@@ -81,7 +81,7 @@ class DiffusionTask:
         self._val: list[Sample] | None = None
 
     def build_model(self) -> torch.nn.Module:
-        model = self.model_cls.from_preset(self.cfg.model)
+        model = self.model_cls(**asdict(self.model_cfg))  # the preset, as a recipe may have adjusted it
         if self.cfg.init_from:
             self.start_from(model, pretrained(self.model_cls, self.cfg.init_from, self.name))
             log.info("started from %s", self.cfg.init_from)

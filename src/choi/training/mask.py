@@ -15,7 +15,7 @@ from __future__ import annotations
 import functools
 import logging
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -25,9 +25,11 @@ import torch.nn.functional as F
 
 from choi.data.batch import image_tensor, mask_tensor
 from choi.data.schema import Sample
+from choi.errors import ChoiError
 from choi.evaluation.metrics import box_iou, union_box_from_masks
 from choi.models.conditioning import box_in_window, crop_windows, zoom_window
 from choi.models.mask_generator import MASK_CONFIGS, MaskConditions, MaskGenerator
+from choi.models.text_encoder import TextEncoder
 from choi.pipelines.mask import DEFAULT_GUIDANCE, DEFAULT_STEPS, MaskPipeline, mask_preview
 from choi.training.diffusion import (
     DiffusionTask,
@@ -58,6 +60,9 @@ class MaskTrainConfig(StageTrainConfig):
     # a layout in more detail when the pipeline zooms (MaskPipeline, zoom=True).
     p_zoom: float = 0.0
     zoom_margins: tuple[float, float] = (0.1, 0.3)  # each zoomed sample's window margin, uniform in this range
+    # The side the masks are drawn at, instead of the preset's. The network is convolutional, so a model
+    # saved at one side can be fine-tuned at another (--init-from): finer masks for more compute.
+    sample_size: int | None = None
 
 
 def mask_collate(samples: Sequence[Sample], size: int, full: bool = False) -> dict[str, Any]:
@@ -85,6 +90,11 @@ class MaskTask(DiffusionTask):
     presets = MASK_CONFIGS
     model_cls = MaskGenerator
     config_cls = MaskTrainConfig
+
+    def __init__(self, cfg: MaskTrainConfig, text_encoder: TextEncoder | None = None):
+        super().__init__(cfg, text_encoder)
+        if cfg.sample_size is not None:
+            self.model_cfg = replace(self.model_cfg, sample_size=cfg.sample_size)
 
     def build_model(self) -> MaskGenerator:
         model = super().build_model()
@@ -187,10 +197,15 @@ def train_mask(
     """Train the mask generator into ``out``; returns ``out/model`` (the EMA weights the pipeline loads).
 
     ``options`` are :func:`~choi.training.diffusion.train_stage`'s (workers, seed, resume, ...) and
-    ``zoom``: the fraction of samples cut to a zoom window around their union box (:func:`zoom_rows`).
+    ``zoom``: the fraction of samples cut to a zoom window around their union box (:func:`zoom_rows`);
+    ``sample_size``: the mask side to train at instead of the preset's (None: the preset's).
     """
     zoom = check_fraction("--zoom", options.pop("zoom", 0.0))
+    size = options.pop("sample_size", None)
+    patch = MASK_CONFIGS[config].patch_size if config in MASK_CONFIGS else 1
+    if size is not None and not (isinstance(size, int) and 16 <= size <= 256 and size % patch == 0):
+        raise ChoiError(f"--sample-size must be a multiple of the patch size {patch} in [16, 256], got {size!r}")
     return train_stage(
         MaskTask, data, out, config=config, steps=steps, batch_size=batch_size, lr=lr,
-        recipe={"p_zoom": zoom}, **options,
+        recipe={"p_zoom": zoom, "sample_size": size}, **options,
     )  # fmt: skip
