@@ -93,8 +93,13 @@ class MaskTask(DiffusionTask):
 
     def __init__(self, cfg: MaskTrainConfig, text_encoder: TextEncoder | None = None):
         super().__init__(cfg, text_encoder)
-        if cfg.sample_size is not None:
-            self.model_cfg = replace(self.model_cfg, sample_size=cfg.sample_size)
+        size = cfg.sample_size
+        if size is not None:
+            patch = self.model_cfg.patch_size
+            if not (isinstance(size, int) and 16 <= size <= 256 and size % patch == 0):
+                bound = f"a multiple of the patch size {patch} in [16, 256]"
+                raise ChoiError(f"--sample-size must be {bound}, got {size!r}")
+            self.model_cfg = replace(self.model_cfg, sample_size=size)
 
     def build_model(self) -> MaskGenerator:
         model = super().build_model()
@@ -201,11 +206,7 @@ def train_mask(
     ``sample_size``: the mask side to train at instead of the preset's (None: the preset's).
     """
     zoom = check_fraction("--zoom", options.pop("zoom", 0.0))
-    size = options.pop("sample_size", None)
-    patch = MASK_CONFIGS[config].patch_size if config in MASK_CONFIGS else 1
-    if size is not None and not (isinstance(size, int) and 16 <= size <= 256 and size % patch == 0):
-        raise ChoiError(f"--sample-size must be a multiple of the patch size {patch} in [16, 256], got {size!r}")
     return train_stage(
         MaskTask, data, out, config=config, steps=steps, batch_size=batch_size, lr=lr,
-        recipe={"p_zoom": zoom, "sample_size": size}, **options,
+        recipe={"p_zoom": zoom, "sample_size": options.pop("sample_size", None)}, **options,
     )  # fmt: skip
