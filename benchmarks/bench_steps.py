@@ -4,7 +4,8 @@ defaults were chosen.
 Usage:
     python benchmarks/bench_steps.py --data data/hoiw [--n 200] [--skip 1000] [--steps 1,2,4,20]
         [--object-fit on|off|off,on] [--prior-strength H,O [H,O ...]] [--mask-guidance G [G ...]]
-        [--layout-candidates N [N ...]] [--zoom model|on|off ...] [--composite-margin PX [PX ...]]
+        [--layout-candidates N [N ...]] [--mask-steps N [N ...]] [--zoom model|on|off ...]
+        [--composite-margin PX [PX ...]]
         [--layout stage1|gt] [--model DIR]
         [--evaluators DIR] [--threads 2] [--out result.json]
 
@@ -21,7 +22,9 @@ both, one row each. ``--prior-strength`` renders each (human, object) strength o
 one row each. ``--mask-guidance`` runs stage 1 at each classifier-free guidance scale
 (`choi.pipelines.mask.DEFAULT_GUIDANCE` by default), one row each, and ``--layout-candidates``
 draws that many layouts per request and keeps the best-fitting one (`choi.pipelines.choi.draw_layouts`,
-`LAYOUT_CANDIDATES` by default), one row each, with stage-1 seconds per image. ``--zoom`` draws
+`LAYOUT_CANDIDATES` by default), one row each, with stage-1 seconds per image; ``--mask-steps``
+runs stage 1's sampler for that many steps (`choi.pipelines.mask.DEFAULT_STEPS` by default), one row
+each. ``--zoom`` draws
 the layouts in a window around the request's box (``on``), in the whole frame (``off``) or as the
 mask model's config says (``model``, the default; `choi.pipelines.mask.MaskPipeline`), one row each.
 ``--composite-margin`` keeps the background beyond that many pixels (of 128) around the masks
@@ -52,6 +55,7 @@ from choi.pipelines.choi import (
     fit_object_masks,
 )
 from choi.pipelines.mask import DEFAULT_GUIDANCE as MASK_GUIDANCE
+from choi.pipelines.mask import DEFAULT_STEPS as MASK_STEPS
 from choi.pipelines.mask import read_reference
 
 N_REAL = 600
@@ -81,6 +85,9 @@ def main() -> None:
         "--layout-candidates", nargs="+", type=int, default=[LAYOUT_CANDIDATES], metavar="N", help="layouts drawn"
     )
     parser.add_argument(
+        "--mask-steps", nargs="+", type=int, default=[MASK_STEPS], metavar="N", help="stage-1 sampler steps"
+    )
+    parser.add_argument(
         "--composite-margin", nargs="+", type=float, default=[COMPOSITE_MARGIN * 128], metavar="PX", help="of 128"
     )
     parser.add_argument(
@@ -94,9 +101,9 @@ def main() -> None:
     fits = [{"on": True, "off": False}[v] for v in args.object_fit.split(",")]
     strengths = [check_prior_strength(v) for v in args.prior_strength]
     zooms = [{"model": None, "on": True, "off": False}[v] for v in args.zoom]
-    layouts = list(itertools.product(args.mask_guidance, args.layout_candidates, zooms))  # stage-1 settings
-    if args.layout == "gt":
-        fits, layouts = [False], [(None, None, None)]  # the true masks are used as they are
+    layouts = list(itertools.product(args.mask_guidance, args.layout_candidates, zooms, args.mask_steps))
+    if args.layout == "gt":  # stage-1 settings above, none here
+        fits, layouts = [False], [(None, None, None, None)]  # the true masks are used as they are
     pipe = CHOIPipeline.from_pretrained(args.model)
     suite = EvaluatorSuite.load(args.evaluators)
     cfg = EvalConfig(data=args.data, out="", n=args.n, seed=args.seed, evaluators=args.evaluators)
@@ -109,18 +116,20 @@ def main() -> None:
     stage1_s = {} if args.layout == "gt" else dict.fromkeys(layouts, 0.0)
     for r, s in zip(tqdm(requests, desc="stage 1" if args.layout == "stage1" else "true masks"), samples, strict=True):
         if args.layout == "gt":
-            masks[(None, None, None), False].append((s.human_mask[None], s.object_mask[None]))
+            masks[(None, None, None, None), False].append((s.human_mask[None], s.object_mask[None]))
             continue
-        for g, c, z in layouts:
+        for layout in layouts:
+            g, c, z, ms = layout
             t0 = time.perf_counter()
             out = pipe.generate_masks(
                 human=r.human_ref, object=r.object_ref, interaction=r.text, background=r.background, box=r.box,
                 seed=request_seed(r), guidance_scale=g, layout_candidates=c, fit_object=False, zoom=z,
+                num_inference_steps=ms,
             )  # fmt: skip
-            stage1_s[g, c, z] += (time.perf_counter() - t0) / len(requests)
-            masks[(g, c, z), False].append((out.human_masks, out.object_masks))
+            stage1_s[layout] += (time.perf_counter() - t0) / len(requests)
+            masks[layout, False].append((out.human_masks, out.object_masks))
             sil = read_reference(r.object_ref, None, "object")[1]  # the fit draw_layouts chose the layout by
-            masks[(g, c, z), True].append((out.human_masks, fit_object_masks(out.human_masks, out.object_masks, sil)))
+            masks[layout, True].append((out.human_masks, fit_object_masks(out.human_masks, out.object_masks, sil)))
 
     result = {
         "data": args.data, "model": args.model, "layout": args.layout, "seed": args.seed,
@@ -133,7 +142,7 @@ def main() -> None:
         label = f"{steps} steps" + ("" if args.layout == "gt" else f", object fit {'on' if fit else 'off'}")
         label += f", prior strength {strength[0]:g},{strength[1]:g}, background kept beyond {margin:g} px"
         if args.layout == "stage1":
-            label += f", mask guidance {layout[0]:g}, {layout[1]} layout candidates"
+            label += f", mask guidance {layout[0]:g}, {layout[1]} layout candidates, {layout[3]} stage-1 steps"
             label += "" if layout[2] is None else f", zoom {'on' if layout[2] else 'off'}"
         for r, (hm, om) in zip(tqdm(requests, desc=f"stage 2, {label}"), masks[layout, fit], strict=True):
             image = pipe.renderer(
@@ -146,7 +155,7 @@ def main() -> None:
         row = score_method(outputs, samples, real_features, suite, cfg)
         row["stage2_s_per_image"], row["stage1_s_per_image"] = seconds, stage1_s.get(layout)
         run = {"steps": steps, "object_fit": fit, "prior_strength": list(strength), "composite_margin_px": margin}
-        run |= {"mask_guidance": layout[0], "layout_candidates": layout[1], "zoom": layout[2]}
+        run |= {"mask_guidance": layout[0], "layout_candidates": layout[1], "zoom": layout[2], "mask_steps": layout[3]}
         result["runs"].append({**run, **row})
         ident, quality = row["identity"], row["quality"]
         print(
