@@ -1,4 +1,4 @@
-"""Fixtures shared by the test modules (``fake_samples`` and ``fake_pipeline`` hold the fake data)."""
+"""Fixtures shared by the test modules (``fake_samples`` holds fake data, ``tiny_choi`` a tiny real model)."""
 
 import pytest
 import torch
@@ -14,3 +14,18 @@ def one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dir(tmp_path_factory):
+    """A real choi-tiny-family model folder with tiny random weights (tests/tiny_choi.py)."""
+    from tiny_choi import write_tiny_choi
+
+    return write_tiny_choi(tmp_path_factory.mktemp("tiny-choi"))
+
+
+@pytest.fixture(scope="session")
+def tiny_pipeline(tiny_model_dir):
+    from choi.pipelines.choi import CHOIPipeline
+
+    return CHOIPipeline.from_pretrained(tiny_model_dir)

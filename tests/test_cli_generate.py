@@ -1,7 +1,7 @@
 """`choi generate` (single requests and --jobs batches) and the help of every subcommand.
 
-The pipeline is a fake (tests/fake_pipeline.py): these tests check inputs, outputs, errors and
-batches, not the model.
+The pipeline is the real CHOIPipeline on a tiny, randomly initialised choi-tiny-family model folder
+(tests/tiny_choi.py): these tests check inputs, outputs, errors and batches through the real thing.
 """
 
 from __future__ import annotations
@@ -16,7 +16,6 @@ from PIL import Image
 
 from choi import jobs
 from choi.cli import build_parser, main
-from fake_pipeline import FakePipeline
 
 
 @pytest.fixture
@@ -39,17 +38,27 @@ def refs(tmp_path):
 
 
 @pytest.fixture
-def fake(monkeypatch):
-    pipe = FakePipeline(fail_on="carry suitcase")
-    loads = []
+def fake(monkeypatch, tiny_pipeline):
+    """The real tiny pipeline, its loads and calls recorded; 'carry suitcase' fails like a model crash."""
+    loads, calls = [], []
+    stage = tiny_pipeline.image_stage
+
+    def image_stage(inputs, layouts, steps, guidance, options, callback):
+        calls.append({"interaction": inputs.interaction, "steps": steps, "guidance": guidance, "options": options,
+                      "inputs": inputs, "layouts": layouts})  # fmt: skip
+        if inputs.interaction == "carry suitcase":
+            raise RuntimeError("simulated model failure\nsecond line")
+        return stage(inputs, layouts, steps, guidance, options, callback)
 
     def load_pipeline(model=None, device="cpu", dtype="float32"):
         loads.append((model, device, dtype))
-        return pipe
+        return tiny_pipeline
 
+    monkeypatch.setattr(tiny_pipeline, "image_stage", type("Stage", (), {
+        "__call__": staticmethod(image_stage), "default_size": stage.default_size,
+        "check_interaction": staticmethod(stage.check_interaction)})())  # fmt: skip
     monkeypatch.setattr(jobs, "load_pipeline", load_pipeline)
-    pipe.loads = loads
-    return pipe
+    return type("Recorder", (), {"loads": loads, "calls": calls})
 
 
 def _request(refs, **extra):
@@ -67,67 +76,93 @@ def _one_line_error(capsys, code: int) -> str:
     return err
 
 
-def test_generate_writes_images_masks_and_json(refs, fake, tmp_path):
+def test_generate_writes_images_masks_references_and_json(refs, fake, tmp_path):
     out = tmp_path / "out"
     code = main(_request(refs, background=refs / "background.png", box="0.1,0.2,0.9,1", seed=7, num_images=2,
-                         steps=5, guidance=1.5, mask_steps=4, out=out))  # fmt: skip
+                         steps=2, guidance=1.5, mask_steps=4, out=out))  # fmt: skip
     assert code == 0
     names = sorted(p.name for p in out.iterdir())
     assert names == sorted(
-        ["choi.json"] + [f"image_{k}.png" for k in range(2)]
+        ["choi.json", "reference_human.png", "reference_object.png"] + [f"image_{k}.png" for k in range(2)]
         + [f"mask_{k}_{r}.png" for k in range(2) for r in ("human", "object", "preview")]
     )  # fmt: skip
     record = json.loads((out / "choi.json").read_text())
-    assert record["seeds"] == [7, 8]
-    assert record["inputs"]["box"] == "0.1,0.2,0.9,1" and record["inputs"]["steps"] == 5
+    assert record["seeds"] == [7, 8] and record["interaction_class"] == "ride_bicycle"
+    assert record["request"]["box"] == [0.1, 0.2, 0.9, 1.0] and record["request"]["steps"] == 2
+    assert record["stage1"]["num_inference_steps"] == 4 and record["stage2"]["steps"] == 2
+    assert record["stage2"]["guidance"] == 1.5 and record["options"]["layout_candidates"] == 2  # the folder's default
     call = fake.calls[-1]
-    assert call["box"] == (0.1, 0.2, 0.9, 1.0) and call["num_inference_steps"] == 5 and call["mask_steps"] == 4
-    assert call["guidance_scale"] == 1.5 and call["background"].shape == (48, 80, 3)
+    assert call["inputs"].box == (0.1, 0.2, 0.9, 1.0) and call["inputs"].background.shape == (48, 80, 3)
     assert Image.open(out / "image_0.png").size == (80, 48)
+    assert Image.open(out / "reference_human.png").mode == "RGBA"
     assert fake.loads == [("choi-tiny", "cpu", "float32")]
 
 
-def test_object_fit_is_on_unless_turned_off(refs, fake, tmp_path, capsys, caplog):
+def test_family_options_from_the_command_line_and_jobs(refs, fake, tmp_path, capsys, caplog):
     assert main(_request(refs, out=tmp_path / "a")) == 0
-    assert fake.calls[-1]["fit_object"] is True
-    assert main([*_request(refs, out=tmp_path / "b"), "--no-object-fit"]) == 0
-    assert fake.calls[-1]["fit_object"] is False
-    assert json.loads((tmp_path / "b" / "choi.json").read_text())["inputs"]["fit_object"] is False
+    assert fake.calls[-1]["options"].fit_object is True and fake.calls[-1]["options"].prior_strength == (0.5, 1.0)
+    args = [*_request(refs, out=tmp_path / "b"), "--set", "fit_object=false", "--set", "prior_strength=0.25,1"]
+    assert main([*args, "--set", "layout_candidates=1"]) == 0
+    options = fake.calls[-1]["options"]
+    assert options.fit_object is False and options.prior_strength == (0.25, 1.0) and options.layout_candidates == 1
+    record = json.loads((tmp_path / "b" / "choi.json").read_text())
+    assert record["request"]["options"]["fit_object"] == "false" and record["options"]["fit_object"] is False
     jobs_file = tmp_path / "jobs.jsonl"
     line = {"human": str(refs / "human.png"), "object": str(refs / "object.png"), "interaction": "ride bicycle"}
-    jobs_file.write_text(json.dumps({**line, "id": "off", "fit_object": False}) + "\n")
+    jobs_file.write_text(json.dumps({**line, "id": "off", "options": {"fit_object": False}}) + "\n")
     assert main(["generate", "--jobs", str(jobs_file), "--out", str(tmp_path / "jobs")]) == 0
-    assert fake.calls[-1]["fit_object"] is False
-    jobs_file.write_text(json.dumps({**line, "fit_object": "no"}) + "\n")
-    err = _one_line_error(capsys, main(["generate", "--jobs", str(jobs_file), "--out", str(tmp_path / "bad")]))
-    assert "1 of 1 jobs failed" in err and "'fit_object' must be a bool, got 'no'" in caplog.text
+    assert fake.calls[-1]["options"].fit_object is False
+    for bad, message in (
+        ({"options": {"fit_object": 2}}, "option fit_object must be true or false"),
+        ({"fit_object": False}, "a model option now"),
+        ({"options": {"warp": 1}}, "choi-tiny has no option 'warp'"),
+    ):
+        jobs_file.write_text(json.dumps({**line, **bad}) + "\n")
+        err = _one_line_error_last(capsys, main(["generate", "--jobs", str(jobs_file), "--out", str(tmp_path / "x")]))
+        assert "1 of 1 jobs failed" in err and message in caplog.text
+    for option, message in (
+        ("prior_strength=2,0", "prior strength must be two numbers in [0, 1]"),
+        ("layout_candidates=0", "option layout_candidates must be a whole number in [1, 64], got 0"),
+        ("layout_candidates=2.5", "option layout_candidates must be a whole number"),
+        ("nonsense", "--set takes key=value"),
+        ("zoom=maybe", "option zoom: cannot read 'maybe'"),
+    ):
+        err = _one_line_error(capsys, main([*_request(refs, out=tmp_path / "c"), "--set", option]))
+        assert message in err and not (tmp_path / "c").exists()
 
 
 def test_generate_with_a_mask_file(refs, fake, tmp_path):
-    assert main(_request(refs, mask=refs / "mask.png", out=tmp_path / "out")) == 0
-    human, obj = fake.calls[-1]["mask"][..., 0] > 150, fake.calls[-1]["mask"][..., 2] > 150
-    assert human[8:40, 10:30].all() and obj[20:40, 40:70].all()
+    assert main(_request(refs, mask=refs / "mask.png", background=refs / "background.png", out=tmp_path / "out")) == 0
+    layouts = fake.calls[-1]["layouts"]
+    assert layouts.human_masks[0, 8:40, 10:30].all() and layouts.object_masks[0, 20:40, 40:70].all()
+    assert not layouts.human_masks[0, 0:8].any() and layouts.metadata == {"source": "user"}
 
 
 @pytest.mark.parametrize(
-    "change,message",
+    "change,message,loads",
     [
-        ({"human": "missing.png"}, "does not exist"),
-        ({"object": "notes.png"}, "not an image"),
-        ({"background": "."}, "folder"),
-        ({"box": "0.5,0.5,1.2,0.9"}, "box"),
-        ({"box": "0.5,0.5,0.5,0.9"}, "box"),
-        ({"box": "0.9,0.5,0.1,0.6"}, "box"),
-        ({"box": "a,b,c,d"}, "box"),
-        ({"interaction": "juggling a cat"}, "unknown interaction"),
-        ({"num_images": 0}, "num_images"),
-        ({"steps": 0}, "steps"),
-        ({"guidance": -1}, "guidance"),
-        ({"seed": -3}, "seed"),
-        ({"mask": "notes.png"}, "mask image"),
+        ({"human": "missing.png"}, "not found", False),
+        ({"object": "notes.png"}, "not an image", True),
+        ({"background": "."}, "not found", False),
+        ({"box": "0.5,0.5,1.2,0.9"}, "box", False),
+        ({"box": "0.5,0.5,0.5,0.9"}, "box", False),
+        ({"box": "0.9,0.5,0.1,0.6"}, "box", False),
+        ({"box": "a,b,c,d"}, "box", False),
+        ({"interaction": "juggling a cat"}, "unknown interaction", True),
+        ({"interaction": "x" * 301}, "at most 300", False),
+        ({"num_images": 0}, "num_images", False),
+        ({"num_images": 17}, "num_images", False),
+        ({"steps": 0}, "steps", False),
+        ({"guidance": -1}, "guidance", False),
+        ({"guidance": "inf"}, "guidance", False),
+        ({"mask_guidance": "nan"}, "mask_guidance", False),
+        ({"seed": -3}, "seed", False),
+        ({"seed": 2**64}, "seed", False),
+        ({"mask": "notes.png"}, "mask image", True),
+        ({"mask": "background.png"}, "must contain both the person", True),
     ],
 )
-def test_bad_inputs_fail_in_one_line_and_write_nothing(refs, fake, tmp_path, capsys, change, message):
+def test_bad_inputs_fail_in_one_line_and_write_nothing(refs, fake, tmp_path, capsys, change, message, loads):
     extra = dict(change)
     for key in ("human", "object", "background", "mask"):
         if key in extra:
@@ -139,7 +174,7 @@ def test_bad_inputs_fail_in_one_line_and_write_nothing(refs, fake, tmp_path, cap
     err = _one_line_error(capsys, main(args))
     assert message in err
     assert not (tmp_path / "out").exists()
-    assert fake.loads == []  # rejected before any model was loaded
+    assert bool(fake.loads) == loads  # what needs no model is rejected before one loads
 
 
 def test_option_combinations(refs, fake, tmp_path, capsys):
@@ -172,12 +207,13 @@ def test_jobs_batch_reports_failures_goes_on_and_skips_done_jobs(refs, fake, tmp
     jobs_file = tmp_path / "jobs.jsonl"
     jobs_file.write_text("\n".join(x if isinstance(x, str) else json.dumps(x) for x in lines) + "\n\n# done\n")
     out = tmp_path / "batch"
-    args = ["generate", "--jobs", str(jobs_file), "--out", str(out), "--steps", "3"]
+    args = ["generate", "--jobs", str(jobs_file), "--out", str(out), "--steps", "3", "--seed", "1234"]
     err = _one_line_error_last(capsys, main(args))
     assert "4 of 6 jobs failed" in err
     assert sorted(p.name for p in out.iterdir()) == ["a", "b"]
+    assert json.loads((out / "a" / "choi.json").read_text())["seeds"] == [1]  # the line's own seed wins
     assert json.loads((out / "b" / "choi.json").read_text())["seeds"] == [1234, 1235]
-    assert all(c["num_inference_steps"] == 3 for c in fake.calls)  # the command-line default reached every job
+    assert all(c["steps"] == 3 for c in fake.calls)  # the command-line default reached every job
     log = caplog.text  # one line per failed job
     assert "job 2 (line 2) failed" in log and "missing.png" in log and "line 3" in log
     assert "RuntimeError: simulated model failure" in log and "second line" not in log
@@ -208,6 +244,22 @@ def test_job_ids_must_be_safe_and_unique(tmp_path):
     assert parsed[1].request.human == str(tmp_path / "h.png")  # relative to the jobs file
 
 
+def test_mask_command_writes_masks_references_and_json(refs, fake, tmp_path, capsys):
+    out = tmp_path / "masks"
+    assert main(["mask", *_request(refs, seed=3, num_images=2, out=out)[1:]]) == 0
+    names = sorted(p.name for p in out.iterdir())
+    assert names == sorted(["choi.json", "reference_human.png", "reference_object.png"]
+                           + [f"mask_{k}_{r}.png" for k in range(2) for r in ("human", "object", "preview")])  # fmt: skip
+    record = json.loads((out / "choi.json").read_text())
+    assert record["seeds"] == [3, 4] and "stage2" not in record and fake.calls == []
+    # an edited preview goes back in as the layout
+    assert main(_request(refs, mask=out / "mask_0_preview.png", out=tmp_path / "img")) == 0
+    assert (fake.calls[-1]["layouts"].human_masks[0] == (np.asarray(Image.open(out / "mask_0_human.png")) > 0)).all()
+    with pytest.raises(SystemExit) as exit_:  # stage 2's sampler is not a stage-1 flag
+        main(["mask", *_request(refs, out=tmp_path / "m2")[1:], "--steps", "3"])
+    assert exit_.value.code == 2 and "unrecognized arguments: --steps" in capsys.readouterr().err
+
+
 def _subcommands(parser: argparse.ArgumentParser, prefix=()):
     yield prefix, parser
     for action in parser._actions:
@@ -223,33 +275,3 @@ def test_every_help_shows_an_example_and_documents_every_option():
         for action in parser._actions:
             if action.option_strings and action.dest != "help":
                 assert action.help or action.choices, f"choi {' '.join(path)}: {action.option_strings} has no help"
-
-
-def test_prior_strength_from_the_command_line_and_jobs(refs, fake, tmp_path, capsys, caplog):
-    assert main(_request(refs, out=tmp_path / "a")) == 0
-    assert fake.calls[-1]["prior_strength"] is None  # the pipeline's default
-    assert main([*_request(refs, out=tmp_path / "b"), "--prior-strength", "0.25,1"]) == 0
-    assert fake.calls[-1]["prior_strength"] == (0.25, 1.0)
-    assert json.loads((tmp_path / "b" / "choi.json").read_text())["inputs"]["prior_strength"] == "0.25,1"
-    jobs_file = tmp_path / "jobs.jsonl"
-    line = {"human": str(refs / "human.png"), "object": str(refs / "object.png"), "interaction": "ride bicycle"}
-    jobs_file.write_text(json.dumps({**line, "id": "keep", "prior_strength": [1, 0]}) + "\n")
-    assert main(["generate", "--jobs", str(jobs_file), "--out", str(tmp_path / "jobs")]) == 0
-    assert fake.calls[-1]["prior_strength"] == (1.0, 0.0)
-    err = _one_line_error(capsys, main([*_request(refs, out=tmp_path / "c"), "--prior-strength", "2,0"]))
-    assert "prior strength must be two numbers in [0, 1]" in err and not (tmp_path / "c").exists()
-
-
-def test_layout_candidates_from_the_command_line_and_jobs(refs, fake, tmp_path, capsys, caplog):
-    assert main(_request(refs, out=tmp_path / "a")) == 0
-    assert fake.calls[-1]["layout_candidates"] is None  # the pipeline's default
-    assert main([*_request(refs, out=tmp_path / "b"), "--layout-candidates", "2"]) == 0
-    assert fake.calls[-1]["layout_candidates"] == 2
-    assert json.loads((tmp_path / "b" / "choi.json").read_text())["inputs"]["layout_candidates"] == 2
-    jobs_file = tmp_path / "jobs.jsonl"
-    line = {"human": str(refs / "human.png"), "object": str(refs / "object.png"), "interaction": "ride bicycle"}
-    jobs_file.write_text(json.dumps({**line, "id": "one", "layout_candidates": 1}) + "\n")
-    assert main(["generate", "--jobs", str(jobs_file), "--out", str(tmp_path / "jobs")]) == 0
-    assert fake.calls[-1]["layout_candidates"] == 1
-    err = _one_line_error(capsys, main([*_request(refs, out=tmp_path / "c"), "--layout-candidates", "0"]))
-    assert "layout_candidates must be in [1, 64], got 0" in err and not (tmp_path / "c").exists()

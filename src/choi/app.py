@@ -13,6 +13,7 @@ Example:
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import logging
 import os
@@ -28,20 +29,16 @@ from PIL import Image, ImageDraw
 
 from choi.data.segment import as_rgb, load_image
 from choi.errors import ChoiError
-from choi.models.image_generator import check_prior_strength
-from choi.pipelines.choi import DEFAULT_PRIOR_STRENGTH, LAYOUT_CANDIDATES, check_layout_candidates
-from choi.pipelines.mask import HUMAN_COLOUR, OBJECT_COLOUR, parse_box
-from choi.vocabulary import CLASSES, resolve
+from choi.pipelines.inputs import HUMAN_COLOUR, OBJECT_COLOUR, parse_box, read_layout_mask
+from choi.pipelines.request import MAX_IMAGES, GenerationRequest
+from choi.pipelines.stages import parse_set
+from choi.vocabulary import CLASSES
 
 log = logging.getLogger(__name__)
 
 MAX_UPLOAD = "25mb"  # per file; the pixel limit (choi.data.segment.MAX_PIXELS) catches small decompression bombs
-MAX_CANDIDATES = 8
 PREVIEW_SIDE = 512  # the box-drawing preview is shown at most this large
 ERASE_COLOUR = (0, 0, 0)
-_COLOUR_TOLERANCE = (
-    90  # max channel distance from the mask colours: brush edges blend, the dimmed background never gets close
-)
 
 
 def _hex(rgb: tuple[int, int, int]) -> str:
@@ -67,16 +64,6 @@ def _load(path: str, what: str) -> np.ndarray:
         return load_image(path, what)
     except ChoiError as err:
         raise ChoiError(str(err).replace(str(path), f"'{Path(path).name}'")) from err
-
-
-def masks_from_preview(preview: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """A colour-coded mask image (red person, blue object, anything else nothing) → two (H, W) bool masks."""
-    rgb = as_rgb(preview, "mask image").astype(np.int16)
-    human = np.abs(rgb - np.array(HUMAN_COLOUR)).max(-1) <= _COLOUR_TOLERANCE
-    obj = np.abs(rgb - np.array(OBJECT_COLOUR)).max(-1) <= _COLOUR_TOLERANCE
-    if not human.any() or not obj.any():
-        raise ChoiError("the mask must show the person in red and the object in blue; generate masks or paint them")
-    return human, obj & ~human
 
 
 def draw_box(background: np.ndarray, box: tuple[float, float, float, float] | None) -> np.ndarray:
@@ -135,39 +122,35 @@ class Handlers:
         return parse_box(values)
 
     @staticmethod
-    def _settings(num_images, seed, steps, guidance, fit_object=True, layouts=LAYOUT_CANDIDATES) -> dict[str, Any]:
-        # Gradio's number fields cannot be empty: -1 / 0 / -1 stand for "random" / "default" / "default".
-        seed = None if seed is None or seed == -1 else seed
-        steps = steps or None
-        guidance = None if guidance is None or guidance == -1 else guidance
-        num = int(num_images or 1)
-        if not 1 <= num <= MAX_CANDIDATES:
-            raise ChoiError(f"the number of candidates must be in [1, {MAX_CANDIDATES}], got {num}")
-        if seed is not None and seed < 0:
-            raise ChoiError(f"the seed must be >= 0, got {seed}")
-        if steps is not None and not 1 <= steps <= 1000:
-            raise ChoiError(f"steps must be in [1, 1000], got {steps}")
-        if guidance is not None and guidance < 0:
-            raise ChoiError(f"guidance must be >= 0, got {guidance}")
+    def _settings(num_images, seed, mask_steps, mask_guidance, steps, guidance, options) -> dict[str, Any]:
+        """The form's sampler fields → request fields (the request checks them, with the CLI's limits)."""
+
+        def number(value, unset, kind=float):
+            # Gradio's number fields cannot be empty: -1 (or 0 for steps) stands for "the model's default".
+            if value is None or value == unset:
+                return None
+            return int(value) if kind is int and float(value).is_integer() else kind(value) if kind is float else value
+
         return {
-            "num_images": num,
-            "seed": None if seed is None else int(seed),
-            "num_inference_steps": None if steps is None else int(steps),
-            "guidance_scale": None if guidance is None else float(guidance),
-            "fit_object": bool(fit_object),
-            # a slider's value may arrive as a float: 4.0 is 4, 2.5 stays 2.5 and is refused
-            "layout_candidates": check_layout_candidates(int(layouts) if float(layouts).is_integer() else layouts),
+            "num_images": number(num_images, None, int) or 1,
+            "seed": number(seed, -1, int),
+            "mask_steps": number(mask_steps, 0, int),
+            "mask_guidance": number(mask_guidance, -1),
+            "steps": number(steps, 0, int),
+            "guidance": number(guidance, -1),
+            "options": parse_set([line for line in (options or "").splitlines() if line.strip()]),
         }
 
-    def _request(self, human, obj, interaction, background, x1, y1, x2, y2) -> dict[str, Any]:
-        resolve(interaction or "")
-        return {
+    def _request(self, human, obj, interaction, background, x1, y1, x2, y2, settings, mask=None) -> GenerationRequest:
+        values = {
             "human": self._image(human, "person image"),
             "object": self._image(obj, "object image"),
-            "interaction": interaction,
+            "interaction": interaction or "",
             "background": self._image(background, "background image", required=False),
             "box": self._box(x1, y1, x2, y2),
+            "mask": mask,
         }
+        return GenerationRequest(**values, **settings)
 
     @_user_errors
     def check_upload(self, path: str | None, what: str) -> None:
@@ -214,16 +197,15 @@ class Handlers:
 
     @_user_errors
     def generate_masks(
-        self,
-        human, obj, interaction, background, x1, y1, x2, y2, num_images, seed, steps, guidance, fit_object=True,
-        layouts=LAYOUT_CANDIDATES,
+        self, human, obj, interaction, background, x1, y1, x2, y2, num_images, seed, mask_steps, mask_guidance,
+        steps, guidance, options,
         progress=gr.Progress(),  # noqa: B008 - Gradio injects the progress tracker through this default
     ):  # fmt: skip
         """Stage 1 → the mask candidates (gallery), the first one in the editor, and their previews (state)."""
-        request = self._request(human, obj, interaction, background, x1, y1, x2, y2)
-        settings = self._settings(num_images, seed, steps, guidance, fit_object, layouts)
+        settings = self._settings(num_images, seed, mask_steps, mask_guidance, steps, guidance, options)
+        request = self._request(human, obj, interaction, background, x1, y1, x2, y2, settings)
         progress(0, desc="mask stage")
-        out = self.pipe.generate_masks(**request, **settings, callback=self._progress(progress))
+        out = self.pipe.generate_masks(request, callback=self._progress(progress))
         previews = [out.preview(k) for k in range(len(out.human_masks))]
         seeds = out.metadata["seeds"]
         gallery = [(p, f"seed {s}") for p, s in zip(previews, seeds, strict=True)]
@@ -235,27 +217,25 @@ class Handlers:
 
     @_user_errors
     def generate_images(
-        self,
-        human, obj, interaction, background, x1, y1, x2, y2, editor, num_images, seed, steps, guidance,
-        fit_object=True, keep_human=DEFAULT_PRIOR_STRENGTH[0], keep_object=DEFAULT_PRIOR_STRENGTH[1],
-        layouts=LAYOUT_CANDIDATES,
+        self, human, obj, interaction, background, x1, y1, x2, y2, editor, num_images, seed, mask_steps,
+        mask_guidance, steps, guidance, options,
         progress=gr.Progress(),  # noqa: B008 - Gradio injects the progress tracker through this default
     ):  # fmt: skip
         """Stage 2 (with stage 1 first when the editor is empty) → gallery with seeds, and the files to download."""
-        request = self._request(human, obj, interaction, background, x1, y1, x2, y2)
-        settings = self._settings(num_images, seed, steps, guidance, fit_object, layouts)
-        settings["prior_strength"] = check_prior_strength((keep_human, keep_object))
         composite = editor.get("composite") if isinstance(editor, dict) else editor
-        mask = masks_from_preview(composite) if composite is not None else None
+        mask = read_layout_mask(composite) if composite is not None else None
+        settings = self._settings(num_images, seed, mask_steps, mask_guidance, steps, guidance, options)
+        request = self._request(human, obj, interaction, background, x1, y1, x2, y2, settings, mask)
         progress(0, desc="image stage" if mask is not None else "mask stage")
-        out = self.pipe(**request, mask=mask, **settings, callback=self._progress(progress))
+        out = self.pipe(request, callback=self._progress(progress))
         run = self.outputs / uuid.uuid4().hex[:12]
-        inputs = {"interaction": interaction, "box": request["box"], "mask": "edited" if mask is not None else None}
-        files = out.save(run, inputs=inputs)
+        files = out.save(run)
         seeds = out.metadata["seeds"]
         images = [run / f"image_{k}.png" for k in range(len(out.images))]
         gallery = [(str(p), f"seed {s}") for p, s in zip(images, seeds, strict=True)]
-        downloads = [str(f) for f in files if f.name.startswith("image_") or f.name.endswith("_preview.png")]
+        downloads = [
+            str(f) for f in files if f.name.startswith(("image_", "reference_")) or f.name.endswith("_preview.png")
+        ]
         downloads.append(str(run / "choi.json"))
         return gallery, downloads
 
@@ -270,6 +250,8 @@ def build_app(pipeline: Any, outputs: str | os.PathLike | None = None) -> gr.Blo
     outputs = Path(outputs) if outputs is not None else Path(tempfile.mkdtemp(prefix="choi-app-"))
     outputs.mkdir(parents=True, exist_ok=True)
     h = Handlers(pipeline, outputs)
+    options_class = getattr(pipeline, "options_class", None)
+    family_options = ", ".join(f.name for f in dataclasses.fields(options_class)) if options_class else ""
     suggestions = [c.text for c in CLASSES]
     image = functools.partial(image_upload, height=220)
 
@@ -287,22 +269,18 @@ def build_app(pipeline: Any, outputs: str | os.PathLike | None = None) -> gr.Blo
                     suggestions, value=suggestions[0], label="Interaction", allow_custom_value=True,
                     info="pick one or type your own, e.g. 'a person riding a bike'", elem_id="interaction",
                 )  # fmt: skip
-                num_images = gr.Slider(1, MAX_CANDIDATES, value=2, step=1, label="Candidates", elem_id="num-images")
+                num_images = gr.Slider(1, MAX_IMAGES, value=2, step=1, label="Candidates", elem_id="num-images")
                 seed = gr.Number(-1, label="Seed (-1: random)", precision=0, minimum=-1, elem_id="seed")
                 with gr.Accordion("Sampler", open=False):
-                    steps = gr.Number(0, label="Steps (0: the model's default)", precision=0, minimum=0)
-                    guidance = gr.Number(-1, label="Guidance (-1: the model's default)", minimum=-1)
-                    fit_object = gr.Checkbox(
-                        True, label="Fit each object mask to the object's own outline", elem_id="fit-object"
-                    )
-                    # how much of each reference, stretched into its mask, stage 2 keeps as it is
-                    keep_human, keep_object = (
-                        gr.Slider(0, 1, value=v, step=0.05, label=f"Keep the {who}'s reference (0: repaint, 1: keep)")
-                        for v, who in zip(DEFAULT_PRIOR_STRENGTH, ("person", "object"), strict=True)
-                    )
-                    layouts = gr.Slider(
-                        1, 16, value=LAYOUT_CANDIDATES, step=1, elem_id="layout-candidates",
-                        label="Layouts drawn per candidate (the one the object fits best is kept)",
+                    with gr.Row():
+                        mask_steps = gr.Number(0, label="Stage 1 (masks): steps (0: default)", precision=0, minimum=0)
+                        mask_guidance = gr.Number(-1, label="Stage 1: guidance (-1: default)", minimum=-1)
+                    with gr.Row():
+                        steps = gr.Number(0, label="Stage 2 (image): steps (0: default)", precision=0, minimum=0)
+                        guidance = gr.Number(-1, label="Stage 2: guidance (-1: default)", minimum=-1)
+                    options = gr.Textbox(
+                        "", lines=2, label="Model options, key=value, one per line", elem_id="options",
+                        placeholder=f"{family_options}", max_length=2000,
                     )  # fmt: skip
         with gr.Accordion("Background and box (optional)", open=False):
             with gr.Row():
@@ -338,12 +316,10 @@ def build_app(pipeline: Any, outputs: str | os.PathLike | None = None) -> gr.Blo
             trigger(h.show_box, [background, *box_fields], box_view, **light)
         box_view.select(h.click_corner, [background, corner], [corner, *box_fields], **light)
         request = [human, obj, interaction, background, *box_fields]
-        settings = [num_images, seed, steps, guidance, fit_object]
-        mask_button.click(h.generate_masks, [*request, *settings, layouts], [mask_gallery, editor, previews])
+        settings = [num_images, seed, mask_steps, mask_guidance, steps, guidance, options]
+        mask_button.click(h.generate_masks, [*request, *settings], [mask_gallery, editor, previews])
         mask_gallery.select(h.pick_mask, previews, editor, **light)
-        image_button.click(
-            h.generate_images, [*request, editor, *settings, keep_human, keep_object, layouts], [gallery, downloads]
-        )
+        image_button.click(h.generate_images, [*request, editor, *settings], [gallery, downloads])
     return demo
 
 

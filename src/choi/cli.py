@@ -11,6 +11,7 @@ import sys
 from collections.abc import Sequence
 
 from choi import __version__
+from choi.cli_generate import add_app, add_generate, add_mask
 from choi.errors import ChoiError
 
 log = logging.getLogger("choi")
@@ -339,234 +340,6 @@ def _train_evaluators(args: argparse.Namespace) -> None:
     )
 
 
-_GENERATE_EXAMPLES = """examples:
-  choi generate --human me.png --object bike.png --interaction 'riding a bike' --num-images 4 --seed 0 --out out/
-  choi generate --human me.png --object bike.png --interaction 'ride bicycle' --background park.jpg \\
-      --box 0.3,0.2,0.9,0.95 --out out/
-  choi mask ... --out masks/ && choi generate ... --mask masks/mask_0_preview.png --out out/   # an edited mask
-  choi generate --jobs requests.jsonl --out batch/
-
-a jobs file has one JSON request per line, with the option names as keys (paths relative to the file):
-  {"id": "bob-bike", "human": "bob.png", "object": "bike.png", "interaction": "ride bicycle", "seed": 3}
-options given on the command line (--seed, --steps, ...) are defaults for every job."""
-
-
-def _add_generate(sub: argparse._SubParsersAction) -> None:
-    gen = sub.add_parser(
-        "generate",
-        help="generate images of a person interacting with an object (both stages)",
-        description="Generate images of the given person interacting with the given object: stage 1 lays out\n"
-        "the masks, stage 2 renders them. Writes image_K.png, mask_K_{human,object,preview}.png and\n"
-        "choi.json (every input, seed and model version) per request; choi.json last: it marks a request done.",
-        epilog=_GENERATE_EXAMPLES,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
-    gen.add_argument("--human", help="photo of the person on a plain background")
-    gen.add_argument("--object", help="photo of the object on a plain background")
-    gen.add_argument("--interaction", help="e.g. 'ride bicycle', 'a person kicking a ball'")
-    gen.add_argument("--background", default=None, help="scene image; the output takes its size")
-    gen.add_argument("--box", default=None, help="normalised union box x1,y1,x2,y2 in [0, 1]")
-    gen.add_argument("--mask", default=None, help="colour-coded mask PNG (person red, object blue): skips stage 1")
-    gen.add_argument("--seed", type=int, default=None, help="image K uses seed+K (default: random, recorded)")
-    gen.add_argument("--steps", type=int, default=None, help="stage-2 sampler steps (default: the model's)")
-    gen.add_argument("--guidance", type=float, default=None, help="stage-2 guidance scale (default: the model's)")
-    gen.add_argument("--mask-steps", type=int, default=None, help="stage-1 sampler steps (default: the model's)")
-    gen.add_argument("--mask-guidance", type=float, default=None, help="stage-1 guidance (default: the model's)")
-    gen.add_argument(
-        "--no-object-fit",
-        dest="fit_object",
-        action="store_false",
-        default=None,
-        help="render in stage 1's object masks as drawn, not fitted to the object reference's outline",
-    )
-    gen.add_argument(
-        "--prior-strength",
-        default=None,
-        metavar="H,O",
-        help="how much of the person's / object's reference, stretched into its mask, stage 2 keeps as it is "
-        "(0: the network repaints it, 1: kept; default: the model card's)",
-    )
-    gen.add_argument(
-        "--layout-candidates",
-        type=int,
-        default=None,
-        metavar="N",
-        help="stage-1 layouts drawn per image; the one the object reference fits best is kept (default: the model "
-        "card's)",
-    )
-    gen.add_argument("--num-images", type=int, default=None, help="candidates per request (default: 1)")
-    _add_model_options(gen)
-    gen.add_argument("--out", required=True, help="output folder (with --jobs: one subfolder per job)")
-    gen.add_argument("--jobs", default=None, help="JSON Lines file of requests, instead of --human/--object/...")
-    gen.set_defaults(func=_generate)
-
-
-def _add_model_options(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--model", default="choi-tiny", help="choi-tiny (shipped) or a model folder")
-    parser.add_argument("--device", default="cpu", choices=("cpu", "cuda"), help="where the model runs")
-    parser.add_argument("--dtype", default="float32", choices=("float32", "bfloat16"), help="model weights' dtype")
-
-
-def _generate(args: argparse.Namespace) -> None:
-    from choi.jobs import Request, generate, load_pipeline, read_jobs, run_jobs
-
-    single = {k: getattr(args, k) for k in ("human", "object", "interaction", "background", "box", "mask")}
-    options = {
-        k: getattr(args, k)
-        for k in (
-            "seed", "steps", "guidance", "mask_steps", "mask_guidance", "fit_object", "prior_strength",
-            "layout_candidates", "num_images",
-        )
-    }  # fmt: skip
-    options = {k: v for k, v in options.items() if v is not None}
-    if args.jobs is not None:
-        given = [f"--{k}" for k, v in single.items() if v is not None]
-        if given:
-            raise ChoiError(f"--jobs takes the requests from the file; drop {', '.join(given)}")
-        jobs = read_jobs(args.jobs, defaults=options)
-        summary = run_jobs(jobs, args.out, lambda: load_pipeline(args.model, args.device, args.dtype))
-        if summary.failed:
-            raise ChoiError(
-                f"{len(summary.failed)} of {summary.total} jobs failed: {', '.join(i for i, _ in summary.failed)}"
-            )
-        return
-    missing = [f"--{k}" for k in ("human", "object", "interaction") if single[k] is None]
-    if missing:
-        raise ChoiError(f"give {', '.join(missing)} (or --jobs FILE)")
-    request = Request.from_dict({**single, **options})
-    checked = request.check()  # every input is checked before the model loads or anything is written
-    pipe = load_pipeline(args.model, args.device, args.dtype)
-    out = generate(pipe, request, args.out, checked=checked, progress=True)
-    log.info("wrote %d image(s) to %s (seeds %s)", len(out.images), args.out, out.metadata["seeds"])
-
-
-def _add_app(sub: argparse._SubParsersAction) -> None:
-    app = sub.add_parser(
-        "app",
-        help="start the web app",
-        description="Start the web app (Gradio) on this machine. It binds to 127.0.0.1 unless --host says "
-        "otherwise, and serves no file outside its outputs folder.",
-        epilog="example: choi app --port 7860   # then open http://127.0.0.1:7860",
-    )
-    app.add_argument("--host", default="127.0.0.1", help="address to bind; 0.0.0.0 exposes the app to your network")
-    app.add_argument("--port", type=int, default=7860, help="port to listen on (default: 7860)")
-    app.add_argument("--outputs", default=None, help="folder for generated files (default: a new temporary folder)")
-    _add_model_options(app)
-    app.set_defaults(func=_app)
-
-
-def _app(args: argparse.Namespace) -> None:
-    from choi.jobs import load_pipeline
-
-    if not 0 < args.port < 65536:
-        raise ChoiError(f"--port must be in [1, 65535], got {args.port}")
-    try:
-        from choi.app import launch
-    except ImportError as err:
-        raise ChoiError(f"the app needs gradio ({err}); install choi with its dependencies") from err
-    launch(load_pipeline(args.model, args.device, args.dtype), host=args.host, port=args.port, outputs=args.outputs)
-
-
-def _add_mask(sub: argparse._SubParsersAction) -> None:
-    from choi.pipelines.mask import DEFAULT_GUIDANCE, DEFAULT_STEPS
-
-    mask = sub.add_parser(
-        "mask",
-        help="generate human/object masks for an interaction (stage 1)",
-        description="Generate where the person and the object go: per image, mask_K_human.png, "
-        "mask_K_object.png, a colour-coded mask_K_preview.png (human red, object blue) and mask.json.",
-        epilog="example: choi mask --human me.png --object bike.png --interaction 'riding a bike' --seed 0 --out out/",
-    )
-    mask.add_argument("--human", required=True, help="photo of the person on a plain background")
-    mask.add_argument("--object", required=True, help="photo of the object on a plain background")
-    mask.add_argument("--interaction", required=True, help="e.g. 'ride bicycle', 'a person kicking a ball'")
-    mask.add_argument("--background", default=None, help="scene image; the masks take its size")
-    mask.add_argument("--box", default=None, help="normalised union box x1,y1,x2,y2 in [0, 1]")
-    mask.add_argument("--seed", type=int, default=None, help="image K uses seed+K (default: random, recorded)")
-    mask.add_argument("--steps", type=int, default=DEFAULT_STEPS, help="sampler steps")
-    mask.add_argument("--guidance", type=float, default=DEFAULT_GUIDANCE, help="classifier-free guidance scale")
-    mask.add_argument("--num-images", type=int, default=1, help="mask candidates per request")
-    mask.add_argument(
-        "--layout-candidates",
-        type=int,
-        default=None,
-        metavar="N",
-        help="layouts drawn per mask; the one the object reference fits best is kept (default: as `choi generate`)",
-    )
-    mask.add_argument(
-        "--no-object-fit",
-        dest="fit_object",
-        action="store_false",
-        help="write the object masks as stage 1 drew them, not fitted to the object reference's outline "
-        "(the masks `choi generate` renders in)",
-    )
-    mask.add_argument(
-        "--init-mask",
-        default=None,
-        metavar="M",
-        help="a rough layout to redraw instead of drawing new ones: a colour-coded PNG (person red, object "
-        "blue), resized to the masks' size",
-    )
-    mask.add_argument(
-        "--strength",
-        type=float,
-        default=0.5,
-        metavar="S",
-        help="with --init-mask, how far towards noise the layout goes before stage 1 redraws it, in (0, 1]: "
-        "low keeps it, 1 is close to a fresh draw (default: 0.5)",
-    )
-    mask.add_argument("--model", default=None, help="mask model folder (default: the shipped choi-tiny weights)")
-    mask.add_argument("--out", required=True, help="output folder")
-    mask.set_defaults(func=_mask)
-
-
-def _mask(args: argparse.Namespace) -> None:
-    import numpy as np
-    from PIL import Image
-
-    from choi.data.segment import load_image
-    from choi.pipelines.choi import check_layout_candidates, draw_layouts, read_layout_mask
-    from choi.pipelines.mask import MaskPipeline, check_strength, parse_box
-    from choi.vocabulary import resolve
-
-    # Every input is checked before the model loads or anything is written.
-    resolve(args.interaction)
-    box = parse_box(args.box) if args.box is not None else None
-    human = load_image(args.human, "human image")
-    obj = load_image(args.object, "object image")
-    background = load_image(args.background, "background image") if args.background is not None else None
-    if args.num_images < 1:
-        raise ChoiError(f"--num-images must be positive, got {args.num_images}")
-    check_layout_candidates(args.layout_candidates)
-    redraw = {}
-    if args.init_mask is not None:
-        height, width = (background if background is not None else human).shape[:2]
-        sketch = read_layout_mask(args.init_mask)
-        init = tuple(np.array(Image.fromarray(m).resize((width, height), Image.NEAREST)) for m in sketch)
-        redraw = {"init_masks": init, "strength": check_strength(args.strength, "--strength")}
-    pipe = MaskPipeline.from_pretrained(args.model)
-    out = draw_layouts(
-        pipe,
-        candidates=args.layout_candidates,
-        fit_object=args.fit_object,
-        human=human,
-        object=obj,
-        interaction=args.interaction,
-        background=background,
-        box=box,
-        num_images=args.num_images,
-        seed=args.seed,
-        num_inference_steps=args.steps,
-        guidance_scale=args.guidance,
-        **redraw,
-    )
-    inputs = {"human": args.human, "object": args.object, "background": args.background, "box": args.box}
-    if args.init_mask is not None:
-        inputs["init_mask"] = args.init_mask
-    out.save(args.out, inputs=inputs)
-    log.info("wrote %d mask set(s) to %s (seeds %s)", args.num_images, args.out, out.metadata["seeds"])
-
-
 def _add_eval(sub: argparse._SubParsersAction) -> None:
     ev = sub.add_parser(
         "eval",
@@ -627,12 +400,12 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"choi {__version__}")
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
-    _add_generate(sub)
+    add_generate(sub)
     _add_data(sub)
-    _add_mask(sub)
+    add_mask(sub)
     _add_train(sub)
     _add_eval(sub)
-    _add_app(sub)
+    add_app(sub)
     return parser
 
 

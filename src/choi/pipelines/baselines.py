@@ -136,15 +136,19 @@ def two_stage(request: Request, sample: Sample | None = None, model: str = DEFAU
 
 
 def _render(request: Request, masks: tuple[np.ndarray, np.ndarray] | None, model: str) -> np.ndarray:
-    return _pipeline(model).renderer(
-        request.human_ref,
-        request.object_ref,
-        request.text,
+    """choi-tiny's stage 2 alone (the references segmented as the pipeline does)."""
+    import torch
+
+    from choi.pipelines.inputs import read_reference
+
+    human, human_sil = read_reference(request.human_ref, None, "human reference")
+    obj, object_sil = read_reference(request.object_ref, None, "object reference")
+    return _pipeline(model).image_stage.renderer(
+        human, human_sil, obj, object_sil, request.text, [torch.Generator().manual_seed(request_seed(request))],
         layout_masks=masks,
         box=request.box if request.box is not None or masks is not None else (0.0, 0.0, 1.0, 1.0),
         background=request.background,
-        seeds=[request_seed(request)],
-    )[0]
+    )[0]  # fmt: skip
 
 
 def single_stage(request: Request, sample: Sample | None = None, model: str = DEFAULT_MODEL) -> MethodOutput:

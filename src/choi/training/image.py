@@ -40,8 +40,9 @@ from choi.models.conditioning import (
 from choi.models.image_generator import IMAGE_CONFIGS, ImageConditions, ImageGenerator
 from choi.models.mask_generator import MaskConditions
 from choi.models.text_encoder import TextEncoder
-from choi.pipelines.choi import DEFAULT_GUIDANCE, DEFAULT_STEPS, OBJECT_FIT_TURNS
-from choi.pipelines.mask import MaskPipeline, check_strength, sample_masks, split_roles
+from choi.pipelines.tiny.mask import MaskPipeline, check_strength, sample_masks, split_roles
+from choi.pipelines.tiny.render import DEFAULT_GUIDANCE, DEFAULT_STEPS
+from choi.pipelines.tiny.stages import OBJECT_FIT_TURNS
 from choi.training.diffusion import (
     DiffusionTask,
     StageTrainConfig,
@@ -247,26 +248,22 @@ class ImageTask(DiffusionTask):
     def validate(self, model: ImageGenerator, out_dir: Path, step: int) -> dict[str, float]:
         """A PNG grid (ground truth | two-stage with GT masks | single-stage with the box | no background)
         and the mean absolute error inside the person and object with GT masks."""
-        from choi.pipelines.choi import ImageRenderer
+        from choi.pipelines.tiny.render import ImageRenderer
 
         cfg = self.cfg
         render = ImageRenderer(model, self.text_encoder, model_id=f"{self.name}@{step}")
         rows, errors = [], []
         for i, s in enumerate(self._val_samples()):
-            common = dict(
-                human=s.human_ref,
-                object=s.object_ref,
-                human_mask=s.human_ref_mask,
-                object_mask=s.object_ref_mask,
-                interaction=s.text,
-                seeds=[cfg.seed + i],
-                num_inference_steps=cfg.val_steps,
-                guidance_scale=cfg.val_guidance,
-            )
+            refs = (s.human_ref, s.human_ref_mask, s.object_ref, s.object_ref_mask, s.text)
+            steps = dict(num_inference_steps=cfg.val_steps, guidance_scale=cfg.val_guidance)
             masks = (s.human_mask[None], s.object_mask[None])
-            two = render(layout_masks=masks, background=s.background, **common)[0]
-            one = render(box=s.union_box, background=s.background, **common)[0]
-            free = render(layout_masks=masks, **common)[0]
+
+            def seeded(seed: int = cfg.seed + i) -> list[torch.Generator]:
+                return [torch.Generator().manual_seed(seed)]
+
+            two = render(*refs, seeded(), layout_masks=masks, background=s.background, **steps)[0]
+            one = render(*refs, seeded(), box=s.union_box, background=s.background, **steps)[0]
+            free = render(*refs, seeded(), layout_masks=masks, **steps)[0]
             inside = s.human_mask | s.object_mask
             errors.append(float(np.abs(two.astype(np.float32) - s.image)[inside].mean()))
             rows.append(np.concatenate([s.image, two, one, free], 1))

@@ -30,7 +30,8 @@ from choi.evaluation.metrics import box_iou, union_box_from_masks
 from choi.models.conditioning import box_in_window, crop_windows, zoom_window
 from choi.models.mask_generator import MASK_CONFIGS, MaskConditions, MaskGenerator
 from choi.models.text_encoder import TextEncoder
-from choi.pipelines.mask import DEFAULT_GUIDANCE, DEFAULT_STEPS, MaskPipeline, mask_preview
+from choi.pipelines.inputs import mask_preview
+from choi.pipelines.tiny.mask import DEFAULT_GUIDANCE, DEFAULT_STEPS, MaskPipeline
 from choi.training.diffusion import (
     DiffusionTask,
     StageTrainConfig,

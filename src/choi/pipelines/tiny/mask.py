@@ -1,4 +1,4 @@
-"""Stage 1 inference: reference photos + interaction (+ background, box) → human and object masks.
+"""choi-tiny's stage 1: reference silhouettes + interaction (+ background, box) → human and object masks.
 
 Example:
     >>> pipe = MaskPipeline.from_pretrained("runs/mask/model")
@@ -13,7 +13,6 @@ import hashlib
 import json
 import logging
 import os
-import secrets
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from importlib import resources
@@ -23,65 +22,32 @@ from typing import Any
 import numpy as np
 import torch
 import torch.nn.functional as F
-from diffusers import DPMSolverMultistepScheduler
-from PIL import Image
 
 from choi import __version__
-from choi.data.segment import as_rgb, load_image, silhouette
 from choi.errors import ChoiError
 from choi.io import atomic_write_bytes, png_bytes
 from choi.models.conditioning import box_in_window, zoom_window
-from choi.models.mask_generator import EncodedConditions, MaskConditions, MaskGenerator
+from choi.models.mask_generator import MaskConditions, MaskGenerator
 from choi.models.text_encoder import TEXT_ENCODER_NAME, TextEncoder
+from choi.pipelines.inputs import (
+    ImageInput,
+    image_tensor,
+    mask_preview,
+    pad_square,
+    parse_box,
+    read_background,
+    read_reference,
+)
+from choi.pipelines.request import MAX_GUIDANCE, MAX_IMAGES, MAX_STEPS
+from choi.pipelines.sampling import denoise, get_noise, make_generators, make_scheduler
+from choi.pipelines.stages import check_number
 from choi.vocabulary import resolve
 
 log = logging.getLogger(__name__)
 
-DEFAULT_STEPS = 16  # DPM-Solver++(2M): masks are sharp by ~12 steps; 16 keeps a margin within 0.5 s on 2 cores
-# Measured on 200 HOI-World test requests (benchmarks/bench_mask.py): 2.0 → 3.5 raises mask-recognizer
-# accuracy 73.0 → 76.0% and interaction control 56.8 → 66.9%; box IoU 0.820 → 0.802; 5.0 adds nothing.
-# End to end with the layout choice (4 candidates) on 400 held-out test requests (positions 1000-1399,
-# `benchmarks/bench_steps.py --n 400 --steps 1 --mask-guidance 2.0 2.5 3.5 --layout-candidates 4`,
-# benchmarks/results/steps/bench_guidance_candidates.json), 2.0 / 2.5 / 3.5 gave interaction accuracy
-# 72.8 / 75.8 / 71.8%, retrieval human 86.2 / 86.8 / 83.5% and object 62.0 / 69.8 / 65.2%, FID 3.30 /
-# 3.73 / 4.40: 2.5 has the best mean of accuracy and the two retrievals (77.4 against 73.5 at 3.5).
-DEFAULT_GUIDANCE = 2.5
+DEFAULT_STEPS = 16  # DPM-Solver++(2M): masks are sharp by ~12 steps (docs/experiments.md#mask-96)
+DEFAULT_GUIDANCE = 2.5  # best mean of accuracy and retrieval end to end (docs/experiments.md#mask-guidance)
 MIN_MASK_FRACTION = 0.001  # a mask under this fraction of the image counts as missing (see to_masks)
-HUMAN_COLOUR, OBJECT_COLOUR = (230, 40, 40), (40, 90, 230)
-
-ImageInput = str | os.PathLike | np.ndarray | Image.Image
-
-
-def default_mask_model_path() -> Path:
-    """The choi-tiny mask model weights that ship inside the package."""
-    return Path(str(resources.files("choi") / "weights" / "mask"))
-
-
-def parse_box(box: str | Sequence[float]) -> tuple[float, float, float, float]:
-    """A normalised ``x1,y1,x2,y2`` box (string or 4 numbers), checked: in [0, 1], x1 < x2, y1 < y2."""
-    try:
-        values = [float(v) for v in (box.split(",") if isinstance(box, str) else box)]
-    except (TypeError, ValueError):
-        raise ChoiError(f"box must be 4 numbers x1,y1,x2,y2 in [0, 1], got {box!r}") from None
-    if len(values) != 4 or not all(np.isfinite(values)):
-        raise ChoiError(f"box must be 4 numbers x1,y1,x2,y2 in [0, 1], got {box!r}")
-    x1, y1, x2, y2 = values
-    if not all(0.0 <= v <= 1.0 for v in values) or not (x1 < x2 and y1 < y2):
-        raise ChoiError(f"box {box!r} is invalid: need 0 <= x1 < x2 <= 1 and 0 <= y1 < y2 <= 1 (normalised)")
-    return x1, y1, x2, y2
-
-
-def mask_preview(human: np.ndarray, obj: np.ndarray, background: np.ndarray | None = None) -> np.ndarray:
-    """Colour-coded masks, (H, W, 3) uint8: human red, object blue, over a dimmed background (or black)."""
-    h, w = human.shape
-    if background is None:
-        out = np.zeros((h, w, 3), np.float32)
-    else:
-        bg = np.asarray(Image.fromarray(as_rgb(background)).resize((w, h), Image.BILINEAR), np.float32)
-        out = bg * 0.35
-    out[obj] = OBJECT_COLOUR
-    out[human] = HUMAN_COLOUR
-    return out.round().astype(np.uint8)
 
 
 @dataclass
@@ -117,133 +83,6 @@ class MaskPipelineOutput:
         return [*written, out / "mask.json"]
 
 
-# --- request handling shared by both stages -----------------------------------------------------
-
-
-def read_reference(
-    image: ImageInput | None, mask: np.ndarray | None, what: str
-) -> tuple[np.ndarray | None, np.ndarray]:
-    """A reference photo (path, PIL or array) → (RGB (H, W, 3) uint8 or None, silhouette (H, W) bool).
-
-    The silhouette is ``mask`` when given, else segmented from the photo's plain background.
-    """
-    rgb = None
-    if image is not None:
-        if isinstance(image, str | os.PathLike):
-            image = load_image(image, f"{what} image")
-        arr = np.asarray(image.convert("RGBA") if isinstance(image, Image.Image) else image)
-        rgb = as_rgb(arr, f"{what} image")  # shape/dtype check with a clear message
-    if mask is not None:
-        mask = np.asarray(mask).astype(bool)
-        if mask.ndim != 2 or not mask.any():
-            raise ChoiError(f"{what} silhouette must be a non-empty (H, W) mask")
-        if rgb is not None and rgb.shape[:2] != mask.shape:
-            raise ChoiError(f"{what} silhouette is {mask.shape}, the image is {rgb.shape[:2]}")
-        return rgb, mask
-    if image is None:
-        raise ChoiError(f"give the {what} image (or its silhouette)")
-    return rgb, silhouette(arr, f"{what} image")
-
-
-def read_background(background: ImageInput | None) -> np.ndarray | None:
-    if background is None:
-        return None
-    if isinstance(background, str | os.PathLike):
-        background = load_image(background, "background image")
-    return as_rgb(background, "background image")
-
-
-def check_sampling(num_images: int, num_inference_steps: int, guidance_scale: float) -> None:
-    if not isinstance(num_images, int) or num_images < 1:
-        raise ChoiError(f"num_images must be a positive integer, got {num_images!r}")
-    if not isinstance(num_inference_steps, int) or not 1 <= num_inference_steps <= 1000:
-        raise ChoiError(f"num_inference_steps must be an integer in [1, 1000], got {num_inference_steps!r}")
-    if not guidance_scale >= 0:
-        raise ChoiError(f"guidance_scale must be >= 0, got {guidance_scale}")
-
-
-def make_generators(
-    num_images: int, seed: int | None = None, generator: torch.Generator | Sequence[torch.Generator] | None = None
-) -> tuple[list[torch.Generator], list[int]]:
-    """One CPU generator per image (image k depends on its own only) and the seeds to record."""
-    if generator is not None:
-        generators = list(generator) if isinstance(generator, list | tuple) else [generator]
-        if isinstance(generator, torch.Generator) and num_images > 1:
-            raise ChoiError("pass one generator per image (a list), or a seed")
-        if len(generators) != num_images:
-            raise ChoiError(f"got {len(generators)} generators for {num_images} images")
-        return generators, [g.initial_seed() for g in generators]
-    base = secrets.randbits(31) if seed is None else int(seed)
-    seeds = [base + k for k in range(num_images)]
-    return [torch.Generator().manual_seed(s) for s in seeds], seeds
-
-
-# --- sampling, as plain functions ---------------------------------------------------------------
-
-
-def make_scheduler(model: MaskGenerator) -> DPMSolverMultistepScheduler:
-    """DPM-Solver++(2M) on the model's training noise schedule; x0 clipped to the mask range [-1, 1]."""
-    cfg = model.config
-    return DPMSolverMultistepScheduler(
-        num_train_timesteps=cfg.num_train_timesteps,
-        beta_schedule=cfg.beta_schedule,
-        prediction_type=cfg.prediction_type,
-        algorithm_type="dpmsolver++",
-        solver_order=2,
-        timestep_spacing="trailing",  # start from pure noise (t = T-1): few-step sampling needs it
-        thresholding=True,
-        sample_max_value=1.0,
-        lower_order_final=True,
-        final_sigmas_type="zero",
-    )
-
-
-def get_noise(generators: Sequence[torch.Generator], shape: tuple[int, ...], device, dtype) -> torch.Tensor:
-    """(K, *shape) noise, sample k drawn from ``generators[k]`` alone on the CPU."""
-    noise = [torch.randn((1, *shape), generator=g, dtype=torch.float32) for g in generators]
-    return torch.cat(noise).to(device=device, dtype=dtype)
-
-
-@torch.no_grad()
-def denoise(
-    model: MaskGenerator,
-    scheduler: DPMSolverMultistepScheduler,
-    x: torch.Tensor,
-    cond: EncodedConditions,
-    uncond: EncodedConditions | None,
-    steps: int,
-    guidance_scale: float,
-    callback: Callable[[int, int], None] | None = None,
-    init: torch.Tensor | None = None,
-    strength: float = 1.0,
-) -> torch.Tensor:
-    """Run the sampler from noise ``x``; with ``uncond``, classifier-free guidance in one batched pass.
-
-    ``model`` is either stage's generator (``denoise(x, t, encoded)``); ``callback(step, total)``
-    is called after every step (progress bars). With ``init`` (clean samples in the model's range),
-    img2img: ``init`` is noised by ``x`` to the level where the last ``strength`` (0 < s <= 1) of
-    the ``steps`` schedule begins, and only those steps run (at least one).
-    """
-    scheduler.set_timesteps(steps, device=x.device)
-    timesteps = scheduler.timesteps
-    if init is not None:
-        start = steps - max(1, round(steps * strength))
-        timesteps = timesteps[start:]
-        scheduler.set_begin_index(start)
-        x = scheduler.add_noise(init.to(x.dtype), x, timesteps[:1])
-    both = cond.cat(uncond) if uncond is not None else cond
-    for i, t in enumerate(timesteps):
-        inp = torch.cat([x, x]) if uncond is not None else x
-        pred = model.denoise(inp, t.expand(inp.shape[0]), both).float()
-        if uncond is not None:
-            c, u = pred.chunk(2)
-            pred = u + guidance_scale * (c - u)
-        x = scheduler.step(pred, t, x).prev_sample
-        if callback is not None:
-            callback(i + 1, len(timesteps))
-    return x.clamp(-1, 1)
-
-
 def check_strength(strength: Any, name: str = "strength") -> float:
     if isinstance(strength, bool) or not isinstance(strength, int | float) or not 0 < strength <= 1:
         raise ChoiError(f"{name} must be a number in (0, 1], got {strength!r}")
@@ -269,13 +108,13 @@ def sample_masks(
     """
     enc = model.encode_conditions(cond)
     uncond = model.encode_conditions(cond.dropped(text=True, refs=True)) if guidance_scale > 1.0 else None
-    scheduler = make_scheduler(model)
+    scheduler = make_scheduler(model.config)
     # The sampler state stays in fp32 whatever the model's dtype; the model casts its own input.
     size = model.config.sample_size
-    x = get_noise(generators, (2, size, size), model.device, torch.float32) * scheduler.init_noise_sigma
+    noise = get_noise(generators, (2, size, size), model.device, torch.float32)
     if init is not None:
-        init = init.to(x.device, torch.float32) * 2 - 1
-    return denoise(model, scheduler, x, enc, uncond, steps, guidance_scale, callback, init, strength)
+        init = init.to(noise.device, torch.float32) * 2 - 1
+    return denoise(model, scheduler, noise, enc, uncond, steps, guidance_scale, callback, init, strength)
 
 
 def split_roles(soft: Any) -> tuple[Any, Any]:
@@ -316,6 +155,11 @@ def to_masks(
             if own[k].sum() < min_pixels and peak > 0:
                 own[k] = (channel > 0.5 * peak) & ~other[k]
     return human, obj, soft.cpu().numpy()
+
+
+def shipped_weights() -> Path:
+    """choi-tiny's folder inside the package: ``model_index.json``, ``mask/`` (stage 1) and ``image/`` (stage 2)."""
+    return Path(str(resources.files("choi") / "weights"))
 
 
 def weights_digest(folder: Path) -> str:
@@ -363,7 +207,7 @@ class MaskPipeline:
         text_encoder: TextEncoder | None = None,
     ) -> MaskPipeline:
         """Load a saved :class:`MaskGenerator` folder (default: the shipped choi-tiny weights)."""
-        folder = Path(path) if path is not None else default_mask_model_path()
+        folder = Path(path) if path is not None else shipped_weights() / "mask"
         if not (folder / "config.json").is_file():
             hint = "train one with `choi train mask`" if path is None else "expected a folder from `choi train mask`"
             raise ChoiError(f"no mask model in {folder} ({hint}, e.g. RUN/model)")
@@ -415,11 +259,13 @@ class MaskPipeline:
         """
         # 1. Check inputs
         cls_ = resolve(interaction)
-        check_sampling(num_images, num_inference_steps, guidance_scale)
+        check_number("num_images", num_images, 1, MAX_IMAGES, integer=True)
+        check_number("mask_steps", num_inference_steps, 1, MAX_STEPS, integer=True)
+        check_number("mask_guidance", guidance_scale, 0, MAX_GUIDANCE)
         box_t = parse_box(box) if box is not None else None
         bg = read_background(background)
-        _, human_sil = read_reference(human, human_mask, "human reference")
-        _, object_sil = read_reference(object, object_mask, "object reference")
+        human_sil = _silhouette(human, human_mask, "human reference")
+        object_sil = _silhouette(object, object_mask, "object reference")
         if bg is not None:
             height, width = bg.shape[:2]
         height, width = height or human_sil.shape[0], width or human_sil.shape[1]
@@ -451,7 +297,7 @@ class MaskPipeline:
             text,
             ref_masks.expand(num_images, -1, -1, -1).to(device),
             box=None if model_box is None else torch.tensor([model_box] * num_images, device=device),
-            background=None if model_bg is None else _image_tensor(model_bg).expand(num_images, -1, -1, -1).to(device),
+            background=None if model_bg is None else image_tensor(model_bg).expand(num_images, -1, -1, -1).to(device),
         )
 
         # 4. Denoising loop (from the given masks part way, with init_masks)
@@ -503,17 +349,16 @@ def zoom_pixels(box: Sequence[float], height: int, width: int) -> tuple[int, int
     return x0, y0, max(round(wx1 * width), x0 + 1), max(round(wy1 * height), y0 + 1)
 
 
-def _image_tensor(image: np.ndarray) -> torch.Tensor:
-    return torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1)[None].float() / 255.0  # (1, 3, H, W)
-
-
-def pad_square(array: np.ndarray, size: int, resample: int = Image.BILINEAR) -> np.ndarray:
-    """Pad an (H, W[, C]) uint8 array to a centred square with zeros and resize it to ``size``."""
-    h, w = array.shape[:2]
-    side = max(h, w)
-    canvas = np.zeros((side, side, *array.shape[2:]), array.dtype)
-    canvas[(side - h) // 2 : (side - h) // 2 + h, (side - w) // 2 : (side - w) // 2 + w] = array
-    return np.asarray(Image.fromarray(canvas).resize((size, size), resample)) if side != size else canvas
+def _silhouette(image: ImageInput | None, mask: np.ndarray | None, what: str) -> np.ndarray:
+    """The reference's silhouette: ``mask`` as given, else segmented from ``image``."""
+    if mask is None and image is None:
+        raise ChoiError(f"give the {what} image (or its silhouette)")
+    if image is None:
+        mask = np.asarray(mask).astype(bool)
+        if mask.ndim != 2 or not mask.any():
+            raise ChoiError(f"{what} silhouette must be a non-empty (H, W) mask")
+        return mask
+    return read_reference(image, mask, what)[1]
 
 
 def _stack_refs(human: np.ndarray, obj: np.ndarray) -> torch.Tensor:

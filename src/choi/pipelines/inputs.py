@@ -1,0 +1,143 @@
+"""Reading and checking what a request brings: reference photos, backgrounds, boxes and layout masks.
+
+One module for every model family and every front end (Python, CLI, jobs, app), so a file means the
+same thing wherever it is given. Everything here raises :class:`~choi.errors.ChoiError` with a
+one-line message on bad input.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+import torch
+from PIL import Image
+
+from choi.data.segment import as_rgb, load_image, silhouette
+from choi.errors import ChoiError
+
+ImageInput = str | os.PathLike | np.ndarray | Image.Image
+Box = tuple[float, float, float, float]
+
+HUMAN_COLOUR, OBJECT_COLOUR = (230, 40, 40), (40, 90, 230)  # choi's mask previews: red person, blue object
+# A layout mask may also use a paint program's pure red and blue; brush edges blend, so colours within
+# this channel distance count. The dimmed background of a preview never gets this close.
+MASK_COLOURS = {"human": (HUMAN_COLOUR, (255, 0, 0)), "object": (OBJECT_COLOUR, (0, 0, 255))}
+MASK_COLOUR_TOLERANCE = 90
+
+
+def parse_box(box: str | Sequence[float], what: str = "box") -> Box:
+    """A normalised ``x1,y1,x2,y2`` box (string or 4 numbers), checked: in [0, 1], x1 < x2, y1 < y2."""
+    shown = repr(box)[:60]
+    try:
+        values = [float(v) for v in (box.split(",") if isinstance(box, str) else box)]
+    except (TypeError, ValueError):
+        raise ChoiError(f"{what} must be 4 numbers x1,y1,x2,y2 in [0, 1], got {shown}") from None
+    if len(values) != 4 or not all(np.isfinite(values)):
+        raise ChoiError(f"{what} must be 4 numbers x1,y1,x2,y2 in [0, 1], got {shown}")
+    x1, y1, x2, y2 = values
+    if not all(0.0 <= v <= 1.0 for v in values) or not (x1 < x2 and y1 < y2):
+        raise ChoiError(f"{what} {shown} is invalid: need 0 <= x1 < x2 <= 1 and 0 <= y1 < y2 <= 1 (normalised)")
+    return x1, y1, x2, y2
+
+
+def read_image(image: ImageInput, what: str) -> np.ndarray:
+    """A path, PIL image or array → (H, W, 3|4) uint8, with a one-line error for anything else."""
+    if isinstance(image, str | os.PathLike):
+        return load_image(image, what)
+    if isinstance(image, Image.Image):
+        image = np.asarray(image.convert("RGBA"))  # keeps transparency for the silhouette
+    arr = np.asarray(image)
+    as_rgb(arr, what)  # shape and dtype check
+    return arr
+
+
+def read_background(background: ImageInput | None) -> np.ndarray | None:
+    return None if background is None else as_rgb(read_image(background, "background image"), "background image")
+
+
+def read_reference(image: ImageInput, mask: Any, what: str) -> tuple[np.ndarray, np.ndarray]:
+    """A reference photo → (RGB (H, W, 3) uint8, silhouette (H, W) bool).
+
+    The silhouette is ``mask`` when given (non-zero = the subject), else segmented from the photo.
+    """
+    arr = read_image(image, f"{what} image")
+    rgb = as_rgb(arr, f"{what} image")
+    if mask is None:
+        return rgb, silhouette(arr, f"{what} image")
+    sil = read_mask(mask, f"{what} mask")
+    if sil.shape != rgb.shape[:2]:
+        raise ChoiError(f"the {what} mask is {sil.shape[1]}x{sil.shape[0]}, its image {rgb.shape[1]}x{rgb.shape[0]}")
+    return rgb, sil
+
+
+def read_mask(mask: ImageInput, what: str) -> np.ndarray:
+    """A one-subject mask (bool array, or an image whose non-black pixels are the subject) → (H, W) bool."""
+    arr = np.asarray(mask) if isinstance(mask, np.ndarray) else read_image(mask, what)
+    if arr.ndim == 3:
+        arr = arr[..., 3] if arr.shape[-1] == 4 and arr[..., 3].min() < 255 else arr[..., :3].max(-1)
+    if arr.ndim != 2 or not arr.any():
+        raise ChoiError(f"the {what} must be a non-empty (H, W) mask, got shape {arr.shape}")
+    return arr > (0 if arr.dtype == bool else 127)
+
+
+def read_layout_mask(mask: Any) -> tuple[np.ndarray, np.ndarray]:
+    """A layout → (human, object) (H, W) bool: the one decoder of choi's mask colours.
+
+    Accepts a ``(human, object)`` pair of arrays, or a colour-coded image (red person, blue object,
+    anything else nothing: an edited ``mask_K_preview.png``, a paint program's pure red and blue) as
+    an array, PIL image or path.
+    """
+    if isinstance(mask, tuple | list) and len(mask) == 2:
+        human, obj = (np.asarray(m).astype(bool) for m in mask)
+        if human.ndim != 2 or human.shape != obj.shape:
+            raise ChoiError(f"a mask pair must be two (H, W) arrays of one size, got {human.shape} and {obj.shape}")
+        obj = obj & ~human
+    else:
+        px = as_rgb(read_image(mask, "mask image"), "mask image").astype(np.int16)
+
+        def near(role: str) -> np.ndarray:
+            return np.any([np.abs(px - c).max(-1) <= MASK_COLOUR_TOLERANCE for c in MASK_COLOURS[role]], axis=0)
+
+        human = near("human")
+        obj = near("object") & ~human
+    if not human.any() or not obj.any():
+        raise ChoiError(
+            f"the mask must contain both the person (red, RGB {HUMAN_COLOUR} or pure red) "
+            f"and the object (blue, RGB {OBJECT_COLOUR} or pure blue)"
+        )
+    return human, obj
+
+
+def mask_preview(human: np.ndarray, obj: np.ndarray, background: np.ndarray | None = None) -> np.ndarray:
+    """Colour-coded masks, (H, W, 3) uint8: human red, object blue, over a dimmed background (or black)."""
+    h, w = human.shape
+    if background is None:
+        out = np.zeros((h, w, 3), np.float32)
+    else:
+        bg = np.asarray(Image.fromarray(as_rgb(background)).resize((w, h), Image.BILINEAR), np.float32)
+        out = bg * 0.35
+    out[obj] = OBJECT_COLOUR
+    out[human] = HUMAN_COLOUR
+    return out.round().astype(np.uint8)
+
+
+def rgba_cutout(rgb: np.ndarray, sil: np.ndarray) -> np.ndarray:
+    """(H, W, 4) uint8: the reference as the model got it, transparent outside its silhouette."""
+    return np.dstack([rgb, sil.astype(np.uint8) * 255])
+
+
+def pad_square(array: np.ndarray, size: int, resample: int = Image.BILINEAR) -> np.ndarray:
+    """Pad an (H, W[, C]) uint8 array to a centred square with zeros and resize it to ``size``."""
+    h, w = array.shape[:2]
+    side = max(h, w)
+    canvas = np.zeros((side, side, *array.shape[2:]), array.dtype)
+    canvas[(side - h) // 2 : (side - h) // 2 + h, (side - w) // 2 : (side - w) // 2 + w] = array
+    return np.asarray(Image.fromarray(canvas).resize((size, size), resample)) if side != size else canvas
+
+
+def image_tensor(image: np.ndarray) -> torch.Tensor:
+    """(H, W, C) uint8 → (1, C, H, W) float in [0, 1]."""
+    return torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1)[None].float() / 255.0

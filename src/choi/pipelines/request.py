@@ -1,0 +1,159 @@
+"""One generation request, validated in one place with one set of limits.
+
+The Python API (``pipe(**fields)``), the CLI (one flag per field), the jobs file (one JSON object per
+line, the same field names) and the app all build a :class:`GenerationRequest`.
+
+Example:
+    >>> req = GenerationRequest(human="me.png", object="bike.png", interaction="ride bicycle", seed=0)
+    >>> req = GenerationRequest.from_dict(json.loads(line), base=Path("jobs/"))  # a jobs line
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from choi.errors import ChoiError
+from choi.pipelines.inputs import Box, ImageInput, parse_box
+from choi.pipelines.sampling import MAX_SEED
+from choi.pipelines.stages import check_number
+
+# One set of limits for every front end.
+MAX_IMAGES = 16  # per request: the candidates share memory, more is almost certainly a typo
+MAX_STEPS = 1000
+MAX_GUIDANCE = 50.0  # far beyond any useful scale; infinite or huge values only give black images
+MAX_INTERACTION_CHARS = 300
+IMAGE_FIELDS = ("human", "object", "background", "mask", "human_mask", "object_mask")
+BOX_FIELDS = ("box", "object_box")
+
+
+@dataclass(frozen=True)
+class GenerationRequest:
+    """A person, an object, an interaction, and how to draw them.
+
+    Images are paths (recorded in ``choi.json`` as given), arrays or PIL images. ``mask`` is a layout
+    (colour-coded: red person, blue object; or a (human, object) pair of arrays) that skips stage 1.
+    ``human_mask``/``object_mask`` give a reference's silhouette instead of segmenting it. Sampler
+    settings are per stage: ``mask_steps``/``mask_guidance`` for stage 1, ``steps``/``guidance`` for
+    stage 2; ``None`` means the model's default. ``options`` are the loaded model family's own.
+    ``seed`` gives image k the seed ``seed + k`` (random when ``None``, recorded).
+    """
+
+    human: ImageInput
+    object: ImageInput
+    interaction: str
+    background: ImageInput | None = None
+    box: Box | str | None = None
+    mask: Any = None
+    human_mask: ImageInput | None = None
+    object_mask: ImageInput | None = None
+    object_box: Box | str | None = None
+    seed: int | None = None
+    num_images: int = 1
+    mask_steps: int | None = None
+    mask_guidance: float | None = None
+    steps: int | None = None
+    guidance: float | None = None
+    options: Mapping[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        for name in ("human", "object"):
+            if getattr(self, name) is None or (isinstance(getattr(self, name), str) and not getattr(self, name)):
+                raise ChoiError(f"give the {name} reference image")
+        text = self.interaction
+        if not isinstance(text, str) or not text.strip():
+            raise ChoiError("give the interaction, e.g. 'ride bicycle' or 'a person kicking a ball'")
+        if len(text) > MAX_INTERACTION_CHARS:
+            raise ChoiError(f"the interaction is {len(text)} characters long; at most {MAX_INTERACTION_CHARS}")
+        for name in BOX_FIELDS:
+            value = getattr(self, name)
+            if value is not None:
+                object.__setattr__(self, name, parse_box(value, name.replace("_", " ")))
+        if self.seed is not None:
+            check_number("seed", self.seed, 0, MAX_SEED - self.num_images if isinstance(self.num_images, int) else 0,
+                         integer=True)  # fmt: skip
+        check_number("num_images", self.num_images, 1, MAX_IMAGES, integer=True)
+        for name in ("mask_steps", "steps"):
+            if getattr(self, name) is not None:
+                check_number(name, getattr(self, name), 1, MAX_STEPS, integer=True)
+        for name in ("mask_guidance", "guidance"):
+            if getattr(self, name) is not None:
+                check_number(name, getattr(self, name), 0, MAX_GUIDANCE)
+        if not isinstance(self.options, Mapping) or not all(isinstance(k, str) for k in self.options):
+            raise ChoiError(f"options must map option names to values, got {str(self.options)[:60]}")
+        object.__setattr__(self, "seed", None if self.seed is None else int(self.seed))
+
+    @classmethod
+    def fields(cls) -> tuple[str, ...]:
+        return tuple(f.name for f in dataclasses.fields(cls))
+
+    @classmethod
+    def from_dict(cls, values: Mapping[str, Any], base: str | os.PathLike | None = None) -> GenerationRequest:
+        """From a jobs line or the CLI's options (JSON types): unknown keys and wrong types raise ChoiError.
+
+        Relative image paths are taken relative to ``base`` (a jobs file's folder).
+        """
+        known = cls.fields()
+        unknown = sorted(set(values) - set(known))
+        if unknown:
+            moved = {"fit_object", "prior_strength", "layout_candidates", "zoom"} & set(unknown)
+            hint = f' ({", ".join(sorted(moved))}: a model option now, set it in "options")' if moved else ""
+            run_wide = {"model", "device", "dtype", "out"} & set(unknown)
+            hint += f" ({', '.join(sorted(run_wide))}: set for the whole batch on the command line)" if run_wide else ""
+            raise ChoiError(
+                f"unknown key(s) {', '.join(repr(k[:40]) for k in unknown)}{hint}; allowed: {', '.join(known)}"
+            )
+        out: dict[str, Any] = {}
+        for key, value in values.items():
+            if value is None:
+                continue
+            if key in IMAGE_FIELDS:
+                text = _typed(key, value, str)
+                value = str(Path(base) / text) if base is not None and not Path(text).is_absolute() else text
+            elif key == "interaction":
+                value = _typed(key, value, str)
+            elif key in BOX_FIELDS:
+                value = value if isinstance(value, list | tuple) else _typed(key, value, str)
+            elif key in ("seed", "num_images", "mask_steps", "steps"):
+                value = _typed(key, value, int)
+            elif key in ("mask_guidance", "guidance"):
+                value = float(_typed(key, value, (int, float)))
+            elif key == "options":
+                value = dict(_typed(key, value, dict))
+            out[key] = value
+        for key in ("human", "object", "interaction"):
+            if key not in out:
+                raise ChoiError(f"missing {key!r}: every request needs human, object and interaction")
+        return cls(**out)
+
+    def record(self) -> dict[str, Any]:
+        """The request as written in ``choi.json``: paths as given, arrays described, defaults left out."""
+        out: dict[str, Any] = {}
+        for name in self.fields():
+            value = getattr(self, name)
+            if value is None or (name == "options" and not value):
+                continue
+            if name in IMAGE_FIELDS and not isinstance(value, str | os.PathLike):
+                value = f"<{type(value).__name__}>" if not isinstance(value, np.ndarray) else f"<array {value.shape}>"
+            elif isinstance(value, os.PathLike):
+                value = str(value)
+            elif isinstance(value, tuple):
+                value = list(value)
+            elif name == "options":
+                value = {k: (list(v) if isinstance(v, tuple) else v) for k, v in value.items()}
+            out[name] = value
+        return out
+
+
+def _typed(key: str, value: Any, kind: type | tuple[type, ...]) -> Any:
+    # bool is an int in Python; "seed": true is a mistake, not seed 1.
+    if (isinstance(value, bool) and kind is not bool) or not isinstance(value, kind):
+        names = kind.__name__ if isinstance(kind, type) else " or ".join(k.__name__ for k in kind)
+        raise ChoiError(f"{key!r} must be a {names}, got {str(value)[:60]!r}")
+    return value
