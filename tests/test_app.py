@@ -1,4 +1,7 @@
-"""The web app's handlers, called directly with a fake pipeline (the browser test drives the real page)."""
+"""The web app's handlers, called directly on the real pipeline with a tiny random model.
+
+The browser test drives the page.
+"""
 
 from __future__ import annotations
 
@@ -10,10 +13,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from choi.app import Handlers, build_app, draw_box, masks_from_preview
-from choi.pipelines.choi import DEFAULT_PRIOR_STRENGTH, LAYOUT_CANDIDATES
-from choi.pipelines.mask import HUMAN_COLOUR, OBJECT_COLOUR, mask_preview
-from fake_pipeline import FakePipeline
+from choi.app import Handlers, build_app, draw_box
+from choi.pipelines.inputs import HUMAN_COLOUR, OBJECT_COLOUR, mask_preview, read_layout_mask
 
 
 @pytest.fixture
@@ -39,49 +40,81 @@ class Progress:
         self.calls.append((value, desc))
 
 
+class Spy:
+    """The real pipeline, with the requests it was given recorded."""
+
+    def __init__(self, pipe):
+        self.pipe, self.requests = pipe, []
+        self.options_class = pipe.options_class
+
+    def __call__(self, request, **kwargs):
+        self.requests.append(("images", request))
+        return self.pipe(request, **kwargs)
+
+    def generate_masks(self, request, **kwargs):
+        self.requests.append(("masks", request))
+        return self.pipe.generate_masks(request, **kwargs)
+
+
 @pytest.fixture
-def app(tmp_path):
-    return Handlers(FakePipeline(), tmp_path / "outputs")
+def app(tmp_path, tiny_pipeline):
+    return Handlers(Spy(tiny_pipeline), tmp_path / "outputs")
 
 
 def _request(files, interaction="ride bicycle", background=None, box=(None,) * 4):
     return [files["human"], files["object"], interaction, background, *box]
 
 
+DEFAULTS = (
+    0,
+    -1,
+    0,
+    -1,
+    "",
+)  # the form's "model default" values: stage-1 steps, guidance, stage-2 steps, guidance, options
+
+
 def test_masks_then_images_with_the_edited_mask(app, files):
     progress = Progress()
-    gallery, editor, previews = app.generate_masks(*_request(files, background=files["background"]), 3, 5, None, None,
-                                                   progress=progress)  # fmt: skip
+    gallery, editor, previews = app.generate_masks(*_request(files, background=files["background"]), 3, 5, 3, 2.0,
+                                                   0, -1, "", progress=progress)  # fmt: skip
     assert [caption for _, caption in gallery] == ["seed 5", "seed 6", "seed 7"]
     assert editor.shape == (48, 80, 3) and len(previews) == 3
-    assert progress.calls and progress.calls[-1] == ((2, 2), "mask stage")
+    assert progress.calls and progress.calls[-1] == ((3, 3), "mask stage")
+    kind, request = app.pipe.requests[-1]
+    assert kind == "masks" and request.mask_steps == 3 and request.mask_guidance == 2.0
 
     # The user paints part of the object red (now person) and sends the editor's composite.
     edited = previews[1].copy()
     edited[0:4, 0:4] = HUMAN_COLOUR
     value = {"background": previews[1], "layers": [], "composite": edited}
-    gallery, downloads = app.generate_images(*_request(files, background=files["background"]), value, 2, 11, 4, 1.5,
-                                             progress=Progress())  # fmt: skip
-    call = app.pipe.calls[-1]
-    human, obj = call["mask"]
-    assert human[0:4, 0:4].all() and human.sum() == (previews[1] == HUMAN_COLOUR).all(-1).sum() + 16
-    assert obj.sum() == (previews[1] == OBJECT_COLOUR).all(-1).sum()
-    assert call["num_inference_steps"] == 4 and call["guidance_scale"] == 1.5 and call["seed"] == 11
+    gallery, downloads = app.generate_images(*_request(files, background=files["background"]), value, 2, 11, 0, -1,
+                                             2, 1.5, "prior_strength=1,1", progress=Progress())  # fmt: skip
+    kind, request = app.pipe.requests[-1]
+    human, obj = read_layout_mask(request.mask)
+    painted = np.zeros((48, 80), bool)
+    painted[0:4, 0:4] = True
+    assert kind == "images"
+    np.testing.assert_array_equal(human, (previews[1] == HUMAN_COLOUR).all(-1) | painted)
+    np.testing.assert_array_equal(obj, (previews[1] == OBJECT_COLOUR).all(-1) & ~painted)
+    assert request.steps == 2 and request.guidance == 1.5 and request.seed == 11 and request.mask_steps is None
+    assert request.options == {"prior_strength": "1,1"}
     assert [caption for _, caption in gallery] == ["seed 11", "seed 12"]
     names = sorted(Path(d).name for d in downloads)
-    assert names == ["choi.json", "image_0.png", "image_1.png", "mask_0_preview.png", "mask_1_preview.png"]
+    assert names == ["choi.json", "image_0.png", "image_1.png", "mask_0_preview.png", "mask_1_preview.png",
+                     "reference_human.png", "reference_object.png"]  # fmt: skip
     outputs = (app.outputs).resolve()
     assert all(Path(d).resolve().is_relative_to(outputs) for d in downloads)
-    assert json.loads(Path(downloads[0]).parent.joinpath("choi.json").read_text())["inputs"]["mask"] == "edited"
+    record = json.loads(Path(downloads[0]).parent.joinpath("choi.json").read_text())
+    assert record["stage1"]["source"] == "user" and record["options"]["prior_strength"] == [1.0, 1.0]
 
 
 def test_images_without_a_mask_run_both_stages(app, files):
-    gallery, _ = app.generate_images(*_request(files, box=(0.1, 0.2, 0.9, 1.0)), None, 1, None, None, None,
+    gallery, _ = app.generate_images(*_request(files, box=(0.1, 0.2, 0.9, 1.0)), None, 1, None, *DEFAULTS,
                                      progress=Progress())  # fmt: skip
-    assert app.pipe.calls[-1]["mask"] is None and app.pipe.calls[-1]["box"] == (0.1, 0.2, 0.9, 1.0)
-    app.generate_images(*_request(files), None, 1, -1, 0, -1, progress=Progress())  # the UI's "default" values
-    call = app.pipe.calls[-1]
-    assert call["seed"] is None and call["num_inference_steps"] is None and call["guidance_scale"] is None
+    request = app.pipe.requests[-1][1]
+    assert request.mask is None and request.box == (0.1, 0.2, 0.9, 1.0)
+    assert request.seed is None and request.steps is None and request.guidance is None and request.options == {}
     assert len(gallery) == 1 and Path(gallery[0][0]).is_file()
 
 
@@ -91,9 +124,13 @@ def test_images_without_a_mask_run_both_stages(app, files):
         ({"human": None}, "upload the person"),
         ({"object": "text"}, "not an image"),
         ({"interaction": "juggling a cat"}, "unknown interaction"),
-        ({"interaction": ""}, "empty interaction"),
+        ({"interaction": ""}, "give the interaction"),
         ({"box": (0.1, None, 0.5, 0.5)}, "all four"),
         ({"box": (0.5, 0.5, 0.2, 0.9)}, "invalid"),
+        ({"options": "fit_object=maybe"}, "fit_object"),
+        ({"options": "warp=1"}, "has no option 'warp'"),
+        ({"num_images": 99}, "num_images"),
+        ({"guidance": 1e308}, "guidance"),
     ],
 )
 def test_bad_requests_are_messages_not_crashes(app, files, change, message):
@@ -103,44 +140,23 @@ def test_bad_requests_are_messages_not_crashes(app, files, change, message):
         args[0] = change["human"]
     if "object" in change:
         args[1] = files[change["object"]]
+    settings = [change.get("num_images", 1), None, 0, -1, 0, change.get("guidance", -1), change.get("options", "")]
     with pytest.raises(gr.Error) as info:
-        app.generate_images(*args, None, 1, None, None, None, progress=Progress())
+        app.generate_images(*args, None, *settings, progress=Progress())
     assert message in str(info.value) and "\n" not in str(info.value)
     with pytest.raises(gr.Error):
-        app.generate_masks(*args, 1, None, None, None, progress=Progress())
+        app.generate_masks(*args, *settings, progress=Progress())
 
 
-def test_object_fit_setting_reaches_both_stages(app, files):
-    app.generate_masks(*_request(files), 1, None, None, None, progress=Progress())
-    assert app.pipe.calls[-1]["fit_object"] is True  # the pipeline's default, as in the CLI
-    app.generate_masks(*_request(files), 1, None, None, None, False, progress=Progress())
-    assert app.pipe.calls[-1]["method"] == "generate_masks" and app.pipe.calls[-1]["fit_object"] is False
-    app.generate_images(*_request(files), None, 1, None, None, None, False, progress=Progress())
-    assert app.pipe.calls[-1]["method"] == "__call__" and app.pipe.calls[-1]["fit_object"] is False
-
-
-def test_layout_candidates_setting_reaches_stage_one(app, files):
-    app.generate_masks(*_request(files), 1, None, None, None, progress=Progress())
-    assert app.pipe.calls[-1]["layout_candidates"] == LAYOUT_CANDIDATES
-    app.generate_masks(*_request(files), 1, None, None, None, True, 2.0, progress=Progress())  # a slider's float
-    assert app.pipe.calls[-1]["layout_candidates"] == 2
-    app.generate_images(*_request(files), None, 1, None, None, None, True, 0.5, 1.0, 1, progress=Progress())
-    assert app.pipe.calls[-1]["method"] == "__call__" and app.pipe.calls[-1]["layout_candidates"] == 1
-    with pytest.raises(gr.Error, match="layout candidates"):
-        app.generate_masks(*_request(files), 1, None, None, None, True, 0, progress=Progress())
-
-
-def test_bad_settings_and_bad_masks(app, files):
-    with pytest.raises(gr.Error, match="candidates"):
-        app.generate_images(*_request(files), None, 99, None, None, None, progress=Progress())
+def test_bad_masks_and_uploads(app, files):
     with pytest.raises(gr.Error, match="red"):
-        app.generate_images(*_request(files), np.zeros((64, 64, 3), np.uint8), 1, None, None, None,
+        app.generate_images(*_request(files), np.zeros((64, 64, 3), np.uint8), 1, None, *DEFAULTS,
                             progress=Progress())  # fmt: skip
     with pytest.raises(gr.Error, match="not an image"):
         app.check_upload(files["text"], "object image")
 
 
-def test_masks_from_preview_ignores_the_dimmed_background():
+def test_the_mask_decoder_ignores_the_dimmed_background():
     human = np.zeros((32, 32), bool)
     human[4:20, 4:12] = True
     obj = np.zeros((32, 32), bool)
@@ -148,7 +164,7 @@ def test_masks_from_preview_ignores_the_dimmed_background():
     obj &= ~human
     background = np.random.default_rng(0).integers(0, 256, (32, 32, 3), dtype=np.uint8)
     background[..., 0] = 255  # as red as a background can be
-    h, o = masks_from_preview(mask_preview(human, obj, background))
+    h, o = read_layout_mask(mask_preview(human, obj, background))
     np.testing.assert_array_equal(h, human)
     np.testing.assert_array_equal(o, obj)
 
@@ -168,17 +184,8 @@ def test_box_by_two_clicks(app, files):
     assert app.show_box(files["background"], 0.1, None, None, None).shape == (48, 80, 3)  # half typed: no box yet
 
 
-def test_build_app_wires_the_pipeline(tmp_path):
-    demo = build_app(FakePipeline(), tmp_path / "outputs")
+def test_build_app_wires_the_pipeline(tmp_path, tiny_pipeline):
+    demo = build_app(tiny_pipeline, tmp_path / "outputs")
     assert isinstance(demo, gr.Blocks) and (tmp_path / "outputs").is_dir()
     ids = {getattr(block, "elem_id", None) for block in demo.blocks.values()}
-    assert {"human", "object", "interaction", "generate-masks", "generate-images", "gallery"} <= ids
-
-
-def test_prior_strength_sliders_reach_stage_two(app, files):
-    app.generate_images(*_request(files), None, 1, None, None, None, True, 0.25, 1.0, progress=Progress())
-    assert app.pipe.calls[-1]["prior_strength"] == (0.25, 1.0)
-    app.generate_images(*_request(files), None, 1, None, None, None, progress=Progress())
-    assert app.pipe.calls[-1]["prior_strength"] == DEFAULT_PRIOR_STRENGTH
-    with pytest.raises(gr.Error, match="prior strength"):
-        app.generate_images(*_request(files), None, 1, None, None, None, True, 1.5, 1.0, progress=Progress())
+    assert {"human", "object", "interaction", "generate-masks", "generate-images", "gallery", "options"} <= ids

@@ -45,15 +45,9 @@ def _free_port() -> int:
 
 
 def _pipeline():
-    try:
-        from choi.pipelines.choi import CHOIPipeline
+    from choi.pipelines.choi import CHOIPipeline
 
-        return CHOIPipeline.from_pretrained("choi-tiny"), "choi-tiny"
-    except Exception as err:  # noqa: BLE001 - no stage-2 weights yet: the page is still worth testing
-        log.warning("browser test uses the fake pipeline: %s", err)
-        from fake_pipeline import FakePipeline
-
-        return FakePipeline(), "fake"
+    return CHOIPipeline.from_pretrained("choi-tiny"), "choi-tiny"
 
 
 def _references(tmp_path: Path) -> tuple[Path, Path]:

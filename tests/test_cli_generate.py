@@ -248,8 +248,8 @@ def test_mask_command_writes_masks_references_and_json(refs, fake, tmp_path, cap
     out = tmp_path / "masks"
     assert main(["mask", *_request(refs, seed=3, num_images=2, out=out)[1:]]) == 0
     names = sorted(p.name for p in out.iterdir())
-    assert names == sorted(["choi.json", "reference_human.png", "reference_object.png"]
-                           + [f"mask_{k}_{r}.png" for k in range(2) for r in ("human", "object", "preview")])  # fmt: skip
+    masks = [f"mask_{k}_{r}.png" for k in range(2) for r in ("human", "object", "preview")]
+    assert names == sorted(["choi.json", "reference_human.png", "reference_object.png", *masks])
     record = json.loads((out / "choi.json").read_text())
     assert record["seeds"] == [3, 4] and "stage2" not in record and fake.calls == []
     # an edited preview goes back in as the layout
