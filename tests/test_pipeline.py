@@ -87,10 +87,8 @@ def test_the_request_is_validated_in_one_place(fields, message):
 
 
 def test_request_from_a_jobs_line_and_its_record(tmp_path):
-    req = GenerationRequest.from_dict(
-        {"human": "h.png", "object": "o.png", "interaction": "kick ball", "box": [0, 0, 1, 1], "options": {"zoom": True}},
-        base=tmp_path,
-    )
+    line = {"human": "h.png", "object": "o.png", "interaction": "kick ball", "box": [0, 0, 1, 1]}
+    req = GenerationRequest.from_dict({**line, "options": {"zoom": True}}, base=tmp_path)
     assert req.human == str(tmp_path / "h.png") and req.box == (0.0, 0.0, 1.0, 1.0)
     assert req.record()["options"] == {"zoom": True} and "mask" not in req.record()
     with pytest.raises(ChoiError, match="a model option now"):
