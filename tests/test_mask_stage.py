@@ -15,7 +15,7 @@ from choi.models.conditioning import box_coverage, box_in_window, crop_windows, 
 from choi.models.mask_generator import MASK_CONFIGS, MaskConditions, MaskGenerator
 from choi.models.text_encoder import TextEmbeddings, TextEncoder
 from choi.pipelines.mask import MaskPipeline, mask_preview, parse_box, to_masks, zoom_pixels
-from choi.training.diffusion import class_weights, object_focus_weights, sample_weights
+from choi.training.diffusion import class_weights, sample_weights
 from choi.training.loop import TrainConfig, train
 from choi.training.mask import MaskTask, MaskTrainConfig, mask_collate, train_mask, zoom_rows
 from choi.vocabulary import CLASSES, UNLABELLED
@@ -393,7 +393,7 @@ def test_class_weights_balance_rare_classes():
         class_weights(counts, 1.5)
 
 
-def test_class_balance_and_object_focus_reweight_the_loss(dataset, text_encoder):
+def test_class_balance_reweights_the_loss(dataset, text_encoder):
     counts = interaction_counts(dataset, "train")
     decoded = [s.interaction for s in iter_samples(dataset, split="train")]
     assert counts == {name: decoded.count(name) for name in set(decoded)}
@@ -404,28 +404,11 @@ def test_class_balance_and_object_focus_reweight_the_loss(dataset, text_encoder)
     net = plain.build_model()
     batch = next(iter(plain.batches(0)))
     assert len(set(batch["label"].tolist())) > 1  # classes of unequal count, so unequal weights
-    focused = _task(dataset, text_encoder, object_focus=3.0)
     losses = []
-    for task in (plain, balanced, focused):
+    for task in (plain, balanced):
         torch.manual_seed(1)
         losses.append(task.loss(net, batch)[0])
-    for weighted in losses[1:]:
-        assert torch.isfinite(weighted) and not torch.isclose(losses[0], weighted)
-
-
-def test_object_focus_weighs_the_objects_neighbourhood_alike_whatever_its_size():
-    masks = torch.zeros(3, 1, 64, 64)
-    masks[0, 0, 10:20, 10:20] = 1.0  # a small cup
-    masks[1, 0, 8:48, 8:48] = 0.3  # a large, soft-edged bicycle
-    w = object_focus_weights(masks, 2.0, grow=2)
-    assert w.shape == (3, 1, 64, 64)
-    assert w[0, 0, 8, 8] > 1 and w[0, 0, 21, 12] > 1 and w[0, 0, 7, 12] == w[0, 0, 22, 12] == 1  # grown by 2 px
-    extra = (w - 1).sum(dim=(1, 2, 3)) / (64 * 64)
-    torch.testing.assert_close(extra[:2], torch.tensor([2.0, 2.0]))  # focus x the whole mask, both sizes
-    assert torch.equal(w[2], torch.ones(1, 64, 64))  # no object (an unlabelled scene): plain weights
-    speck = torch.zeros(1, 1, 64, 64)
-    speck[0, 0, 30, 30] = 1.0
-    assert object_focus_weights(speck, 2.0).max() <= 1 + 2.0 / 0.02  # the floor caps a speck's weight
+    assert torch.isfinite(losses[1]) and not torch.isclose(losses[0], losses[1])
 
 
 # --- CLI --------------------------------------------------------------------------------------
@@ -543,8 +526,6 @@ def test_cli_train_mask_rejects_a_missing_dataset(tmp_path, capsys):
     ("option", "value", "message"),
     [
         ("--class-balance", "2", "--class-balance must be between 0 and 1"),
-        ("--object-focus", "-1", "--object-focus must be non-negative"),
-        ("--object-focus", "nan", "--object-focus must be non-negative"),
         ("--zoom", "1.5", "--zoom must be between 0 and 1"),
         ("--zoom", "nan", "--zoom must be between 0 and 1"),
     ],
@@ -555,6 +536,14 @@ def test_cli_train_mask_rejects_a_bad_recipe_option(dataset, tmp_path, capsys, o
     err = capsys.readouterr().err.strip()
     assert message in err and "\n" not in err
     assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.parametrize("stage", ["mask", "image"])
+def test_removed_object_focus_option_is_refused(dataset, tmp_path, capsys, stage):
+    with pytest.raises(SystemExit) as exit:
+        main(["train", stage, "--data", str(dataset), "--out", str(tmp_path / "run"), "--object-focus", "1"])
+    err = capsys.readouterr().err.strip()
+    assert exit.value.code == 2 and "unrecognized arguments: --object-focus" in err and "\n" not in err
 
 
 def test_a_faint_object_channel_still_gives_an_object_mask():

@@ -16,7 +16,6 @@ from typing import Any, ClassVar, TypeVar
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from diffusers import DDPMScheduler
 from torch.utils.data import DataLoader
 
@@ -46,9 +45,6 @@ class StageTrainConfig:
     seed: int = 0
     # Loss weight ∝ class count^-class_balance: 0 plain, 1 every class weighs the same (rare ones 10x).
     class_balance: float = 0.0
-    # Extra loss weight on the pixels at and around the object, as a multiple of the whole image's
-    # (object_focus_weights): a held cup covers 1% of the image, so plain MSE barely minds its size.
-    object_focus: float = 0.0
     flip: bool = True  # every interaction exists facing left and right
     val_samples: int = 8
 
@@ -111,14 +107,8 @@ class DiffusionTask:
         yield from with_text(loader, self.text_encoder, rng)
 
     def loss_weights(self, batch: dict[str, torch.Tensor]) -> torch.Tensor | None:
-        """A batch's loss weights, broadcastable to (N, C, S, S): class balance (N, 1, 1, 1) times object
-        focus (N, 1, S, S) on the object channel of its ``masks`` (N, 2, S, S: person, object), or None
-        when every pixel weighs alike."""
-        weight = None if self.class_weights is None else sample_weights(batch["label"], self.class_weights)
-        if self.cfg.object_focus:
-            focus = object_focus_weights(batch["masks"][:, 1:2], self.cfg.object_focus)
-            weight = focus if weight is None else weight * focus
-        return weight
+        """A batch's class-balance loss weights (N, 1, 1, 1), or None when every sample weighs alike."""
+        return None if self.class_weights is None else sample_weights(batch["label"], self.class_weights)
 
     def _val_samples(self) -> list[Sample]:
         if self._val is None:
@@ -149,7 +139,6 @@ def train_stage(
     resume: bool = False,
     validate_every: int = 0,
     class_balance: float = 0.0,
-    object_focus: float = 0.0,
     init_from: str | None = None,
     text_encoder: TextEncoder | None = None,
     recipe: dict[str, Any] | None = None,
@@ -161,8 +150,6 @@ def train_stage(
     if workers < 0:
         raise ChoiError("--workers must be non-negative")
     check_fraction("--class-balance", class_balance)
-    if not object_focus >= 0:  # NaN too
-        raise ChoiError(f"--object-focus must be non-negative, got {object_focus:g}")
     ShardDataset(data, split="train")  # fail early, with the reader's message, on a bad dataset
     cfg = task_cls.config_cls(
         data=data,
@@ -172,7 +159,6 @@ def train_stage(
         num_workers=workers,
         seed=seed,
         class_balance=class_balance,
-        object_focus=object_focus,
         **(recipe or {}),
     )
     return train_recipe(task_cls(cfg, text_encoder), out, steps, batch_size, lr, seed, resume, validate_every)
@@ -237,15 +223,6 @@ def class_weights(counts: Mapping[str, int], balance: float) -> torch.Tensor:
         raw = n[seen] ** -balance
         weights[seen] = raw * n[seen].sum() / (raw * n[seen]).sum()
     return weights
-
-
-def object_focus_weights(object_masks: torch.Tensor, focus: float, grow: int = 2, floor: float = 0.02) -> torch.Tensor:
-    """(N, 1, S, S) per-pixel loss weights: 1, plus ``focus`` spread over the object grown by ``grow``
-    pixels, so the object's neighbourhood weighs ``focus`` times the whole image however small it is
-    (objects under ``floor`` of the image get proportionally less, so a speck cannot weigh thousands)."""
-    region = (F.max_pool2d(object_masks.float(), 2 * grow + 1, stride=1, padding=grow) > 0).float()
-    share = region.mean(dim=(1, 2, 3), keepdim=True).clamp_min(floor)
-    return 1 + focus * region / share
 
 
 def sample_weights(labels: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
