@@ -1,7 +1,7 @@
 """Stage 2 and the end-to-end pipeline: image model, renderer, CHOIPipeline, training recipe, baselines."""
 
 import json
-from dataclasses import asdict, replace
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -17,7 +17,7 @@ from choi.models.conditioning import (
     turns_and_mirrors,
     warp_into_masks,
 )
-from choi.models.image_generator import IMAGE_CONFIGS, ImageConditions, ImageGenerator, ImageModelConfig
+from choi.models.image_generator import IMAGE_PRESETS, ImageConditions, ImageGenerator
 from choi.models.mask_generator import MaskGenerator
 from choi.models.text_encoder import TextEncoder
 from choi.pipelines.choi import CHOIPipeline, ImageRenderer, fit_object_masks, read_layout_mask, snap_objects
@@ -104,7 +104,7 @@ def test_model_predicts_rgb_and_round_trips(image_model, text_encoder, tmp_path)
         # Every condition reaches the output.
         for name in ("text", "human", "object", "masks", "background"):
             assert not torch.allclose(image_model(x, t, cond.dropped(**{name: True})), out), name
-    assert set(IMAGE_CONFIGS) >= {"tiny", "small"}
+    assert set(IMAGE_PRESETS) >= {"tiny", "small"}
     with pytest.raises(ChoiError, match="unknown image model config"):
         ImageGenerator.from_preset("huge")
     with pytest.raises(ValueError, match="unknown conditions"):
@@ -365,14 +365,13 @@ def dataset(tmp_path_factory):
 
 
 class _TinyTask(ImageTask):
-    def build_model(self):
-        return ImageGenerator(**asdict(self.model_cfg))
+    def model_overrides(self):
+        return TINY  # the tiny test model trains at 32 px
 
 
 def test_training_through_the_shared_loop(dataset, text_encoder, tmp_path):
     cfg = ImageTrainConfig(data=str(dataset), batch_size=4, num_workers=0, val_samples=1, val_steps=2)
     task = _TinyTask(cfg, text_encoder)
-    task.model_cfg = ImageModelConfig(**TINY)  # the tiny test model trains at 32 px
     batch = next(iter(task.batches(0)))
     assert batch["image"].shape == (4, 3, 32, 32) and batch["refs"].shape == (4, 2, 3, 32, 32)
     torch.manual_seed(0)
@@ -385,7 +384,6 @@ def test_training_through_the_shared_loop(dataset, text_encoder, tmp_path):
     plain_loss = task.loss(net, batch)[0]
     for weighted in (replace(cfg, class_balance=1.0),):
         other = _TinyTask(weighted, text_encoder)
-        other.model_cfg = task.model_cfg
         torch.manual_seed(1)
         other_loss = other.loss(net, batch)[0]
         assert torch.isfinite(other_loss) and not torch.isclose(plain_loss, other_loss)

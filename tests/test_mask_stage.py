@@ -12,7 +12,7 @@ from choi.data.segment import silhouette
 from choi.data.shards import interaction_counts, iter_samples
 from choi.errors import ChoiError
 from choi.models.conditioning import box_coverage, box_in_window, crop_windows, fit_silhouettes, zoom_window
-from choi.models.mask_generator import MASK_CONFIGS, MaskConditions, MaskGenerator
+from choi.models.mask_generator import MASK_PRESETS, MaskConditions, MaskGenerator
 from choi.models.text_encoder import TextEmbeddings, TextEncoder
 from choi.pipelines.mask import MaskPipeline, mask_preview, parse_box, to_masks, zoom_pixels
 from choi.training.diffusion import class_weights, sample_weights
@@ -67,7 +67,7 @@ def test_presets_build_and_predict_two_channels(text_encoder):
     torch.manual_seed(0)
     net = MaskGenerator.from_preset("tiny")
     assert net(torch.randn(1, 2, 64, 64), torch.tensor([10]), cond).shape == (1, 2, 64, 64)
-    assert set(MASK_CONFIGS) >= {"tiny", "small"}
+    assert set(MASK_PRESETS) >= {"tiny", "small"}
     with pytest.raises(ChoiError, match="unknown mask model config"):
         MaskGenerator.from_preset("huge")
 
@@ -337,7 +337,9 @@ def test_training_smoke_through_the_shared_loop(dataset, text_encoder, tmp_path)
     cfg = TrainConfig(steps=3, batch_size=4, lr=1e-3, warmup_steps=1, checkpoint_every=2, log_every=1)
     final = train(task, cfg, tmp_path / "run")
     config = json.loads((tmp_path / "run" / "config.json").read_text())
-    assert config["task"]["model"]["patch_size"] == MASK_CONFIGS["tiny"].patch_size
+    saved = {k: v for k, v in MaskGenerator.from_pretrained(final).config.items() if not k.startswith("_")}
+    assert config["task"]["model"] == json.loads(json.dumps(saved))  # the resolved config is the model's
+    assert config["task"]["model"]["patch_size"] == MaskGenerator.preset_config("tiny")["patch_size"]
     log = [json.loads(line) for line in (tmp_path / "run" / "log.jsonl").read_text().splitlines()]
     assert [line["step"] for line in log if "loss" in line] == [1, 2, 3]
     assert any("val/box_iou" in line for line in log)

@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from choi.errors import ChoiError
 from choi.models.evaluators import IdentityEmbedder, InteractionRecognizer
 from choi.models.image_generator import ImageConditions, ImageGenerator
 from choi.models.mask_generator import MaskConditions, MaskGenerator
@@ -132,3 +133,22 @@ def test_shipped_evaluators_output_is_unchanged(kind, cls, channels, expected):
         out = model(x)
     out = out["human"] if isinstance(out, dict) else out
     torch.testing.assert_close(torch.tensor(_slice(out)), torch.tensor(expected), atol=1e-4, rtol=0)
+
+
+@pytest.mark.parametrize("cls", [MaskGenerator, ImageGenerator])
+def test_presets_are_overrides_on_the_init_defaults(cls):
+    defaults = cls.init_defaults()
+    assert cls.preset_config("tiny") == defaults  # __init__ is the one parameter list
+    small = cls.preset_config("small")
+    assert small.keys() == defaults.keys() and small != defaults
+    assert {k for k in small if small[k] != defaults[k]} == set(cls.presets["small"])
+    assert cls.preset_config("small", sample_size=96)["sample_size"] == 96
+    with pytest.raises(ChoiError, match=f"unknown {cls.preset_kind} model config 'huge'; choose from tiny, small"):
+        cls.preset_config("huge")
+    with pytest.raises(ChoiError, match="has no parameter sample_sise"):
+        cls.from_preset("tiny", sample_sise=96)
+
+
+def test_from_preset_builds_the_resolved_config():
+    model = MaskGenerator.from_preset("tiny", sample_size=96, zoom=True)
+    assert model.config.sample_size == 96 and model.config.zoom and model.config.patch_size == 4

@@ -25,7 +25,8 @@ Example:
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, fields, replace
+from dataclasses import dataclass, fields, replace
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -35,53 +36,25 @@ from torch import nn
 
 from choi.errors import ChoiError
 from choi.models.conditioning import RoleTokens, box_coverage, fit_silhouettes
+from choi.models.presets import PresetMixin
 from choi.models.text_encoder import TEXT_DIM, TEXT_ENCODER_NAME, TextEmbeddings
 
 NUM_FLAGS = 4  # has_text, has_refs, has_box, has_background
 
 
-@dataclass(frozen=True)
-class MaskModelConfig:
-    """Architecture of a :class:`MaskGenerator`; named presets live in :data:`MASK_CONFIGS`."""
-
-    sample_size: int = 64  # mask side; limbs stay 2-3 px wide, and the pipeline upsamples to the image
-    # Space-to-depth before the UNet: a 16x16 grid of 4x4 patches. On a CPU the UNet's cost is mostly
-    # per-op overhead, so fewer, smaller levels (not fewer channels) are what buys speed.
-    patch_size: int = 4
-    block_out_channels: tuple[int, ...] = (64, 96)
-    # Attention at the 8x8 level only: there the layout is decided, and it is cheap on a CPU.
-    down_block_types: tuple[str, ...] = ("DownBlock2D", "CrossAttnDownBlock2D")
-    up_block_types: tuple[str, ...] = ("CrossAttnUpBlock2D", "UpBlock2D")
-    mid_block_type: str | None = None  # the 8x8 self-attention already sees the whole mask
-    layers_per_block: int = 1
-    norm_num_groups: int = 16
-    cross_attention_dim: int = 128
-    attention_head_dim: int = 32
-    ref_size: int = 32  # reference silhouettes are cropped to their box and resized to this square
-    ref_grid: int = 4  # tokens per side per reference: 16 tokens per role
-    text_encoder: str = TEXT_ENCODER_NAME  # the frozen encoder the text tokens must come from
-    text_dim: int = TEXT_DIM
-    max_text_tokens: int = 16
-    num_train_timesteps: int = 1000
-    beta_schedule: str = "squaredcos_cap_v2"  # cosine: small images are destroyed too fast by a linear schedule
-    prediction_type: str = "v_prediction"  # well-behaved at both ends of the schedule, good for few-step sampling
-
-
-MASK_CONFIGS: dict[str, MaskModelConfig] = {
-    # ~2.3 M parameters; one 20-step CFG sample in ~0.4 s on 2 CPU threads (benchmarks/bench_mask.py).
-    "tiny": MaskModelConfig(),
+MASK_PRESETS: dict[str, dict[str, Any]] = {
+    "tiny": {},  # the __init__ defaults: ~2.3 M parameters, made for a 2-core CPU
     # For a GPU: 2x2 patches (finer edges), attention at two levels and in the middle, wider and deeper.
-    "small": MaskModelConfig(
-        patch_size=2,
-        block_out_channels=(64, 128, 192),
-        down_block_types=("DownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D"),
-        up_block_types=("CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "UpBlock2D"),
-        mid_block_type="UNetMidBlock2DCrossAttn",
-        layers_per_block=2,
-        norm_num_groups=32,
-        cross_attention_dim=192,
-        attention_head_dim=32,
-    ),
+    "small": {
+        "patch_size": 2,
+        "block_out_channels": (64, 128, 192),
+        "down_block_types": ("DownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D"),
+        "up_block_types": ("CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "UpBlock2D"),
+        "mid_block_type": "UNetMidBlock2DCrossAttn",
+        "layers_per_block": 2,
+        "norm_num_groups": 32,
+        "cross_attention_dim": 192,
+    },
 }
 
 
@@ -173,7 +146,7 @@ class EncodedConditions:
 # --- network ------------------------------------------------------------------------------------
 
 
-class MaskGenerator(ModelMixin, ConfigMixin):
+class MaskGenerator(PresetMixin, ModelMixin, ConfigMixin):
     """Conditional diffusion model over (human, object) masks; predicts ``prediction_type`` targets.
 
     Example:
@@ -182,28 +155,34 @@ class MaskGenerator(ModelMixin, ConfigMixin):
         >>> model = MaskGenerator.from_pretrained("runs/mask/model")
     """
 
+    presets = MASK_PRESETS
+    preset_kind = "mask"
+
     @register_to_config
     def __init__(
         self,
-        sample_size: int = 64,
+        sample_size: int = 64,  # mask side: limbs stay 2-3 px wide; see docs/experiments.md#mask-96
+        # Space-to-depth to a 16x16 grid: on a CPU the UNet's cost is per op, so fewer levels buy speed.
         patch_size: int = 4,
         block_out_channels: tuple[int, ...] = (64, 96),
+        # Attention at the 8x8 level only: there the layout is decided, and it is cheap on a CPU.
         down_block_types: tuple[str, ...] = ("DownBlock2D", "CrossAttnDownBlock2D"),
         up_block_types: tuple[str, ...] = ("CrossAttnUpBlock2D", "UpBlock2D"),
-        mid_block_type: str | None = None,
+        mid_block_type: str | None = None,  # the 8x8 self-attention already sees the whole mask
         layers_per_block: int = 1,
         norm_num_groups: int = 16,
         cross_attention_dim: int = 128,
         attention_head_dim: int = 32,
-        ref_size: int = 32,
-        ref_grid: int = 4,
-        text_encoder: str = TEXT_ENCODER_NAME,
+        ref_size: int = 32,  # reference silhouettes are cropped to their box and resized to this square
+        ref_grid: int = 4,  # tokens per side per reference: 16 tokens per role
+        text_encoder: str = TEXT_ENCODER_NAME,  # the frozen encoder the text tokens must come from
         text_dim: int = TEXT_DIM,
         max_text_tokens: int = 16,
         num_train_timesteps: int = 1000,
-        beta_schedule: str = "squaredcos_cap_v2",
-        prediction_type: str = "v_prediction",
-        zoom: bool = False,  # trained on zoom windows too (choi train mask --zoom): the pipeline then zooms on a box
+        beta_schedule: str = "squaredcos_cap_v2",  # cosine: a linear schedule destroys small images too fast
+        prediction_type: str = "v_prediction",  # well-behaved at both ends of the schedule, for few-step sampling
+        # Trained on zoom windows too (--zoom), so its pipeline zooms on a given box; see docs/experiments.md#zoom
+        zoom: bool = False,
     ):
         super().__init__()
         if sample_size % patch_size:
@@ -228,12 +207,6 @@ class MaskGenerator(ModelMixin, ConfigMixin):
             class_embed_type="projection",
             projection_class_embeddings_input_dim=text_dim + 4 + NUM_FLAGS,
         )
-
-    @classmethod
-    def from_preset(cls, name: str) -> MaskGenerator:
-        if name not in MASK_CONFIGS:
-            raise ChoiError(f"unknown mask model config '{name}'; choose from {', '.join(MASK_CONFIGS)}")
-        return cls(**asdict(MASK_CONFIGS[name]))
 
     def encode_conditions(self, cond: MaskConditions) -> EncodedConditions:
         """Everything the denoiser needs from ``cond``, computed once per sampling run."""

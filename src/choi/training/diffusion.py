@@ -2,7 +2,7 @@
 class weights (:class:`DiffusionTask`), the entry point (:func:`train_stage`), noise, loss, text, flips.
 
 Example:
-    >>> noise = noise_scheduler(model.config)
+    >>> noise = noise_scheduler(model.config)  # or a task's resolved model_config
     >>> loss = diffusion_loss(noise, lambda xt, t: model(xt, t, cond), x0)
 """
 
@@ -23,6 +23,7 @@ from choi.data.schema import Sample
 from choi.data.shards import ShardDataset, interaction_counts, iter_samples, read_manifest
 from choi.errors import ChoiError
 from choi.io import atomic_write_bytes, png_bytes
+from choi.models.presets import PresetMixin
 from choi.models.text_encoder import TextEmbeddings, TextEncoder
 from choi.training.loop import train_recipe
 from choi.vocabulary import BY_NAME, CLASSES
@@ -37,7 +38,7 @@ class StageTrainConfig:
     """The data options both diffusion recipes share; each recipe's config adds its own."""
 
     data: str  # dataset folder with a train split (and a test split for validation)
-    model: str = "tiny"  # preset name of the recipe's model
+    model: str = "tiny"  # preset name of the recipe's model (its model class's ``presets``)
     init_from: str | None = None  # a model folder to start from (fine-tuning); None: random
     batch_size: int = 32
     num_workers: int = 1
@@ -51,33 +52,37 @@ class StageTrainConfig:
 
 class DiffusionTask:
     """The parts of a diffusion recipe's :class:`~choi.training.loop.Task` that do not depend on what
-    it generates: presets, the starting weights, the batches (with text embeddings) and class weights.
+    it generates: the model's resolved config, the starting weights, the batches (with text
+    embeddings) and class weights.
 
-    A recipe sets ``name``, ``presets``, ``model_cls`` and ``config_cls`` and writes ``collate_fn``,
-    ``loss`` and ``validate``.
+    A recipe sets ``name``, ``model_cls`` (a :class:`~choi.models.presets.PresetMixin` model) and
+    ``config_cls``, writes ``collate_fn``, ``loss`` and ``validate``, and may override
+    ``model_overrides``.
     """
 
     name: ClassVar[str]
-    presets: ClassVar[Mapping[str, Any]]
-    model_cls: ClassVar[type]
+    model_cls: ClassVar[type[PresetMixin]]
     config_cls: ClassVar[type[StageTrainConfig]]
 
     def __init__(self, cfg: StageTrainConfig, text_encoder: TextEncoder | None = None):
-        if cfg.model not in self.presets:
-            raise ChoiError(f"unknown {self.name} model config '{cfg.model}'; choose from {', '.join(self.presets)}")
         self.cfg = cfg
-        self.model_cfg = self.presets[cfg.model]
+        # Every argument of the model's __init__: the preset's, with the recipe's changes.
+        self.model_config = self.model_cls.preset_config(cfg.model, **self.model_overrides())
         splits = read_manifest(cfg.data).splits
         self.val_split = "test" if "test" in splits else "train"  # unseen identities when there are any
-        self.text_encoder = text_encoder or TextEncoder(max_length=self.model_cfg.max_text_tokens)
-        self.noise = noise_scheduler(self.model_cfg)
+        self.text_encoder = text_encoder or TextEncoder(max_length=self.model_config["max_text_tokens"])
+        self.noise = noise_scheduler(self.model_config)
         self.class_weights = None
         if cfg.class_balance:
             self.class_weights = class_weights(interaction_counts(cfg.data, "train"), cfg.class_balance)
         self._val: list[Sample] | None = None
 
+    def model_overrides(self) -> dict[str, Any]:
+        """Model parameters the recipe's options change on top of the preset (none by default)."""
+        return {}
+
     def build_model(self) -> torch.nn.Module:
-        model = self.model_cls(**asdict(self.model_cfg))  # the preset, as a recipe may have adjusted it
+        model = self.model_cls(**self.model_config)
         if self.cfg.init_from:
             self.start_from(model, pretrained(self.model_cls, self.cfg.init_from, self.name))
             log.info("started from %s", self.cfg.init_from)
@@ -92,7 +97,7 @@ class DiffusionTask:
             raise ChoiError(f"--init-from: {cfg.init_from} is not a '{cfg.model}' {self.name} model") from None
 
     def config(self) -> dict[str, Any]:
-        return {"data": asdict(self.cfg), "model": asdict(self.model_cfg), "text_encoder": self.text_encoder.name}
+        return {"data": asdict(self.cfg), "model": self.model_config, "text_encoder": self.text_encoder.name}
 
     def collate_fn(self) -> Callable[[Sequence[Sample]], dict[str, Any]]:
         """Samples → the recipe's batch, with ``texts`` (phrasings per sample) and ``label``."""
@@ -179,12 +184,12 @@ def pretrained(model_cls: type[M], folder: str | Path, kind: str) -> M:
     return model_cls.from_pretrained(folder)
 
 
-def noise_scheduler(model_config: Any) -> DDPMScheduler:
+def noise_scheduler(model_config: Mapping[str, Any]) -> DDPMScheduler:
     """The training noise schedule of a model config (``num_train_timesteps``, ``beta_schedule``...)."""
     return DDPMScheduler(
-        num_train_timesteps=model_config.num_train_timesteps,
-        beta_schedule=model_config.beta_schedule,
-        prediction_type=model_config.prediction_type,
+        num_train_timesteps=model_config["num_train_timesteps"],
+        beta_schedule=model_config["beta_schedule"],
+        prediction_type=model_config["prediction_type"],
     )
 
 

@@ -29,7 +29,7 @@ from choi.data.batch import image_tensor, mask_tensor
 from choi.data.schema import Sample
 from choi.errors import ChoiError
 from choi.models.conditioning import generation_region, layout_region
-from choi.models.image_generator import IMAGE_CONFIGS, ImageConditions, ImageGenerator
+from choi.models.image_generator import ImageConditions, ImageGenerator
 from choi.pipelines.choi import DEFAULT_GUIDANCE, DEFAULT_STEPS
 from choi.training.diffusion import (
     DiffusionTask,
@@ -100,7 +100,6 @@ class ImageTask(DiffusionTask):
     """The image generator's data, loss and validation for the shared training loop."""
 
     name = "image"
-    presets = IMAGE_CONFIGS
     model_cls = ImageGenerator
     config_cls = ImageTrainConfig
 
@@ -116,7 +115,7 @@ class ImageTask(DiffusionTask):
         cfg = self.cfg
         if cfg.flip:
             batch = flip_halves(batch, ("image", "masks", "background"), ("refs", "ref_masks"))
-        size = self.model_cfg.sample_size
+        size = self.model_config["sample_size"]
         if batch["image"].shape[-1] != size:
             raise ChoiError(
                 f"the {cfg.model} image model trains at {size}px; the dataset is {batch['image'].shape[-1]}px"
