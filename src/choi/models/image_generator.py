@@ -29,14 +29,12 @@ from dataclasses import dataclass, fields, replace
 from typing import Any
 
 import torch
-import torch.nn.functional as F
-from diffusers import ConfigMixin, ModelMixin, UNet2DConditionModel
 from diffusers.configuration_utils import register_to_config
 from torch import nn
 
 from choi.errors import ChoiError
-from choi.models.conditioning import RoleTokens, box_coverage, drop_tokens, fit_to_box, warp_into_masks
-from choi.models.presets import PresetMixin
+from choi.models.conditioning import box_coverage, drop_tokens, fit_to_box, warp_into_masks
+from choi.models.denoiser import ConditionalDenoiser, EncodedConditions
 from choi.models.text_encoder import TEXT_DIM, TEXT_ENCODER_NAME, TextEmbeddings
 
 FLAG_NAMES = ("text", "human", "object", "masks", "box", "background")
@@ -129,21 +127,15 @@ class ImageConditions:
 
 
 @dataclass
-class EncodedImageConditions:
-    """Conditions turned into network inputs once per sampling run, reused at every step."""
+class EncodedImageConditions(EncodedConditions):
+    """:class:`~choi.models.denoiser.EncodedConditions` plus what the warp prior adds to the output.
 
-    context: torch.Tensor  # (N, T, D): text, human reference, object reference tokens
-    context_mask: torch.Tensor  # (N, T) float
-    extra: torch.Tensor  # (N, 7 [+ 4], S, S): masks, box map, background with the region removed,
-    # known-pixel map [, warped references and their coverage]
-    vector: torch.Tensor  # (N, text_dim + 4 + 6)
+    ``extra`` is (N, 7 [+ 4], S, S): masks, box map, background with the region removed, known-pixel
+    map [, warped references and their coverage]; ``vector`` is (N, text_dim + 4 + 6).
+    """
+
     skip: torch.Tensor  # (N, 3, S, S): added to a "sample" prediction: known background + warped references
     keep: torch.Tensor  # (N, 1, S, S) in [0, 1]: how much of the warp prior the correction may not change
-
-    def cat(self, other: EncodedImageConditions) -> EncodedImageConditions:
-        return EncodedImageConditions(
-            *(torch.cat([getattr(self, f.name), getattr(other, f.name)]) for f in fields(self))
-        )
 
 
 def check_prior_strength(value: Sequence[float] | str) -> tuple[float, float]:
@@ -157,7 +149,7 @@ def check_prior_strength(value: Sequence[float] | str) -> tuple[float, float]:
     return parts[0], parts[1]
 
 
-class ImageGenerator(PresetMixin, ModelMixin, ConfigMixin):
+class ImageGenerator(ConditionalDenoiser):
     """Conditional diffusion model over RGB images in [-1, 1]; predicts ``prediction_type`` targets.
 
     Example:
@@ -201,32 +193,13 @@ class ImageGenerator(PresetMixin, ModelMixin, ConfigMixin):
         warp_turns: tuple[int, int] = (1, 48),
     ):
         super().__init__()
-        if sample_size % patch_size:
-            raise ChoiError(f"sample_size {sample_size} is not a multiple of patch_size {patch_size}")
         if warp_prior and prediction_type != "sample":
             raise ChoiError("warp_prior adds its first guess to the predicted image: it needs prediction_type 'sample'")
         if len(warp_turns) != 2 or min(warp_turns) < 0:
             raise ChoiError(f"warp_turns needs two counts >= 0 (human, object), got {warp_turns}")
-        dim, p2 = cross_attention_dim, patch_size * patch_size
-        self.text_proj = nn.Linear(text_dim, dim)
-        self.refs = RoleTokens(4, ref_size, ref_grid, dim, refine=True)  # RGB + silhouette per reference
-        self.null_text = nn.Parameter(torch.randn(dim) * 0.02)
-        self.null_refs = nn.Parameter(torch.randn(2, dim) * 0.02)
-        self.unet = UNet2DConditionModel(
-            sample_size=sample_size // patch_size,
-            in_channels=(3 + 7 + 4 * warp_prior) * p2,  # noisy image + condition channels, space-to-depth
-            out_channels=3 * p2,
-            block_out_channels=tuple(block_out_channels),
-            down_block_types=tuple(down_block_types),
-            up_block_types=tuple(up_block_types),
-            mid_block_type=mid_block_type,
-            layers_per_block=layers_per_block,
-            norm_num_groups=norm_num_groups,
-            cross_attention_dim=dim,
-            attention_head_dim=attention_head_dim,
-            class_embed_type="projection",
-            projection_class_embeddings_input_dim=text_dim + 4 + len(FLAG_NAMES),
-        )
+        # noisy image (3) + masks, box map, background, known-pixel map (7) [+ warped references, coverage (4)];
+        # each reference as RGB + silhouette (4 channels)
+        self._build(3, 7 + 4 * warp_prior, ref_channels=4, num_flags=len(FLAG_NAMES), refine=True)
 
     @classmethod
     def extract_init_dict(cls, config_dict: dict[str, Any], **kwargs: Any) -> Any:
@@ -355,19 +328,7 @@ class ImageGenerator(PresetMixin, ModelMixin, ConfigMixin):
 
     def denoise(self, sample: torch.Tensor, timestep: torch.Tensor, enc: EncodedImageConditions) -> torch.Tensor:
         """The network prediction for noisy images ``sample`` (N, 3, S, S) at ``timestep`` (N,) or scalar."""
-        p = self.config.patch_size
-        x = F.pixel_unshuffle(torch.cat([sample.to(self.dtype), enc.extra], 1), p)
-        out = self.unet(
-            x,
-            timestep,
-            encoder_hidden_states=enc.context,
-            class_labels=enc.vector,
-            encoder_attention_mask=enc.context_mask,
-        ).sample
-        out = F.pixel_shuffle(out, p)
+        out = super().denoise(sample, timestep, enc)
         if not self.config.warp_prior:
             return out
         return enc.skip.to(out.dtype) + out * (1 - enc.keep.to(out.dtype))  # the first guess + its correction
-
-    def forward(self, sample: torch.Tensor, timestep: torch.Tensor, cond: ImageConditions) -> torch.Tensor:
-        return self.denoise(sample, timestep, self.encode_conditions(cond))

@@ -30,13 +30,10 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
-from diffusers import ConfigMixin, ModelMixin, UNet2DConditionModel
 from diffusers.configuration_utils import register_to_config
-from torch import nn
 
-from choi.errors import ChoiError
-from choi.models.conditioning import RoleTokens, box_coverage, fit_silhouettes
-from choi.models.presets import PresetMixin
+from choi.models.conditioning import box_coverage, drop_tokens, fit_silhouettes
+from choi.models.denoiser import ConditionalDenoiser, EncodedConditions
 from choi.models.text_encoder import TEXT_DIM, TEXT_ENCODER_NAME, TextEmbeddings
 
 NUM_FLAGS = 4  # has_text, has_refs, has_box, has_background
@@ -129,24 +126,10 @@ class MaskConditions:
         return MaskConditions(**{k: v.to(device) for k, v in values.items()})
 
 
-@dataclass
-class EncodedConditions:
-    """Conditions turned into network inputs once per sampling run, reused at every step."""
-
-    context: torch.Tensor  # (N, T, D) cross-attention tokens: text, then human and object references
-    context_mask: torch.Tensor  # (N, T) float, 1 for tokens to attend to
-    extra: torch.Tensor  # (N, 4, S, S) box coverage map + background, concatenated to the noisy masks
-    vector: torch.Tensor  # (N, text_dim + 8) pooled text, box coordinates and flags → timestep embedding
-
-    def cat(self, other: EncodedConditions) -> EncodedConditions:
-        """Stack two batches (conditional + unconditional) for one guided forward pass."""
-        return EncodedConditions(*(torch.cat([getattr(self, f.name), getattr(other, f.name)]) for f in fields(self)))
-
-
 # --- network ------------------------------------------------------------------------------------
 
 
-class MaskGenerator(PresetMixin, ModelMixin, ConfigMixin):
+class MaskGenerator(ConditionalDenoiser):
     """Conditional diffusion model over (human, object) masks; predicts ``prediction_type`` targets.
 
     Example:
@@ -185,28 +168,8 @@ class MaskGenerator(PresetMixin, ModelMixin, ConfigMixin):
         zoom: bool = False,
     ):
         super().__init__()
-        if sample_size % patch_size:
-            raise ChoiError(f"sample_size {sample_size} is not a multiple of patch_size {patch_size}")
-        dim, p2 = cross_attention_dim, patch_size * patch_size
-        self.text_proj = nn.Linear(text_dim, dim)
-        self.refs = RoleTokens(1, ref_size, ref_grid, dim)  # silhouette tokens, role-tagged
-        self.null_text = nn.Parameter(torch.randn(dim) * 0.02)
-        self.null_refs = nn.Parameter(torch.randn(2, dim) * 0.02)
-        self.unet = UNet2DConditionModel(
-            sample_size=sample_size // patch_size,
-            in_channels=(2 + 1 + 3) * p2,  # noisy masks + box map + background, space-to-depth
-            out_channels=2 * p2,
-            block_out_channels=tuple(block_out_channels),
-            down_block_types=tuple(down_block_types),
-            up_block_types=tuple(up_block_types),
-            mid_block_type=mid_block_type,
-            layers_per_block=layers_per_block,
-            norm_num_groups=norm_num_groups,
-            cross_attention_dim=dim,
-            attention_head_dim=attention_head_dim,
-            class_embed_type="projection",
-            projection_class_embeddings_input_dim=text_dim + 4 + NUM_FLAGS,
-        )
+        # noisy masks (2) + box map (1) + background (3); reference silhouettes (1 channel)
+        self._build(sample_channels=2, extra_channels=1 + 3, ref_channels=1, num_flags=NUM_FLAGS, refine=False)
 
     def encode_conditions(self, cond: MaskConditions) -> EncodedConditions:
         """Everything the denoiser needs from ``cond``, computed once per sampling run."""
@@ -216,11 +179,7 @@ class MaskGenerator(PresetMixin, ModelMixin, ConfigMixin):
 
         # Text tokens; a dropped text attends to the learned null token alone.
         text = self.text_proj(cond.text.tokens.to(dtype))  # (N, L, D)
-        first = torch.zeros_like(cond.text.mask)
-        first[:, 0] = True
-        keep = cond.has_text[:, None]
-        text = torch.where(keep[..., None], text, self.null_text.to(dtype))
-        text_mask = torch.where(keep, cond.text.mask, first)
+        text, text_mask = drop_tokens(text, cond.text.mask, cond.has_text, self.null_text)
 
         # Reference tokens; dropped references become one null token per role.
         refs = self.refs(fit_silhouettes(cond.ref_masks, cfg.ref_size).to(dtype)[:, :, None] * 2 - 1)  # (N, 2·G², D)
@@ -243,19 +202,3 @@ class MaskGenerator(PresetMixin, ModelMixin, ConfigMixin):
             extra=torch.cat([box_map, bg], 1).to(dtype),  # (N, 4, S, S)
             vector=vector.to(dtype),
         )
-
-    def denoise(self, sample: torch.Tensor, timestep: torch.Tensor, enc: EncodedConditions) -> torch.Tensor:
-        """The network prediction for noisy masks ``sample`` (N, 2, S, S) at ``timestep`` (N,) or scalar."""
-        p = self.config.patch_size
-        x = F.pixel_unshuffle(torch.cat([sample.to(self.dtype), enc.extra], 1), p)  # (N, 6p², S/p, S/p)
-        out = self.unet(
-            x,
-            timestep,
-            encoder_hidden_states=enc.context,
-            class_labels=enc.vector,
-            encoder_attention_mask=enc.context_mask,
-        ).sample  # (N, 2p², S/p, S/p)
-        return F.pixel_shuffle(out, p)  # (N, 2, S, S)
-
-    def forward(self, sample: torch.Tensor, timestep: torch.Tensor, cond: MaskConditions) -> torch.Tensor:
-        return self.denoise(sample, timestep, self.encode_conditions(cond))

@@ -2,7 +2,7 @@
 class weights (:class:`DiffusionTask`), the entry point (:func:`train_stage`), noise, loss, text, flips.
 
 Example:
-    >>> noise = noise_scheduler(model.config)  # or a task's resolved model_config
+    >>> noise = noise_scheduler(model.config)
     >>> loss = diffusion_loss(noise, lambda xt, t: model(xt, t, cond), x0)
 """
 
@@ -23,7 +23,7 @@ from choi.data.schema import Sample
 from choi.data.shards import ShardDataset, interaction_counts, iter_samples, read_manifest
 from choi.errors import ChoiError
 from choi.io import atomic_write_bytes, png_bytes
-from choi.models.presets import PresetMixin
+from choi.models.denoiser import ConditionalDenoiser
 from choi.models.text_encoder import TextEmbeddings, TextEncoder
 from choi.training.loop import train_recipe
 from choi.vocabulary import BY_NAME, CLASSES
@@ -38,7 +38,7 @@ class StageTrainConfig:
     """The data options both diffusion recipes share; each recipe's config adds its own."""
 
     data: str  # dataset folder with a train split (and a test split for validation)
-    model: str = "tiny"  # preset name of the recipe's model (its model class's ``presets``)
+    model: str = "tiny"  # preset name of the recipe's model
     init_from: str | None = None  # a model folder to start from (fine-tuning); None: random
     batch_size: int = 32
     num_workers: int = 1
@@ -55,13 +55,13 @@ class DiffusionTask:
     it generates: the model's resolved config, the starting weights, the batches (with text
     embeddings) and class weights.
 
-    A recipe sets ``name``, ``model_cls`` (a :class:`~choi.models.presets.PresetMixin` model) and
+    A recipe sets ``name``, ``model_cls`` (a :class:`~choi.models.denoiser.ConditionalDenoiser`) and
     ``config_cls``, writes ``collate_fn``, ``loss`` and ``validate``, and may override
     ``model_overrides``.
     """
 
     name: ClassVar[str]
-    model_cls: ClassVar[type[PresetMixin]]
+    model_cls: ClassVar[type[ConditionalDenoiser]]
     config_cls: ClassVar[type[StageTrainConfig]]
 
     def __init__(self, cfg: StageTrainConfig, text_encoder: TextEncoder | None = None):
