@@ -1,5 +1,6 @@
 """Stage 1, the mask generator: model, conditioning, pipeline, training recipe and `choi mask`."""
 
+import importlib
 import json
 
 import numpy as np
@@ -517,6 +518,37 @@ def test_cli_mask_errors_write_nothing(cli_inputs, change, capsys):
     err = capsys.readouterr().err.strip()
     assert err.startswith("choi: error:") and "\n" not in err
     assert not (root / "out").exists()
+
+
+@pytest.mark.parametrize(
+    ("argv", "module", "function", "expected"),
+    [
+        (
+            ["mask", "--config", "small", "--zoom", "0.5", "--sample-size", "96", "--init-from", "m", "--steps", "7"],
+            "choi.training.mask",
+            "train_mask",
+            {"config": "small", "zoom": 0.5, "sample_size": 96, "init_from": "m", "steps": 7, "batch_size": 32},
+        ),
+        (
+            ["image", "--class-balance", "0.5", "--validate-every", "3", "--lr", "1e-4", "--resume"],
+            "choi.training.image",
+            "train_image",
+            {"config": "tiny", "class_balance": 0.5, "validate_every": 3, "lr": 1e-4, "resume": True, "steps": 6000},
+        ),
+        (
+            ["evaluators", "--kinds", "mask, identity", "--workers", "0", "--seed", "3"],
+            "choi.training.evaluators",
+            "train_evaluators",
+            {"kinds": ("mask", "identity"), "workers": 0, "seed": 3, "init_from": None, "batch_size": 64},
+        ),
+    ],
+)
+def test_cli_train_passes_its_options_to_the_recipe(monkeypatch, tmp_path, argv, module, function, expected):
+    calls = []
+    monkeypatch.setattr(importlib.import_module(module), function, lambda *a, **kw: calls.append((a, kw)) or "m")
+    assert main(["train", *argv, "--data", "d", "--out", str(tmp_path)]) == 0
+    ((args, kwargs),) = calls
+    assert args == ("d", str(tmp_path)) and kwargs.items() >= expected.items(), kwargs
 
 
 def test_cli_train_mask_rejects_a_missing_dataset(tmp_path, capsys):

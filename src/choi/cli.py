@@ -255,46 +255,24 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
 
 def _train_stage(args: argparse.Namespace) -> None:
     """``choi train mask`` and ``choi train image``: the two diffusion recipes take the same options."""
-    options = {}
+    names = ("config", "steps", "batch_size", "lr", "workers", "seed", "resume", "validate_every", "class_balance")
+    options = {k: getattr(args, k) for k in (*names, "init_from")}
     if args.train_command == "mask":
         from choi.training.mask import train_mask as recipe
 
         options.update(zoom=args.zoom, sample_size=args.sample_size)
     else:
         from choi.training.image import train_image as recipe
-    final = recipe(
-        args.data,
-        args.out,
-        config=args.config,
-        steps=args.steps,
-        batch_size=args.batch_size,
-        lr=args.lr,
-        workers=args.workers,
-        seed=args.seed,
-        resume=args.resume,
-        validate_every=args.validate_every,
-        class_balance=args.class_balance,
-        init_from=args.init_from,
-        **options,
-    )
+    final = recipe(args.data, args.out, **options)
     log.info("%s model written to %s", args.train_command, final)
 
 
 def _train_evaluators(args: argparse.Namespace) -> None:
     from choi.training.evaluators import train_evaluators
 
-    train_evaluators(
-        args.data,
-        args.out,
-        kinds=tuple(k.strip() for k in args.kinds.split(",") if k.strip()),
-        steps=args.steps,
-        batch_size=args.batch_size,
-        lr=args.lr,
-        workers=args.workers,
-        seed=args.seed,
-        resume=args.resume,
-        init_from=args.init_from,
-    )
+    kinds = tuple(k.strip() for k in args.kinds.split(",") if k.strip())
+    options = {k: getattr(args, k) for k in ("steps", "batch_size", "lr", "workers", "seed", "resume", "init_from")}
+    train_evaluators(args.data, args.out, kinds=kinds, **options)
 
 
 _GENERATE_EXAMPLES = """examples:
