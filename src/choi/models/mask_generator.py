@@ -1,6 +1,6 @@
 """Stage 1 of choi: the interaction-aware mask generator.
 
-A conditional diffusion model over two mask channels (human, object) at 64×64, built on diffusers'
+A conditional diffusion model over two mask channels (human, object), 64×64 by default, built on diffusers'
 ``UNet2DConditionModel``. Unlike the public reference code, whose stage 1 ignores the interaction
 text and draws one union silhouette, every condition here reaches the network:
 

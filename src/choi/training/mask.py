@@ -56,11 +56,11 @@ class MaskTrainConfig(StageTrainConfig):
     val_steps: int = DEFAULT_STEPS
     val_guidance: float = DEFAULT_GUIDANCE
     # Samples cut to a zoom window around their union box (zoom_rows), so that one model also draws
-    # a layout in more detail when the pipeline zooms (MaskPipeline, zoom=True).
+    # a layout in more detail when the pipeline zooms; see docs/experiments.md#zoom.
     p_zoom: float = 0.0
     zoom_margins: tuple[float, float] = (0.1, 0.3)  # each zoomed sample's window margin, uniform in this range
     # The side the masks are drawn at, instead of the preset's. The network is convolutional, so a model
-    # saved at one side can be fine-tuned at another (--init-from): finer masks for more compute.
+    # saved at one side can be fine-tuned at another (--init-from); see docs/experiments.md#mask-96.
     sample_size: int | None = None
 
 
