@@ -199,7 +199,9 @@ class ImageGenerator(ConditionalDenoiser):
             raise ChoiError(f"warp_turns needs two counts >= 0 (human, object), got {warp_turns}")
         # noisy image (3) + masks, box map, background, known-pixel map (7) [+ warped references, coverage (4)];
         # each reference as RGB + silhouette (4 channels)
-        self._build(3, 7 + 4 * warp_prior, ref_channels=4, num_flags=len(FLAG_NAMES), refine=True)
+        self._build(
+            sample_channels=3, extra_channels=7 + 4 * warp_prior, ref_channels=4, num_flags=len(FLAG_NAMES), refine=True
+        )
 
     @classmethod
     def extract_init_dict(cls, config_dict: dict[str, Any], **kwargs: Any) -> Any:
