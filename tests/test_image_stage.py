@@ -1,8 +1,7 @@
 """Stage 2 and the end-to-end pipeline: image model, renderer, CHOIPipeline, training recipe, baselines."""
 
 import json
-import re
-from dataclasses import asdict, replace
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -18,21 +17,13 @@ from choi.models.conditioning import (
     turns_and_mirrors,
     warp_into_masks,
 )
-from choi.models.image_generator import IMAGE_CONFIGS, ImageConditions, ImageGenerator, ImageModelConfig
+from choi.models.image_generator import IMAGE_PRESETS, ImageConditions, ImageGenerator
 from choi.models.mask_generator import MaskGenerator
 from choi.models.text_encoder import TextEncoder
 from choi.pipelines.choi import CHOIPipeline, ImageRenderer, fit_object_masks, read_layout_mask, snap_objects
 from choi.pipelines.mask import DEFAULT_GUIDANCE as MASK_GUIDANCE
 from choi.pipelines.mask import MaskPipeline, mask_preview, read_reference
-from choi.training import image as image_recipe
-from choi.training.image import (
-    ImageTask,
-    ImageTrainConfig,
-    conditions_from_batch,
-    image_collate,
-    roughen_masks,
-    stage1_layouts,
-)
+from choi.training.image import ImageTask, ImageTrainConfig
 from choi.training.loop import TrainConfig, train
 from choi.world import render_sample
 from fake_samples import write_tiny_dataset
@@ -113,7 +104,7 @@ def test_model_predicts_rgb_and_round_trips(image_model, text_encoder, tmp_path)
         # Every condition reaches the output.
         for name in ("text", "human", "object", "masks", "background"):
             assert not torch.allclose(image_model(x, t, cond.dropped(**{name: True})), out), name
-    assert set(IMAGE_CONFIGS) >= {"tiny", "small"}
+    assert set(IMAGE_PRESETS) >= {"tiny", "small"}
     with pytest.raises(ChoiError, match="unknown image model config"):
         ImageGenerator.from_preset("huge")
     with pytest.raises(ValueError, match="unknown conditions"):
@@ -374,14 +365,13 @@ def dataset(tmp_path_factory):
 
 
 class _TinyTask(ImageTask):
-    def build_model(self):
-        return ImageGenerator(**asdict(self.model_cfg))
+    def model_overrides(self):
+        return TINY  # the tiny test model trains at 32 px
 
 
 def test_training_through_the_shared_loop(dataset, text_encoder, tmp_path):
     cfg = ImageTrainConfig(data=str(dataset), batch_size=4, num_workers=0, val_samples=1, val_steps=2)
     task = _TinyTask(cfg, text_encoder)
-    task.model_cfg = ImageModelConfig(**TINY)  # the tiny test model trains at 32 px
     batch = next(iter(task.batches(0)))
     assert batch["image"].shape == (4, 3, 32, 32) and batch["refs"].shape == (4, 2, 3, 32, 32)
     torch.manual_seed(0)
@@ -392,9 +382,8 @@ def test_training_through_the_shared_loop(dataset, text_encoder, tmp_path):
     assert len(set(batch["label"].tolist())) > 1
     torch.manual_seed(1)
     plain_loss = task.loss(net, batch)[0]
-    for weighted in (replace(cfg, class_balance=1.0), replace(cfg, object_focus=2.0)):
+    for weighted in (replace(cfg, class_balance=1.0),):
         other = _TinyTask(weighted, text_encoder)
-        other.model_cfg = task.model_cfg
         torch.manual_seed(1)
         other_loss = other.loss(net, batch)[0]
         assert torch.isfinite(other_loss) and not torch.isclose(plain_loss, other_loss)
@@ -405,118 +394,14 @@ def test_training_through_the_shared_loop(dataset, text_encoder, tmp_path):
     assert ImageGenerator.from_pretrained(final).config.sample_size == 32
 
 
-def test_roughened_masks_look_like_stage_one():
-    masks = torch.zeros(2, 2, 64, 64)
-    masks[:, 0, 10:50, 20:34] = 1  # a person
-    masks[:, 1, 30:44, 34:46] = 1  # an object touching it
-    torch.manual_seed(0)
-    rough = roughen_masks(masks)
-    assert rough.shape == masks.shape and rough.dtype == masks.dtype
-    assert not (rough[:, 0].bool() & rough[:, 1].bool()).any()  # the roles never overlap
-    true, near = masks.bool(), F.max_pool2d(masks, 9, stride=1, padding=4).bool()
-    holes = (true & ~rough.bool()).sum() / true.sum()
-    islands = (rough.bool() & ~true).sum() / true.sum()
-    assert 0.05 < holes < 0.6 and 0.02 < islands < 0.6  # holes inside, islands around
-    assert not (rough.bool() & ~near).any()  # never farther than the spill
-    assert not torch.equal(rough[0], rough[1])  # each sample its own grain
-    torch.manual_seed(0)
-    torch.testing.assert_close(roughen_masks(masks), rough)
-
-
-def test_rough_masks_condition_on_them_and_paint_the_whole_pair(dataset, text_encoder):
-    cfg = ImageTrainConfig(data=str(dataset), batch_size=4, num_workers=0, p_box_only=0.0, p_rough_masks=1.0)
-    task = _TinyTask(cfg, text_encoder)
-    task.model_cfg = ImageModelConfig(**TINY)
-    batch = next(iter(task.batches(0)))
-    rough = roughen_masks(batch["masks"])
-    cond = conditions_from_batch(batch, layout=rough)
-    assert torch.equal(cond.masks, rough)
-    assert (cond.region[:, 0] >= batch["masks"].amax(1)).all()  # the true pair lies inside the region
-    assert (cond.region[:, 0] >= rough.amax(1)).all()
-    net = task.build_model()
-    torch.manual_seed(3)
-    plain = _TinyTask(replace(cfg, p_rough_masks=0.0), text_encoder)
-    plain.model_cfg = task.model_cfg
-    torch.manual_seed(3)
-    rough_loss = task.loss(net, batch)[0]
-    torch.manual_seed(3)
-    assert torch.isfinite(rough_loss) and not torch.isclose(rough_loss, plain.loss(net, batch)[0])
-
-
-def test_rough_masks_option_is_checked(dataset, tmp_path, capsys):
+@pytest.mark.parametrize("option", ["--rough-masks", "--stage1-masks", "--stage1-strength", "--stage1-model"])
+def test_removed_image_training_options_are_refused(dataset, tmp_path, capsys, option):
     out = tmp_path / "run"
-    assert main(["train", "image", "--data", str(dataset), "--out", str(out), "--rough-masks", "1.5"]) == 2
-    assert "--rough-masks must be between 0 and 1" in capsys.readouterr().err and not out.exists()
-
-
-def _hoiw_batch(text_encoder, n=4):
-    """A collated batch of HOI-World test samples at 128 px, with the text embeddings training adds."""
-    samples = [render_sample("test", i, seed=0) for i in range(n)]
-    emb = text_encoder([s.text for s in samples])
-    return {**image_collate(samples), "text_tokens": emb.tokens, "text_mask": emb.mask, "text_pooled": emb.pooled}
-
-
-def _iou(a, b):
-    return float(((a > 0) & (b > 0)).sum() / ((a > 0) | (b > 0)).sum())
-
-
-def test_stage1_layouts_redraw_the_true_masks_as_stage_one_draws(text_encoder):
-    stage1 = MaskPipeline.from_pretrained(text_encoder=text_encoder)  # the shipped, trained stage 1 (zooms)
-    batch = _hoiw_batch(text_encoder)
-    torch.manual_seed(0)
-    near = stage1_layouts(stage1, batch, 0.25)
-    torch.manual_seed(0)
-    torch.testing.assert_close(stage1_layouts(stage1, batch, 0.25), near)  # the run's RNG decides
-    far = stage1_layouts(stage1, batch, 1.0)
-    true = batch["masks"]
-    assert near.shape == true.shape and set(near.unique().tolist()) <= {0.0, 1.0}
-    assert not (near[:, 0].bool() & near[:, 1].bool()).any()  # the roles never overlap
-    assert (near.flatten(2).amax(-1) == 1).all()  # every row keeps a person and an object
-    assert not torch.equal(near, true)
-    ious = [_iou(a, b) for a, b in zip(near, true, strict=True)]
-    far_ious = [_iou(a, b) for a, b in zip(far, true, strict=True)]
-    # A quarter of the way to noise, stage 1 keeps the pose; from pure noise it draws its own.
-    assert min(ious) > 0.6 and np.mean(ious) > np.mean(far_ious) + 0.15, (ious, far_ious)
-
-
-def test_stage1_masks_are_what_the_loss_conditions_on(dataset, text_encoder, monkeypatch):
-    cfg = ImageTrainConfig(data=str(dataset), batch_size=4, num_workers=0, p_box_only=0.0, p_stage1_masks=1.0)
-    task = _TinyTask(cfg, text_encoder)
-    task.model_cfg = ImageModelConfig(**TINY)
-    assert task.stage1 is not None  # the shipped stage 1 by default
-    batch = next(iter(task.batches(0)))
-    redrawn, seen = [], []
-
-    def fake_redraw(stage1, rows, strength):
-        assert stage1 is task.stage1 and strength == cfg.stage1_strength
-        redrawn.append(rows["masks"].flip(-2))  # a layout no other path would produce
-        return redrawn[-1]
-
-    def spy(batch, box_only=None, layout=None):
-        seen.append(layout)
-        return conditions_from_batch(batch, box_only, layout)
-
-    monkeypatch.setattr(image_recipe, "stage1_layouts", fake_redraw)
-    monkeypatch.setattr(image_recipe, "conditions_from_batch", spy)
-    loss = task.loss(task.build_model(), batch)[0]
-    assert torch.isfinite(loss) and len(redrawn) == 1 and torch.equal(seen[0], redrawn[0])
-    plain = _TinyTask(replace(cfg, p_stage1_masks=0.0), text_encoder)
-    assert plain.stage1 is None
-
-
-@pytest.mark.parametrize(
-    "args, message",
-    [
-        (["--stage1-masks", "1.5"], "--stage1-masks must be between 0 and 1"),
-        (["--stage1-masks", "0.5", "--stage1-strength", "0"], r"--stage1-strength must be a number in \(0, 1\]"),
-        (["--stage1-masks", "0.5", "--stage1-model", "nowhere"], "no mask model in nowhere"),
-    ],
-)
-def test_stage1_mask_options_are_checked(dataset, tmp_path, capsys, args, message):
-    out = tmp_path / "run"
-    assert main(["train", "image", "--data", str(dataset), "--out", str(out), *args]) == 2
-    err = capsys.readouterr().err
-    assert re.search(message, err) and len(err.strip().splitlines()) == 1 and not out.exists(), err
+    with pytest.raises(SystemExit) as exit:
+        main(["train", "image", "--data", str(dataset), "--out", str(out), option, "0.5"])
+    err = capsys.readouterr().err.strip()
+    assert exit.value.code == 2
+    assert f"unrecognized arguments: {option}" in err and "\n" not in err and not out.exists()
 
 
 def test_init_from_needs_an_image_model(dataset, text_encoder, tmp_path):

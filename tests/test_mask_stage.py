@@ -1,5 +1,6 @@
 """Stage 1, the mask generator: model, conditioning, pipeline, training recipe and `choi mask`."""
 
+import importlib
 import json
 
 import numpy as np
@@ -12,10 +13,10 @@ from choi.data.segment import silhouette
 from choi.data.shards import interaction_counts, iter_samples
 from choi.errors import ChoiError
 from choi.models.conditioning import box_coverage, box_in_window, crop_windows, fit_silhouettes, zoom_window
-from choi.models.mask_generator import MASK_CONFIGS, MaskConditions, MaskGenerator
+from choi.models.mask_generator import MASK_PRESETS, MaskConditions, MaskGenerator
 from choi.models.text_encoder import TextEmbeddings, TextEncoder
 from choi.pipelines.mask import MaskPipeline, mask_preview, parse_box, to_masks, zoom_pixels
-from choi.training.diffusion import class_weights, object_focus_weights, sample_weights
+from choi.training.diffusion import class_weights, sample_weights
 from choi.training.loop import TrainConfig, train
 from choi.training.mask import MaskTask, MaskTrainConfig, mask_collate, train_mask, zoom_rows
 from choi.vocabulary import CLASSES, UNLABELLED
@@ -67,7 +68,7 @@ def test_presets_build_and_predict_two_channels(text_encoder):
     torch.manual_seed(0)
     net = MaskGenerator.from_preset("tiny")
     assert net(torch.randn(1, 2, 64, 64), torch.tensor([10]), cond).shape == (1, 2, 64, 64)
-    assert set(MASK_CONFIGS) >= {"tiny", "small"}
+    assert set(MASK_PRESETS) >= {"tiny", "small"}
     with pytest.raises(ChoiError, match="unknown mask model config"):
         MaskGenerator.from_preset("huge")
 
@@ -337,7 +338,9 @@ def test_training_smoke_through_the_shared_loop(dataset, text_encoder, tmp_path)
     cfg = TrainConfig(steps=3, batch_size=4, lr=1e-3, warmup_steps=1, checkpoint_every=2, log_every=1)
     final = train(task, cfg, tmp_path / "run")
     config = json.loads((tmp_path / "run" / "config.json").read_text())
-    assert config["task"]["model"]["patch_size"] == MASK_CONFIGS["tiny"].patch_size
+    saved = {k: v for k, v in MaskGenerator.from_pretrained(final).config.items() if not k.startswith("_")}
+    assert config["task"]["model"] == json.loads(json.dumps(saved))  # the resolved config is the model's
+    assert config["task"]["model"]["patch_size"] == MaskGenerator.preset_config("tiny")["patch_size"]
     log = [json.loads(line) for line in (tmp_path / "run" / "log.jsonl").read_text().splitlines()]
     assert [line["step"] for line in log if "loss" in line] == [1, 2, 3]
     assert any("val/box_iou" in line for line in log)
@@ -393,7 +396,7 @@ def test_class_weights_balance_rare_classes():
         class_weights(counts, 1.5)
 
 
-def test_class_balance_and_object_focus_reweight_the_loss(dataset, text_encoder):
+def test_class_balance_reweights_the_loss(dataset, text_encoder):
     counts = interaction_counts(dataset, "train")
     decoded = [s.interaction for s in iter_samples(dataset, split="train")]
     assert counts == {name: decoded.count(name) for name in set(decoded)}
@@ -404,28 +407,11 @@ def test_class_balance_and_object_focus_reweight_the_loss(dataset, text_encoder)
     net = plain.build_model()
     batch = next(iter(plain.batches(0)))
     assert len(set(batch["label"].tolist())) > 1  # classes of unequal count, so unequal weights
-    focused = _task(dataset, text_encoder, object_focus=3.0)
     losses = []
-    for task in (plain, balanced, focused):
+    for task in (plain, balanced):
         torch.manual_seed(1)
         losses.append(task.loss(net, batch)[0])
-    for weighted in losses[1:]:
-        assert torch.isfinite(weighted) and not torch.isclose(losses[0], weighted)
-
-
-def test_object_focus_weighs_the_objects_neighbourhood_alike_whatever_its_size():
-    masks = torch.zeros(3, 1, 64, 64)
-    masks[0, 0, 10:20, 10:20] = 1.0  # a small cup
-    masks[1, 0, 8:48, 8:48] = 0.3  # a large, soft-edged bicycle
-    w = object_focus_weights(masks, 2.0, grow=2)
-    assert w.shape == (3, 1, 64, 64)
-    assert w[0, 0, 8, 8] > 1 and w[0, 0, 21, 12] > 1 and w[0, 0, 7, 12] == w[0, 0, 22, 12] == 1  # grown by 2 px
-    extra = (w - 1).sum(dim=(1, 2, 3)) / (64 * 64)
-    torch.testing.assert_close(extra[:2], torch.tensor([2.0, 2.0]))  # focus x the whole mask, both sizes
-    assert torch.equal(w[2], torch.ones(1, 64, 64))  # no object (an unlabelled scene): plain weights
-    speck = torch.zeros(1, 1, 64, 64)
-    speck[0, 0, 30, 30] = 1.0
-    assert object_focus_weights(speck, 2.0).max() <= 1 + 2.0 / 0.02  # the floor caps a speck's weight
+    assert torch.isfinite(losses[1]) and not torch.isclose(losses[0], losses[1])
 
 
 # --- CLI --------------------------------------------------------------------------------------
@@ -534,6 +520,37 @@ def test_cli_mask_errors_write_nothing(cli_inputs, change, capsys):
     assert not (root / "out").exists()
 
 
+@pytest.mark.parametrize(
+    ("argv", "module", "function", "expected"),
+    [
+        (
+            ["mask", "--config", "small", "--zoom", "0.5", "--sample-size", "96", "--init-from", "m", "--steps", "7"],
+            "choi.training.mask",
+            "train_mask",
+            {"config": "small", "zoom": 0.5, "sample_size": 96, "init_from": "m", "steps": 7, "batch_size": 32},
+        ),
+        (
+            ["image", "--class-balance", "0.5", "--validate-every", "3", "--lr", "1e-4", "--resume"],
+            "choi.training.image",
+            "train_image",
+            {"config": "tiny", "class_balance": 0.5, "validate_every": 3, "lr": 1e-4, "resume": True, "steps": 6000},
+        ),
+        (
+            ["evaluators", "--kinds", "mask, identity", "--workers", "0", "--seed", "3"],
+            "choi.training.evaluators",
+            "train_evaluators",
+            {"kinds": ("mask", "identity"), "workers": 0, "seed": 3, "init_from": None, "batch_size": 64},
+        ),
+    ],
+)
+def test_cli_train_passes_its_options_to_the_recipe(monkeypatch, tmp_path, argv, module, function, expected):
+    calls = []
+    monkeypatch.setattr(importlib.import_module(module), function, lambda *a, **kw: calls.append((a, kw)) or "m")
+    assert main(["train", *argv, "--data", "d", "--out", str(tmp_path)]) == 0
+    ((args, kwargs),) = calls
+    assert args == ("d", str(tmp_path)) and kwargs.items() >= expected.items(), kwargs
+
+
 def test_cli_train_mask_rejects_a_missing_dataset(tmp_path, capsys):
     assert main(["train", "mask", "--data", str(tmp_path / "none"), "--out", str(tmp_path / "run")]) == 2
     assert "does not exist" in capsys.readouterr().err
@@ -543,8 +560,6 @@ def test_cli_train_mask_rejects_a_missing_dataset(tmp_path, capsys):
     ("option", "value", "message"),
     [
         ("--class-balance", "2", "--class-balance must be between 0 and 1"),
-        ("--object-focus", "-1", "--object-focus must be non-negative"),
-        ("--object-focus", "nan", "--object-focus must be non-negative"),
         ("--zoom", "1.5", "--zoom must be between 0 and 1"),
         ("--zoom", "nan", "--zoom must be between 0 and 1"),
     ],
@@ -555,6 +570,14 @@ def test_cli_train_mask_rejects_a_bad_recipe_option(dataset, tmp_path, capsys, o
     err = capsys.readouterr().err.strip()
     assert message in err and "\n" not in err
     assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.parametrize("stage", ["mask", "image"])
+def test_removed_object_focus_option_is_refused(dataset, tmp_path, capsys, stage):
+    with pytest.raises(SystemExit) as exit:
+        main(["train", stage, "--data", str(dataset), "--out", str(tmp_path / "run"), "--object-focus", "1"])
+    err = capsys.readouterr().err.strip()
+    assert exit.value.code == 2 and "unrecognized arguments: --object-focus" in err and "\n" not in err
 
 
 def test_a_faint_object_channel_still_gives_an_object_mask():

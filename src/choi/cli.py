@@ -187,13 +187,6 @@ def _add_stage_options(parser: argparse.ArgumentParser, stage: str) -> None:
         default=0.0,
         help="loss weight per class ∝ its count^-B: 0 plain, 1 every class weighs the same (default: 0)",
     )
-    parser.add_argument(
-        "--object-focus",
-        type=float,
-        default=0.0,
-        metavar="W",
-        help="extra loss weight on the object's neighbourhood, W times the whole image's (default: 0)",
-    )
 
 
 def _add_train(sub: argparse._SubParsersAction) -> None:
@@ -258,86 +251,29 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
     )
     _add_training_options(image, steps=6000, batch_size=16, lr=8e-4)
     _add_stage_options(image, "image")
-    image.add_argument(
-        "--rough-masks",
-        type=float,
-        default=0.0,
-        metavar="P",
-        help="fraction of two-stage samples whose masks are roughened like stage 1's output (default: 0)",
-    )
-    image.add_argument(
-        "--stage1-masks",
-        type=float,
-        default=0.0,
-        metavar="P",
-        help="fraction of two-stage samples whose masks stage 1 redraws from part-way noise (default: 0)",
-    )
-    image.add_argument(
-        "--stage1-strength",
-        type=float,
-        default=0.5,
-        metavar="S",
-        help="how far towards noise the true masks go before stage 1 redraws them, in (0, 1] (default: 0.5)",
-    )
-    image.add_argument(
-        "--stage1-model",
-        default=None,
-        metavar="DIR",
-        help="the mask model that redraws them (default: the shipped choi-tiny stage 1)",
-    )
     image.set_defaults(func=_train_stage)
 
 
 def _train_stage(args: argparse.Namespace) -> None:
     """``choi train mask`` and ``choi train image``: the two diffusion recipes take the same options."""
-    options = {}
+    names = ("config", "steps", "batch_size", "lr", "workers", "seed", "resume", "validate_every", "class_balance")
+    options = {k: getattr(args, k) for k in (*names, "init_from")}
     if args.train_command == "mask":
         from choi.training.mask import train_mask as recipe
 
         options.update(zoom=args.zoom, sample_size=args.sample_size)
     else:
         from choi.training.image import train_image as recipe
-
-        options.update(
-            rough_masks=args.rough_masks,
-            stage1_masks=args.stage1_masks,
-            stage1_strength=args.stage1_strength,
-            stage1_model=args.stage1_model,
-        )
-    final = recipe(
-        args.data,
-        args.out,
-        config=args.config,
-        steps=args.steps,
-        batch_size=args.batch_size,
-        lr=args.lr,
-        workers=args.workers,
-        seed=args.seed,
-        resume=args.resume,
-        validate_every=args.validate_every,
-        class_balance=args.class_balance,
-        object_focus=args.object_focus,
-        init_from=args.init_from,
-        **options,
-    )
+    final = recipe(args.data, args.out, **options)
     log.info("%s model written to %s", args.train_command, final)
 
 
 def _train_evaluators(args: argparse.Namespace) -> None:
     from choi.training.evaluators import train_evaluators
 
-    train_evaluators(
-        args.data,
-        args.out,
-        kinds=tuple(k.strip() for k in args.kinds.split(",") if k.strip()),
-        steps=args.steps,
-        batch_size=args.batch_size,
-        lr=args.lr,
-        workers=args.workers,
-        seed=args.seed,
-        resume=args.resume,
-        init_from=args.init_from,
-    )
+    kinds = tuple(k.strip() for k in args.kinds.split(",") if k.strip())
+    options = {k: getattr(args, k) for k in ("steps", "batch_size", "lr", "workers", "seed", "resume", "init_from")}
+    train_evaluators(args.data, args.out, kinds=kinds, **options)
 
 
 def _add_eval(sub: argparse._SubParsersAction) -> None:

@@ -24,11 +24,6 @@ def mask_tensor(human: Sequence[np.ndarray], obj: Sequence[np.ndarray]) -> torch
     return torch.from_numpy(arr)
 
 
-def tensor_to_images(x: torch.Tensor) -> np.ndarray:
-    """(N, 3, H, W) float in [0, 1] → (N, H, W, 3) uint8."""
-    return x.detach().float().clamp(0, 1).mul(255).round().byte().permute(0, 2, 3, 1).cpu().numpy()
-
-
 def collate(samples: Sequence[Sample]) -> dict[str, torch.Tensor]:
     """The standard batch: target, masks, references, boxes, labels, identity ids (objects also by
     look, :func:`object_look_key`) and object categories."""

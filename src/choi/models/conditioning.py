@@ -177,12 +177,9 @@ def box_coverage(box: torch.Tensor, size: int) -> torch.Tensor:
     return (cov_y[:, :, None] * cov_x[:, None, :])[:, None]
 
 
-# Stage 1's zoom (MaskPipeline, zoom=True): it draws the window around the requested box at its full
-# resolution. A window is the box grown by ZOOM_MARGIN of its longer side on every side (the middle of
-# the margins a zoom-trained model saw, MaskTrainConfig.zoom_margins), and at least MIN_ZOOM_WINDOW of
-# the frame's side. Measured end to end in the README (model card, "The zoom").
-ZOOM_MARGIN = 0.2
-MIN_ZOOM_WINDOW = 0.25
+# Stage 1's zoom draws a window around the box at full resolution; see docs/experiments.md#zoom.
+ZOOM_MARGIN = 0.2  # of the box's longer side, each way: the middle of MaskTrainConfig.zoom_margins
+MIN_ZOOM_WINDOW = 0.25  # of the frame's side: a tiny box still gets some context
 
 
 def zoom_window(box: torch.Tensor, margin: float | torch.Tensor = ZOOM_MARGIN) -> torch.Tensor:

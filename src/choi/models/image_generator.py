@@ -25,75 +25,37 @@ Example:
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, fields, replace
+from dataclasses import dataclass, fields, replace
+from typing import Any
 
 import torch
-import torch.nn.functional as F
-from diffusers import ConfigMixin, ModelMixin, UNet2DConditionModel
 from diffusers.configuration_utils import register_to_config
 from torch import nn
 
 from choi.errors import ChoiError
-from choi.models.conditioning import RoleTokens, box_coverage, drop_tokens, fit_to_box, warp_into_masks
+from choi.models.conditioning import box_coverage, drop_tokens, fit_to_box, warp_into_masks
+from choi.models.denoiser import ConditionalDenoiser, EncodedConditions
 from choi.models.text_encoder import TEXT_DIM, TEXT_ENCODER_NAME, TextEmbeddings
 
 FLAG_NAMES = ("text", "human", "object", "masks", "box", "background")
 
 
-@dataclass(frozen=True)
-class ImageModelConfig:
-    """Architecture of an :class:`ImageGenerator`; named presets live in :data:`IMAGE_CONFIGS`."""
-
-    sample_size: int = 128
-    # 16x16 grid of 8x8 patches: on a 2-core CPU the UNet's cost is mostly per level and per grid
-    # cell, so large patches are what buy a ~50 ms guided step (benchmarks/bench_generate.py).
-    patch_size: int = 8
-    block_out_channels: tuple[int, ...] = (96, 128, 192)
-    # Cross-attention at 8x8 and 4x4: where a body part is matched with the reference's colours.
-    down_block_types: tuple[str, ...] = ("DownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D")
-    up_block_types: tuple[str, ...] = ("CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "UpBlock2D")
-    mid_block_type: str | None = None
-    layers_per_block: int = 1
-    norm_num_groups: int = 32
-    cross_attention_dim: int = 128
-    attention_head_dim: int = 32
-    ref_size: int = 64  # each reference is cropped to its subject and resized to this square
-    ref_grid: int = 8  # 64 tokens per reference
-    text_encoder: str = TEXT_ENCODER_NAME
-    text_dim: int = TEXT_DIM
-    max_text_tokens: int = 16
-    num_train_timesteps: int = 1000
-    beta_schedule: str = "squaredcos_cap_v2"
-    # The clean image, not the velocity: 8x8 patches give the first layer 192 noise values per cell
-    # and only 96 channels, too few to carry per-pixel noise through the net, which v/epsilon
-    # prediction needs; with "v_prediction" the first choi-tiny run sampled pure speckle.
-    prediction_type: str = "sample"
-    # A first guess painted without learning: each reference stretched into its layout mask
-    # (conditioning.warp_into_masks). It enters as input channels and, with "sample" prediction, as a
-    # full-resolution skip added to the output, so the network predicts a correction: the 8x8 patches
-    # then no longer have to carry every pixel of the identities through the bottleneck.
-    warp_prior: bool = True
-    # Turns (human, object) each reference's first guess tries, each also mirrored, keeping the one
-    # whose silhouette best fits its mask (conditioning.warp_into_masks); 0: a plain stretch. An
-    # object may be drawn at any angle (48: every 7.5°); a person stands upright but may face
-    # either way (1: as drawn or mirrored).
-    warp_turns: tuple[int, int] = (1, 48)
-
-
-IMAGE_CONFIGS: dict[str, ImageModelConfig] = {
-    "tiny": ImageModelConfig(),
-    # For a GPU: 2x2 patches (finer faces and patterns), wider, deeper, attention in the middle too.
-    "small": ImageModelConfig(
-        patch_size=4,
-        block_out_channels=(96, 192, 288, 384),
-        down_block_types=("DownBlock2D", "DownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D"),
-        up_block_types=("CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "UpBlock2D", "UpBlock2D"),
-        mid_block_type="UNetMidBlock2DCrossAttn",
-        layers_per_block=2,
-        norm_num_groups=32,
-        cross_attention_dim=256,
-    ),
+IMAGE_PRESETS: dict[str, dict[str, Any]] = {
+    "tiny": {},  # the __init__ defaults, made for a 2-core CPU
+    # For a GPU: 4x4 patches (finer faces and patterns), wider, deeper, attention in the middle too.
+    "small": {
+        "patch_size": 4,
+        "block_out_channels": (96, 192, 288, 384),
+        "down_block_types": ("DownBlock2D", "DownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D"),
+        "up_block_types": ("CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "UpBlock2D", "UpBlock2D"),
+        "mid_block_type": "UNetMidBlock2DCrossAttn",
+        "layers_per_block": 2,
+        "cross_attention_dim": 256,
+    },
 }
+
+# Configs saved before these parameters existed describe models built without them.
+LEGACY_DEFAULTS = {"warp_prior": False, "warp_turns": (0, 0)}
 
 
 @dataclass
@@ -165,21 +127,15 @@ class ImageConditions:
 
 
 @dataclass
-class EncodedImageConditions:
-    """Conditions turned into network inputs once per sampling run, reused at every step."""
+class EncodedImageConditions(EncodedConditions):
+    """:class:`~choi.models.denoiser.EncodedConditions` plus what the warp prior adds to the output.
 
-    context: torch.Tensor  # (N, T, D): text, human reference, object reference tokens
-    context_mask: torch.Tensor  # (N, T) float
-    extra: torch.Tensor  # (N, 7 [+ 4], S, S): masks, box map, background with the region removed,
-    # known-pixel map [, warped references and their coverage]
-    vector: torch.Tensor  # (N, text_dim + 4 + 6)
+    ``extra`` is (N, 7 [+ 4], S, S): masks, box map, background with the region removed, known-pixel
+    map [, warped references and their coverage]; ``vector`` is (N, text_dim + 4 + 6).
+    """
+
     skip: torch.Tensor  # (N, 3, S, S): added to a "sample" prediction: known background + warped references
     keep: torch.Tensor  # (N, 1, S, S) in [0, 1]: how much of the warp prior the correction may not change
-
-    def cat(self, other: EncodedImageConditions) -> EncodedImageConditions:
-        return EncodedImageConditions(
-            *(torch.cat([getattr(self, f.name), getattr(other, f.name)]) for f in fields(self))
-        )
 
 
 def check_prior_strength(value: Sequence[float] | str) -> tuple[float, float]:
@@ -193,7 +149,7 @@ def check_prior_strength(value: Sequence[float] | str) -> tuple[float, float]:
     return parts[0], parts[1]
 
 
-class ImageGenerator(ModelMixin, ConfigMixin):
+class ImageGenerator(ConditionalDenoiser):
     """Conditional diffusion model over RGB images in [-1, 1]; predicts ``prediction_type`` targets.
 
     Example:
@@ -202,12 +158,17 @@ class ImageGenerator(ModelMixin, ConfigMixin):
         >>> model = ImageGenerator.from_pretrained("runs/image/model")
     """
 
+    presets = IMAGE_PRESETS
+    preset_kind = "image"
+
     @register_to_config
     def __init__(
         self,
         sample_size: int = 128,
+        # A 16x16 grid of 8x8 patches: on a 2-core CPU the UNet's cost is per level and per grid cell.
         patch_size: int = 8,
         block_out_channels: tuple[int, ...] = (96, 128, 192),
+        # Cross-attention at 8x8 and 4x4: where a body part is matched with the reference's colours.
         down_block_types: tuple[str, ...] = ("DownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D"),
         up_block_types: tuple[str, ...] = ("CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "UpBlock2D"),
         mid_block_type: str | None = None,
@@ -215,50 +176,38 @@ class ImageGenerator(ModelMixin, ConfigMixin):
         norm_num_groups: int = 32,
         cross_attention_dim: int = 128,
         attention_head_dim: int = 32,
-        ref_size: int = 64,
-        ref_grid: int = 8,
+        ref_size: int = 64,  # each reference is cropped to its subject and resized to this square
+        ref_grid: int = 8,  # 64 tokens per reference
         text_encoder: str = TEXT_ENCODER_NAME,
         text_dim: int = TEXT_DIM,
         max_text_tokens: int = 16,
         num_train_timesteps: int = 1000,
         beta_schedule: str = "squaredcos_cap_v2",
+        # The clean image: 8x8 patches cannot carry per-pixel noise through 96 channels (v/epsilon gave speckle).
         prediction_type: str = "sample",
-        warp_prior: bool = False,  # False for configs saved before it existed
-        warp_turns: tuple[int, int] = (0, 0),  # (0, 0) for configs saved before it existed
+        # A first guess, each reference stretched into its mask, that the network only corrects: input
+        # channels plus a full-resolution skip, so the patches need not carry the identities' pixels.
+        warp_prior: bool = True,
+        # Turns (human, object) each first guess tries, each also mirrored: a person stands upright but
+        # may face either way (1); an object may lie at any angle (48: every 7.5 degrees).
+        warp_turns: tuple[int, int] = (1, 48),
     ):
         super().__init__()
-        if sample_size % patch_size:
-            raise ChoiError(f"sample_size {sample_size} is not a multiple of patch_size {patch_size}")
         if warp_prior and prediction_type != "sample":
             raise ChoiError("warp_prior adds its first guess to the predicted image: it needs prediction_type 'sample'")
         if len(warp_turns) != 2 or min(warp_turns) < 0:
             raise ChoiError(f"warp_turns needs two counts >= 0 (human, object), got {warp_turns}")
-        dim, p2 = cross_attention_dim, patch_size * patch_size
-        self.text_proj = nn.Linear(text_dim, dim)
-        self.refs = RoleTokens(4, ref_size, ref_grid, dim, refine=True)  # RGB + silhouette per reference
-        self.null_text = nn.Parameter(torch.randn(dim) * 0.02)
-        self.null_refs = nn.Parameter(torch.randn(2, dim) * 0.02)
-        self.unet = UNet2DConditionModel(
-            sample_size=sample_size // patch_size,
-            in_channels=(3 + 7 + 4 * warp_prior) * p2,  # noisy image + condition channels, space-to-depth
-            out_channels=3 * p2,
-            block_out_channels=tuple(block_out_channels),
-            down_block_types=tuple(down_block_types),
-            up_block_types=tuple(up_block_types),
-            mid_block_type=mid_block_type,
-            layers_per_block=layers_per_block,
-            norm_num_groups=norm_num_groups,
-            cross_attention_dim=dim,
-            attention_head_dim=attention_head_dim,
-            class_embed_type="projection",
-            projection_class_embeddings_input_dim=text_dim + 4 + len(FLAG_NAMES),
+        # noisy image (3) + masks, box map, background, known-pixel map (7) [+ warped references, coverage (4)];
+        # each reference as RGB + silhouette (4 channels)
+        self._build(
+            sample_channels=3, extra_channels=7 + 4 * warp_prior, ref_channels=4, num_flags=len(FLAG_NAMES), refine=True
         )
 
     @classmethod
-    def from_preset(cls, name: str) -> ImageGenerator:
-        if name not in IMAGE_CONFIGS:
-            raise ChoiError(f"unknown image model config '{name}'; choose from {', '.join(IMAGE_CONFIGS)}")
-        return cls(**asdict(IMAGE_CONFIGS[name]))
+    def extract_init_dict(cls, config_dict: dict[str, Any], **kwargs: Any) -> Any:
+        """diffusers' config reader, with :data:`LEGACY_DEFAULTS` for keys an old config lacks."""
+        missing = {k: v for k, v in LEGACY_DEFAULTS.items() if k not in config_dict}
+        return super().extract_init_dict({**config_dict, **missing}, **kwargs)
 
     def load_compatible(self, other: ImageGenerator) -> list[str]:
         """Start from ``other``'s weights (fine-tuning, or growing a model into a newer config).
@@ -381,19 +330,7 @@ class ImageGenerator(ModelMixin, ConfigMixin):
 
     def denoise(self, sample: torch.Tensor, timestep: torch.Tensor, enc: EncodedImageConditions) -> torch.Tensor:
         """The network prediction for noisy images ``sample`` (N, 3, S, S) at ``timestep`` (N,) or scalar."""
-        p = self.config.patch_size
-        x = F.pixel_unshuffle(torch.cat([sample.to(self.dtype), enc.extra], 1), p)
-        out = self.unet(
-            x,
-            timestep,
-            encoder_hidden_states=enc.context,
-            class_labels=enc.vector,
-            encoder_attention_mask=enc.context_mask,
-        ).sample
-        out = F.pixel_shuffle(out, p)
+        out = super().denoise(sample, timestep, enc)
         if not self.config.warp_prior:
             return out
         return enc.skip.to(out.dtype) + out * (1 - enc.keep.to(out.dtype))  # the first guess + its correction
-
-    def forward(self, sample: torch.Tensor, timestep: torch.Tensor, cond: ImageConditions) -> torch.Tensor:
-        return self.denoise(sample, timestep, self.encode_conditions(cond))

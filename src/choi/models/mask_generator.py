@@ -1,6 +1,6 @@
 """Stage 1 of choi: the interaction-aware mask generator.
 
-A conditional diffusion model over two mask channels (human, object) at 64×64, built on diffusers'
+A conditional diffusion model over two mask channels (human, object), 64×64 by default, built on diffusers'
 ``UNet2DConditionModel``. Unlike the public reference code, whose stage 1 ignores the interaction
 text and draws one union silhouette, every condition here reaches the network:
 
@@ -25,63 +25,33 @@ Example:
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, fields, replace
+from dataclasses import dataclass, fields, replace
+from typing import Any
 
 import torch
 import torch.nn.functional as F
-from diffusers import ConfigMixin, ModelMixin, UNet2DConditionModel
 from diffusers.configuration_utils import register_to_config
-from torch import nn
 
-from choi.errors import ChoiError
-from choi.models.conditioning import RoleTokens, box_coverage, fit_silhouettes
+from choi.models.conditioning import box_coverage, drop_tokens, fit_silhouettes
+from choi.models.denoiser import ConditionalDenoiser, EncodedConditions
 from choi.models.text_encoder import TEXT_DIM, TEXT_ENCODER_NAME, TextEmbeddings
 
 NUM_FLAGS = 4  # has_text, has_refs, has_box, has_background
 
 
-@dataclass(frozen=True)
-class MaskModelConfig:
-    """Architecture of a :class:`MaskGenerator`; named presets live in :data:`MASK_CONFIGS`."""
-
-    sample_size: int = 64  # mask side; limbs stay 2-3 px wide, and the pipeline upsamples to the image
-    # Space-to-depth before the UNet: a 16x16 grid of 4x4 patches. On a CPU the UNet's cost is mostly
-    # per-op overhead, so fewer, smaller levels (not fewer channels) are what buys speed.
-    patch_size: int = 4
-    block_out_channels: tuple[int, ...] = (64, 96)
-    # Attention at the 8x8 level only: there the layout is decided, and it is cheap on a CPU.
-    down_block_types: tuple[str, ...] = ("DownBlock2D", "CrossAttnDownBlock2D")
-    up_block_types: tuple[str, ...] = ("CrossAttnUpBlock2D", "UpBlock2D")
-    mid_block_type: str | None = None  # the 8x8 self-attention already sees the whole mask
-    layers_per_block: int = 1
-    norm_num_groups: int = 16
-    cross_attention_dim: int = 128
-    attention_head_dim: int = 32
-    ref_size: int = 32  # reference silhouettes are cropped to their box and resized to this square
-    ref_grid: int = 4  # tokens per side per reference: 16 tokens per role
-    text_encoder: str = TEXT_ENCODER_NAME  # the frozen encoder the text tokens must come from
-    text_dim: int = TEXT_DIM
-    max_text_tokens: int = 16
-    num_train_timesteps: int = 1000
-    beta_schedule: str = "squaredcos_cap_v2"  # cosine: small images are destroyed too fast by a linear schedule
-    prediction_type: str = "v_prediction"  # well-behaved at both ends of the schedule, good for few-step sampling
-
-
-MASK_CONFIGS: dict[str, MaskModelConfig] = {
-    # ~2.3 M parameters; one 20-step CFG sample in ~0.4 s on 2 CPU threads (benchmarks/bench_mask.py).
-    "tiny": MaskModelConfig(),
+MASK_PRESETS: dict[str, dict[str, Any]] = {
+    "tiny": {},  # the __init__ defaults: ~2.3 M parameters, made for a 2-core CPU
     # For a GPU: 2x2 patches (finer edges), attention at two levels and in the middle, wider and deeper.
-    "small": MaskModelConfig(
-        patch_size=2,
-        block_out_channels=(64, 128, 192),
-        down_block_types=("DownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D"),
-        up_block_types=("CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "UpBlock2D"),
-        mid_block_type="UNetMidBlock2DCrossAttn",
-        layers_per_block=2,
-        norm_num_groups=32,
-        cross_attention_dim=192,
-        attention_head_dim=32,
-    ),
+    "small": {
+        "patch_size": 2,
+        "block_out_channels": (64, 128, 192),
+        "down_block_types": ("DownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D"),
+        "up_block_types": ("CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "UpBlock2D"),
+        "mid_block_type": "UNetMidBlock2DCrossAttn",
+        "layers_per_block": 2,
+        "norm_num_groups": 32,
+        "cross_attention_dim": 192,
+    },
 }
 
 
@@ -156,24 +126,10 @@ class MaskConditions:
         return MaskConditions(**{k: v.to(device) for k, v in values.items()})
 
 
-@dataclass
-class EncodedConditions:
-    """Conditions turned into network inputs once per sampling run, reused at every step."""
-
-    context: torch.Tensor  # (N, T, D) cross-attention tokens: text, then human and object references
-    context_mask: torch.Tensor  # (N, T) float, 1 for tokens to attend to
-    extra: torch.Tensor  # (N, 4, S, S) box coverage map + background, concatenated to the noisy masks
-    vector: torch.Tensor  # (N, text_dim + 8) pooled text, box coordinates and flags → timestep embedding
-
-    def cat(self, other: EncodedConditions) -> EncodedConditions:
-        """Stack two batches (conditional + unconditional) for one guided forward pass."""
-        return EncodedConditions(*(torch.cat([getattr(self, f.name), getattr(other, f.name)]) for f in fields(self)))
-
-
 # --- network ------------------------------------------------------------------------------------
 
 
-class MaskGenerator(ModelMixin, ConfigMixin):
+class MaskGenerator(ConditionalDenoiser):
     """Conditional diffusion model over (human, object) masks; predicts ``prediction_type`` targets.
 
     Example:
@@ -182,58 +138,38 @@ class MaskGenerator(ModelMixin, ConfigMixin):
         >>> model = MaskGenerator.from_pretrained("runs/mask/model")
     """
 
+    presets = MASK_PRESETS
+    preset_kind = "mask"
+
     @register_to_config
     def __init__(
         self,
-        sample_size: int = 64,
+        sample_size: int = 64,  # mask side: limbs stay 2-3 px wide; see docs/experiments.md#mask-96
+        # Space-to-depth to a 16x16 grid: on a CPU the UNet's cost is per op, so fewer levels buy speed.
         patch_size: int = 4,
         block_out_channels: tuple[int, ...] = (64, 96),
+        # Attention at the 8x8 level only: there the layout is decided, and it is cheap on a CPU.
         down_block_types: tuple[str, ...] = ("DownBlock2D", "CrossAttnDownBlock2D"),
         up_block_types: tuple[str, ...] = ("CrossAttnUpBlock2D", "UpBlock2D"),
-        mid_block_type: str | None = None,
+        mid_block_type: str | None = None,  # the 8x8 self-attention already sees the whole mask
         layers_per_block: int = 1,
         norm_num_groups: int = 16,
         cross_attention_dim: int = 128,
         attention_head_dim: int = 32,
-        ref_size: int = 32,
-        ref_grid: int = 4,
-        text_encoder: str = TEXT_ENCODER_NAME,
+        ref_size: int = 32,  # reference silhouettes are cropped to their box and resized to this square
+        ref_grid: int = 4,  # tokens per side per reference: 16 tokens per role
+        text_encoder: str = TEXT_ENCODER_NAME,  # the frozen encoder the text tokens must come from
         text_dim: int = TEXT_DIM,
         max_text_tokens: int = 16,
         num_train_timesteps: int = 1000,
-        beta_schedule: str = "squaredcos_cap_v2",
-        prediction_type: str = "v_prediction",
-        zoom: bool = False,  # trained on zoom windows too (choi train mask --zoom): the pipeline then zooms on a box
+        beta_schedule: str = "squaredcos_cap_v2",  # cosine: a linear schedule destroys small images too fast
+        prediction_type: str = "v_prediction",  # well-behaved at both ends of the schedule, for few-step sampling
+        # Trained on zoom windows too (--zoom), so its pipeline zooms on a given box; see docs/experiments.md#zoom
+        zoom: bool = False,
     ):
         super().__init__()
-        if sample_size % patch_size:
-            raise ChoiError(f"sample_size {sample_size} is not a multiple of patch_size {patch_size}")
-        dim, p2 = cross_attention_dim, patch_size * patch_size
-        self.text_proj = nn.Linear(text_dim, dim)
-        self.refs = RoleTokens(1, ref_size, ref_grid, dim)  # silhouette tokens, role-tagged
-        self.null_text = nn.Parameter(torch.randn(dim) * 0.02)
-        self.null_refs = nn.Parameter(torch.randn(2, dim) * 0.02)
-        self.unet = UNet2DConditionModel(
-            sample_size=sample_size // patch_size,
-            in_channels=(2 + 1 + 3) * p2,  # noisy masks + box map + background, space-to-depth
-            out_channels=2 * p2,
-            block_out_channels=tuple(block_out_channels),
-            down_block_types=tuple(down_block_types),
-            up_block_types=tuple(up_block_types),
-            mid_block_type=mid_block_type,
-            layers_per_block=layers_per_block,
-            norm_num_groups=norm_num_groups,
-            cross_attention_dim=dim,
-            attention_head_dim=attention_head_dim,
-            class_embed_type="projection",
-            projection_class_embeddings_input_dim=text_dim + 4 + NUM_FLAGS,
-        )
-
-    @classmethod
-    def from_preset(cls, name: str) -> MaskGenerator:
-        if name not in MASK_CONFIGS:
-            raise ChoiError(f"unknown mask model config '{name}'; choose from {', '.join(MASK_CONFIGS)}")
-        return cls(**asdict(MASK_CONFIGS[name]))
+        # noisy masks (2) + box map (1) + background (3); reference silhouettes (1 channel)
+        self._build(sample_channels=2, extra_channels=1 + 3, ref_channels=1, num_flags=NUM_FLAGS, refine=False)
 
     def encode_conditions(self, cond: MaskConditions) -> EncodedConditions:
         """Everything the denoiser needs from ``cond``, computed once per sampling run."""
@@ -243,11 +179,7 @@ class MaskGenerator(ModelMixin, ConfigMixin):
 
         # Text tokens; a dropped text attends to the learned null token alone.
         text = self.text_proj(cond.text.tokens.to(dtype))  # (N, L, D)
-        first = torch.zeros_like(cond.text.mask)
-        first[:, 0] = True
-        keep = cond.has_text[:, None]
-        text = torch.where(keep[..., None], text, self.null_text.to(dtype))
-        text_mask = torch.where(keep, cond.text.mask, first)
+        text, text_mask = drop_tokens(text, cond.text.mask, cond.has_text, self.null_text)
 
         # Reference tokens; dropped references become one null token per role.
         refs = self.refs(fit_silhouettes(cond.ref_masks, cfg.ref_size).to(dtype)[:, :, None] * 2 - 1)  # (N, 2·G², D)
@@ -270,19 +202,3 @@ class MaskGenerator(ModelMixin, ConfigMixin):
             extra=torch.cat([box_map, bg], 1).to(dtype),  # (N, 4, S, S)
             vector=vector.to(dtype),
         )
-
-    def denoise(self, sample: torch.Tensor, timestep: torch.Tensor, enc: EncodedConditions) -> torch.Tensor:
-        """The network prediction for noisy masks ``sample`` (N, 2, S, S) at ``timestep`` (N,) or scalar."""
-        p = self.config.patch_size
-        x = F.pixel_unshuffle(torch.cat([sample.to(self.dtype), enc.extra], 1), p)  # (N, 6p², S/p, S/p)
-        out = self.unet(
-            x,
-            timestep,
-            encoder_hidden_states=enc.context,
-            class_labels=enc.vector,
-            encoder_attention_mask=enc.context_mask,
-        ).sample  # (N, 2p², S/p, S/p)
-        return F.pixel_shuffle(out, p)  # (N, 2, S, S)
-
-    def forward(self, sample: torch.Tensor, timestep: torch.Tensor, cond: MaskConditions) -> torch.Tensor:
-        return self.denoise(sample, timestep, self.encode_conditions(cond))

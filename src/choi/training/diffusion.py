@@ -16,7 +16,6 @@ from typing import Any, ClassVar, TypeVar
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from diffusers import DDPMScheduler
 from torch.utils.data import DataLoader
 
@@ -24,6 +23,7 @@ from choi.data.schema import Sample
 from choi.data.shards import ShardDataset, interaction_counts, iter_samples, read_manifest
 from choi.errors import ChoiError
 from choi.io import atomic_write_bytes, png_bytes
+from choi.models.denoiser import ConditionalDenoiser
 from choi.models.text_encoder import TextEmbeddings, TextEncoder
 from choi.training.loop import train_recipe
 from choi.vocabulary import BY_NAME, CLASSES
@@ -46,42 +46,43 @@ class StageTrainConfig:
     seed: int = 0
     # Loss weight ∝ class count^-class_balance: 0 plain, 1 every class weighs the same (rare ones 10x).
     class_balance: float = 0.0
-    # Extra loss weight on the pixels at and around the object, as a multiple of the whole image's
-    # (object_focus_weights): a held cup covers 1% of the image, so plain MSE barely minds its size.
-    object_focus: float = 0.0
     flip: bool = True  # every interaction exists facing left and right
     val_samples: int = 8
 
 
 class DiffusionTask:
     """The parts of a diffusion recipe's :class:`~choi.training.loop.Task` that do not depend on what
-    it generates: presets, the starting weights, the batches (with text embeddings) and class weights.
+    it generates: the model's resolved config, the starting weights, the batches (with text
+    embeddings) and class weights.
 
-    A recipe sets ``name``, ``presets``, ``model_cls`` and ``config_cls`` and writes ``collate_fn``,
-    ``loss`` and ``validate``.
+    A recipe sets ``name``, ``model_cls`` (a :class:`~choi.models.denoiser.ConditionalDenoiser`) and
+    ``config_cls``, writes ``collate_fn``, ``loss`` and ``validate``, and may override
+    ``model_overrides``.
     """
 
     name: ClassVar[str]
-    presets: ClassVar[Mapping[str, Any]]
-    model_cls: ClassVar[type]
+    model_cls: ClassVar[type[ConditionalDenoiser]]
     config_cls: ClassVar[type[StageTrainConfig]]
 
     def __init__(self, cfg: StageTrainConfig, text_encoder: TextEncoder | None = None):
-        if cfg.model not in self.presets:
-            raise ChoiError(f"unknown {self.name} model config '{cfg.model}'; choose from {', '.join(self.presets)}")
         self.cfg = cfg
-        self.model_cfg = self.presets[cfg.model]
+        # Every argument of the model's __init__: the preset's, with the recipe's changes.
+        self.model_config = self.model_cls.preset_config(cfg.model, **self.model_overrides())
         splits = read_manifest(cfg.data).splits
         self.val_split = "test" if "test" in splits else "train"  # unseen identities when there are any
-        self.text_encoder = text_encoder or TextEncoder(max_length=self.model_cfg.max_text_tokens)
-        self.noise = noise_scheduler(self.model_cfg)
+        self.text_encoder = text_encoder or TextEncoder(max_length=self.model_config["max_text_tokens"])
+        self.noise = noise_scheduler(self.model_config)
         self.class_weights = None
         if cfg.class_balance:
             self.class_weights = class_weights(interaction_counts(cfg.data, "train"), cfg.class_balance)
         self._val: list[Sample] | None = None
 
+    def model_overrides(self) -> dict[str, Any]:
+        """Model parameters the recipe's options change on top of the preset (none by default)."""
+        return {}
+
     def build_model(self) -> torch.nn.Module:
-        model = self.model_cls(**asdict(self.model_cfg))  # the preset, as a recipe may have adjusted it
+        model = self.model_cls(**self.model_config)
         if self.cfg.init_from:
             self.start_from(model, pretrained(self.model_cls, self.cfg.init_from, self.name))
             log.info("started from %s", self.cfg.init_from)
@@ -96,7 +97,7 @@ class DiffusionTask:
             raise ChoiError(f"--init-from: {cfg.init_from} is not a '{cfg.model}' {self.name} model") from None
 
     def config(self) -> dict[str, Any]:
-        return {"data": asdict(self.cfg), "model": asdict(self.model_cfg), "text_encoder": self.text_encoder.name}
+        return {"data": asdict(self.cfg), "model": self.model_config, "text_encoder": self.text_encoder.name}
 
     def collate_fn(self) -> Callable[[Sequence[Sample]], dict[str, Any]]:
         """Samples → the recipe's batch, with ``texts`` (phrasings per sample) and ``label``."""
@@ -111,14 +112,8 @@ class DiffusionTask:
         yield from with_text(loader, self.text_encoder, rng)
 
     def loss_weights(self, batch: dict[str, torch.Tensor]) -> torch.Tensor | None:
-        """A batch's loss weights, broadcastable to (N, C, S, S): class balance (N, 1, 1, 1) times object
-        focus (N, 1, S, S) on the object channel of its ``masks`` (N, 2, S, S: person, object), or None
-        when every pixel weighs alike."""
-        weight = None if self.class_weights is None else sample_weights(batch["label"], self.class_weights)
-        if self.cfg.object_focus:
-            focus = object_focus_weights(batch["masks"][:, 1:2], self.cfg.object_focus)
-            weight = focus if weight is None else weight * focus
-        return weight
+        """A batch's class-balance loss weights (N, 1, 1, 1), or None when every sample weighs alike."""
+        return None if self.class_weights is None else sample_weights(batch["label"], self.class_weights)
 
     def _val_samples(self) -> list[Sample]:
         if self._val is None:
@@ -149,7 +144,6 @@ def train_stage(
     resume: bool = False,
     validate_every: int = 0,
     class_balance: float = 0.0,
-    object_focus: float = 0.0,
     init_from: str | None = None,
     text_encoder: TextEncoder | None = None,
     recipe: dict[str, Any] | None = None,
@@ -161,8 +155,6 @@ def train_stage(
     if workers < 0:
         raise ChoiError("--workers must be non-negative")
     check_fraction("--class-balance", class_balance)
-    if not object_focus >= 0:  # NaN too
-        raise ChoiError(f"--object-focus must be non-negative, got {object_focus:g}")
     ShardDataset(data, split="train")  # fail early, with the reader's message, on a bad dataset
     cfg = task_cls.config_cls(
         data=data,
@@ -172,7 +164,6 @@ def train_stage(
         num_workers=workers,
         seed=seed,
         class_balance=class_balance,
-        object_focus=object_focus,
         **(recipe or {}),
     )
     return train_recipe(task_cls(cfg, text_encoder), out, steps, batch_size, lr, seed, resume, validate_every)
@@ -193,12 +184,12 @@ def pretrained(model_cls: type[M], folder: str | Path, kind: str) -> M:
     return model_cls.from_pretrained(folder)
 
 
-def noise_scheduler(model_config: Any) -> DDPMScheduler:
+def noise_scheduler(model_config: Mapping[str, Any]) -> DDPMScheduler:
     """The training noise schedule of a model config (``num_train_timesteps``, ``beta_schedule``...)."""
     return DDPMScheduler(
-        num_train_timesteps=model_config.num_train_timesteps,
-        beta_schedule=model_config.beta_schedule,
-        prediction_type=model_config.prediction_type,
+        num_train_timesteps=model_config["num_train_timesteps"],
+        beta_schedule=model_config["beta_schedule"],
+        prediction_type=model_config["prediction_type"],
     )
 
 
@@ -237,15 +228,6 @@ def class_weights(counts: Mapping[str, int], balance: float) -> torch.Tensor:
         raw = n[seen] ** -balance
         weights[seen] = raw * n[seen].sum() / (raw * n[seen]).sum()
     return weights
-
-
-def object_focus_weights(object_masks: torch.Tensor, focus: float, grow: int = 2, floor: float = 0.02) -> torch.Tensor:
-    """(N, 1, S, S) per-pixel loss weights: 1, plus ``focus`` spread over the object grown by ``grow``
-    pixels, so the object's neighbourhood weighs ``focus`` times the whole image however small it is
-    (objects under ``floor`` of the image get proportionally less, so a speck cannot weigh thousands)."""
-    region = (F.max_pool2d(object_masks.float(), 2 * grow + 1, stride=1, padding=grow) > 0).float()
-    share = region.mean(dim=(1, 2, 3), keepdim=True).clamp_min(floor)
-    return 1 + focus * region / share
 
 
 def sample_weights(labels: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:

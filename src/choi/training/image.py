@@ -24,30 +24,17 @@ from typing import Any
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from choi.data.batch import image_tensor, mask_tensor
 from choi.data.schema import Sample
 from choi.errors import ChoiError
-from choi.models.conditioning import (
-    box_in_window,
-    crop_windows,
-    generation_region,
-    layout_region,
-    snap_silhouettes,
-    zoom_window,
-)
-from choi.models.image_generator import IMAGE_CONFIGS, ImageConditions, ImageGenerator
-from choi.models.mask_generator import MaskConditions
-from choi.models.text_encoder import TextEncoder
-from choi.pipelines.tiny.mask import MaskPipeline, check_strength, sample_masks, split_roles
+from choi.models.conditioning import generation_region, layout_region
+from choi.models.image_generator import ImageConditions, ImageGenerator
 from choi.pipelines.tiny.render import DEFAULT_GUIDANCE, DEFAULT_STEPS
-from choi.pipelines.tiny.stages import OBJECT_FIT_TURNS
 from choi.training.diffusion import (
     DiffusionTask,
     StageTrainConfig,
     batch_text,
-    check_fraction,
     diffusion_loss,
     flip_halves,
     text_variants,
@@ -68,14 +55,6 @@ class ImageTrainConfig(StageTrainConfig):
     p_drop_object: float = 0.1
     p_box_only: float = 0.25  # single-stage samples: the layout is the box alone
     p_drop_background: float = 0.3
-    # Two-stage samples whose layout masks are roughened like stage 1's output (holes, ragged edges,
-    # islands around them), so the renderer learns to paint whole people and objects from them.
-    p_rough_masks: float = 0.0
-    # Two-stage samples whose layout is stage 1's own redraw of their true masks from this much of
-    # the way to noise (stage1_layouts), so the renderer learns from the masks it will be given.
-    p_stage1_masks: float = 0.0
-    stage1_strength: float = 0.5
-    stage1_model: str | None = None  # a mask model folder; None: the shipped choi-tiny stage 1
     val_steps: int = DEFAULT_STEPS  # the pipeline's defaults
     val_guidance: float = DEFAULT_GUIDANCE
 
@@ -96,75 +75,13 @@ def image_collate(samples: Sequence[Sample]) -> dict[str, Any]:
     }
 
 
-def roughen_masks(masks: torch.Tensor, holes: float = 0.25, spill: int = 4) -> torch.Tensor:
-    """(N, 2, S, S) {0, 1} human/object masks → the same masks as stage 1 tends to draw them.
-
-    A smooth random grain (4-pixel blobs) opens holes in about ``holes`` of each mask and scatters
-    islands as often within ``spill`` pixels around it. The roles never overlap: a pixel both would
-    claim goes to its true owner, else to the person.
-    """
-    n, c, s, _ = masks.shape
-    grain = torch.rand(n, c, max(1, s // 4), max(1, s // 4), device=masks.device)
-    grain = F.interpolate(grain, size=(s, s), mode="bilinear", align_corners=False)
-    true = masks > 0
-    near = F.max_pool2d(masks.float(), 2 * spill + 1, stride=1, padding=spill) > 0
-    rough = (true & (grain > holes)) | (near & ~true & (grain > 1 - holes))
-    human, obj = rough[:, 0], rough[:, 1]
-    both = human & obj
-    human = human & ~(both & true[:, 1])
-    obj = obj & ~(both & ~true[:, 1])
-    return torch.stack([human, obj], 1).to(masks.dtype)
-
-
-@torch.no_grad()
-def stage1_layouts(stage1: MaskPipeline, batch: dict[str, torch.Tensor], strength: float) -> torch.Tensor:
-    """A batch's true (N, 2, S, S) masks as ``stage1`` redraws them from ``strength`` of the way to
-    noise, conditioned on the sample's own text, references, box and background: the layout still
-    fits the target image, but is drawn the way stage 1 draws. Zooms and fits the object reference's
-    outline to the object mask as the pipeline does (:func:`~choi.pipelines.choi.fit_object_masks`).
-
-    A role the redraw loses keeps its true mask (a request always has a person and an object).
-    """
-    model, masks, box = stage1.model, batch["masks"], batch["union_box"]
-    n, size = masks.shape[0], masks.shape[-1]
-    window = zoom_window(box) if model.config.zoom else torch.tensor([[0.0, 0.0, 1.0, 1.0]]).expand(n, -1)
-    window = window.to(masks.device)
-    side = model.config.sample_size
-    cond = MaskConditions.build(
-        batch_text(batch),
-        batch["ref_masks"],
-        box=box_in_window(box, window),
-        background=crop_windows(batch["background"], window, side),
-        has_background=batch["has_background"],
-    ).to(model.device)
-    seeds = torch.randint(0, 2**62, (n,)).tolist()  # the run's RNG: the same redraws on a resumed run
-    generators = [torch.Generator().manual_seed(s) for s in seeds]
-    drawn = sample_masks(model, cond, generators, init=crop_windows(masks, window, side), strength=strength)
-    # Back into the full frame: the frame in the window's coordinates, zero outside the window.
-    origin, extent = window[:, :2], window[:, 2:] - window[:, :2]
-    frame = torch.cat([-origin / extent, (1 - origin) / extent], 1)
-    soft = crop_windows((drawn.to(masks.device) + 1) / 2, frame, size)
-    human, obj = split_roles(soft)
-    fitted = snap_silhouettes(batch["ref_masks"][:, 1:2], obj[:, None].float(), OBJECT_FIT_TURNS, (size, size))
-    fitted = fitted[:, 0] & ~human
-    obj = torch.where(fitted.flatten(1).any(1)[:, None, None], fitted, obj)
-    layout = torch.stack([human, obj], 1).to(masks.dtype)
-    lost = layout.flatten(2).amax(-1) == 0  # (N, 2)
-    return torch.where(lost[:, :, None, None], masks, layout)
-
-
-def conditions_from_batch(
-    batch: dict[str, torch.Tensor], box_only: torch.Tensor | None = None, layout: torch.Tensor | None = None
-) -> ImageConditions:
+def conditions_from_batch(batch: dict[str, torch.Tensor], box_only: torch.Tensor | None = None) -> ImageConditions:
     """Every condition of a collated batch switched on (the masks layout, with the box).
 
     The region to paint is the masks' (grown a little), or for ``box_only`` rows the box's.
-    ``layout``: masks to condition on instead of the true ones (roughened, stage 1's redraw); the region
-    then covers both.
     """
     size = batch["image"].shape[-1]
-    layout = batch["masks"] if layout is None else layout
-    region = layout_region(torch.maximum(batch["masks"], layout))
+    region = layout_region(batch["masks"])
     if box_only is not None:
         region = torch.where(box_only[:, None, None, None], generation_region(batch["union_box"], size), region)
     cond = ImageConditions.build(
@@ -172,7 +89,7 @@ def conditions_from_batch(
         batch["refs"],
         batch["ref_masks"],
         region=region,
-        masks=layout,
+        masks=batch["masks"],
         box=batch["union_box"],
         background=batch["background"],
     )
@@ -183,18 +100,8 @@ class ImageTask(DiffusionTask):
     """The image generator's data, loss and validation for the shared training loop."""
 
     name = "image"
-    presets = IMAGE_CONFIGS
     model_cls = ImageGenerator
     config_cls = ImageTrainConfig
-
-    def __init__(self, cfg: ImageTrainConfig, text_encoder: TextEncoder | None = None):
-        super().__init__(cfg, text_encoder)
-        self.stage1 = None
-        if cfg.p_stage1_masks > 0:
-            self.stage1 = MaskPipeline.from_pretrained(cfg.stage1_model, text_encoder=self.text_encoder)
-            if self.stage1.model.config.max_text_tokens != self.model_cfg.max_text_tokens:
-                raise ChoiError("--stage1-model reads texts of another length than the image model")
-            self.stage1.model.requires_grad_(False)
 
     def start_from(self, model: ImageGenerator, other: ImageGenerator) -> None:
         """Any earlier image model: it may have fewer condition channels or no warp prior."""
@@ -208,7 +115,7 @@ class ImageTask(DiffusionTask):
         cfg = self.cfg
         if cfg.flip:
             batch = flip_halves(batch, ("image", "masks", "background"), ("refs", "ref_masks"))
-        size = self.model_cfg.sample_size
+        size = self.model_config["sample_size"]
         if batch["image"].shape[-1] != size:
             raise ChoiError(
                 f"the {cfg.model} image model trains at {size}px; the dataset is {batch['image'].shape[-1]}px"
@@ -219,18 +126,7 @@ class ImageTask(DiffusionTask):
             return torch.rand(n, device=device) < p
 
         box_only = drop(cfg.p_box_only)
-        layout = None
-        if cfg.p_rough_masks > 0:
-            rough = (drop(cfg.p_rough_masks) & ~box_only)[:, None, None, None]
-            layout = torch.where(rough, roughen_masks(batch["masks"]), batch["masks"])
-        if self.stage1 is not None:
-            rows = drop(cfg.p_stage1_masks) & ~box_only
-            layout = batch["masks"] if layout is None else layout
-            if rows.any():
-                picked = {k: v[rows] for k, v in batch.items() if isinstance(v, torch.Tensor)}
-                layout = layout.clone()
-                layout[rows] = stage1_layouts(self.stage1.to(device), picked, cfg.stage1_strength)
-        cond = conditions_from_batch(batch, box_only, layout).dropped(
+        cond = conditions_from_batch(batch, box_only).dropped(
             text=drop(cfg.p_drop_text),
             human=drop(cfg.p_drop_human),
             object=drop(cfg.p_drop_object),
@@ -278,17 +174,6 @@ def train_image(
 ) -> Path:
     """Train the image generator into ``out``; returns ``out/model`` (the EMA weights the pipeline loads).
 
-    ``options`` are :func:`~choi.training.diffusion.train_stage`'s (workers, seed, resume, init_from, ...)
-    and ``rough_masks``: the fraction of two-stage samples given roughened masks (:func:`roughen_masks`);
-    ``stage1_masks``: the fraction given stage 1's redraw of their masks from ``stage1_strength`` of the
-    way to noise by the mask model in ``stage1_model`` (default: the shipped one; :func:`stage1_layouts`).
+    ``options`` are :func:`~choi.training.diffusion.train_stage`'s (workers, seed, resume, init_from, ...).
     """
-    recipe = {
-        "p_rough_masks": check_fraction("--rough-masks", options.pop("rough_masks", 0.0)),
-        "p_stage1_masks": check_fraction("--stage1-masks", options.pop("stage1_masks", 0.0)),
-        "stage1_strength": check_strength(options.pop("stage1_strength", 0.5), "--stage1-strength"),
-        "stage1_model": options.pop("stage1_model", None),
-    }
-    return train_stage(
-        ImageTask, data, out, config=config, steps=steps, batch_size=batch_size, lr=lr, recipe=recipe, **options
-    )
+    return train_stage(ImageTask, data, out, config=config, steps=steps, batch_size=batch_size, lr=lr, **options)

@@ -15,7 +15,7 @@ from __future__ import annotations
 import functools
 import logging
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -28,8 +28,7 @@ from choi.data.schema import Sample
 from choi.errors import ChoiError
 from choi.evaluation.metrics import box_iou, union_box_from_masks
 from choi.models.conditioning import box_in_window, crop_windows, zoom_window
-from choi.models.mask_generator import MASK_CONFIGS, MaskConditions, MaskGenerator
-from choi.models.text_encoder import TextEncoder
+from choi.models.mask_generator import MaskConditions, MaskGenerator
 from choi.pipelines.inputs import mask_preview
 from choi.pipelines.tiny.mask import DEFAULT_GUIDANCE, DEFAULT_STEPS, MaskPipeline
 from choi.training.diffusion import (
@@ -58,11 +57,11 @@ class MaskTrainConfig(StageTrainConfig):
     val_steps: int = DEFAULT_STEPS
     val_guidance: float = DEFAULT_GUIDANCE
     # Samples cut to a zoom window around their union box (zoom_rows), so that one model also draws
-    # a layout in more detail when the pipeline zooms (MaskPipeline, zoom=True).
+    # a layout in more detail when the pipeline zooms; see docs/experiments.md#zoom.
     p_zoom: float = 0.0
     zoom_margins: tuple[float, float] = (0.1, 0.3)  # each zoomed sample's window margin, uniform in this range
     # The side the masks are drawn at, instead of the preset's. The network is convolutional, so a model
-    # saved at one side can be fine-tuned at another (--init-from): finer masks for more compute.
+    # saved at one side can be fine-tuned at another (--init-from); see docs/experiments.md#mask-96.
     sample_size: int | None = None
 
 
@@ -88,28 +87,24 @@ class MaskTask(DiffusionTask):
     """The mask generator's data, loss and validation for the shared training loop."""
 
     name = "mask"
-    presets = MASK_CONFIGS
     model_cls = MaskGenerator
     config_cls = MaskTrainConfig
 
-    def __init__(self, cfg: MaskTrainConfig, text_encoder: TextEncoder | None = None):
-        super().__init__(cfg, text_encoder)
+    def model_overrides(self) -> dict[str, Any]:
+        """``zoom`` when trained on zoom windows (its pipeline then zooms on a box), and ``sample_size``."""
+        cfg = self.cfg
+        overrides: dict[str, Any] = {"zoom": True} if cfg.p_zoom > 0 else {}
         size = cfg.sample_size
         if size is not None:
-            patch = self.model_cfg.patch_size
+            patch = MaskGenerator.preset_config(cfg.model)["patch_size"]
             if not (isinstance(size, int) and 16 <= size <= 256 and size % patch == 0):
                 bound = f"a multiple of the patch size {patch} in [16, 256]"
                 raise ChoiError(f"--sample-size must be {bound}, got {size!r}")
-            self.model_cfg = replace(self.model_cfg, sample_size=size)
-
-    def build_model(self) -> MaskGenerator:
-        model = super().build_model()
-        if self.cfg.p_zoom > 0:  # its pipeline zooms on a box by default
-            model.register_to_config(zoom=True)
-        return model
+            overrides["sample_size"] = size
+        return overrides
 
     def collate_fn(self) -> Callable[[Sequence[Sample]], dict[str, Any]]:
-        return functools.partial(mask_collate, size=self.model_cfg.sample_size, full=self.cfg.p_zoom > 0)
+        return functools.partial(mask_collate, size=self.model_config["sample_size"], full=self.cfg.p_zoom > 0)
 
     def loss(self, model: MaskGenerator, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, dict[str, float]]:
         cfg = self.cfg
