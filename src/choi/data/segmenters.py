@@ -216,9 +216,9 @@ def check_sam(checkpoint: str | os.PathLike, model_type: str | None = None) -> s
 
 
 def _load_sam(checkpoint: str | os.PathLike, model_type: str | None) -> Any:
+    model_type = check_sam(checkpoint, model_type)  # a clear error before the import can fail
     from segment_anything import sam_model_registry
 
-    model_type = check_sam(checkpoint, model_type)
     return sam_model_registry[model_type](checkpoint=str(checkpoint)).eval()
 
 
