@@ -160,6 +160,10 @@ def test_user_mask_wins(tmp_path, astronaut):
 def test_user_mask_errors(astronaut):
     assert "is 100x80 pixels but the photo is 512x512" in _error(astronaut, "human", mask=np.ones((80, 100), bool))
     assert "empty" in _error(astronaut, "object", mask=np.zeros((512, 512), np.uint8))
+    big = np.zeros((2048, 3072, 3), np.uint8)
+    dot = np.zeros(big.shape[:2], bool)
+    dot[1000, 1500] = True  # one pixel: gone once the photo is shrunk to 1024 px
+    assert "too few pixels" in _error(big, "object", mask=dot)
 
 
 def test_alpha_cut_out(tmp_path, coffee):
@@ -212,10 +216,12 @@ def test_no_object_or_the_whole_photo():
         ({"role": "animal"}, "role must be one of human, object"),
         ({"role": "object", "box": (0.5, 0.1, 0.2, 0.9)}, "need 0 <= x1 < x2 <= 1"),
         ({"role": "object", "box": "0.1,0.1"}, "must be four numbers"),
+        ({"role": "human", "box": (0.1, 0.1, 1.5, 0.9)}, "need 0 <= x1 < x2 <= 1"),
     ],
 )
 def test_argument_errors(coffee, kwargs, expected):
     assert expected in _error(coffee, **kwargs)
+    assert expected in _error("examples/kick_ball_human.png", **kwargs)  # checked whichever rule applies
 
 
 def test_unreadable_file(tmp_path):

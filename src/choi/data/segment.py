@@ -295,11 +295,14 @@ def segment_reference(
     if role not in ROLES:
         raise ChoiError(f"role must be one of {', '.join(ROLES)}, got {role!r}")
     what = f"{role} reference"
+    box = None if box is None else _checked_box(box, role)
     if mask is not None:
         full = _read(image, what, None)
         sil = _read_mask(mask, full.shape[:2], role)
         arr = downscale(full, REFERENCE_SIDE)
         sil = downscale(sil.astype(np.uint8) * 255, REFERENCE_SIDE) > 127
+        if not sil.any():
+            raise ChoiError(f"the {role} mask marks too few pixels to survive shrinking the photo: paint more")
         rule = "user-mask"
     else:
         arr = _read(image, what, REFERENCE_SIDE)
@@ -311,8 +314,8 @@ def segment_reference(
     return Reference(rgb, sil, rule)
 
 
-def _segment(arr: np.ndarray, role: str, box: Sequence[float] | None, sam_checkpoint) -> tuple[np.ndarray, str]:
-    """Rules 2-4 on a loaded (H, W, 3|4) photo: (silhouette, rule)."""
+def _segment(arr: np.ndarray, role: str, box: tuple[float, ...] | None, sam_checkpoint) -> tuple[np.ndarray, str]:
+    """Rules 2-4 on a loaded (H, W, 3|4) photo, ``box`` normalised and checked: (silhouette, rule)."""
     what = f"{role} reference"
     if arr.shape[-1] == 4:
         alpha = arr[..., 3] > 127
@@ -324,10 +327,11 @@ def _segment(arr: np.ndarray, role: str, box: Sequence[float] | None, sam_checkp
             return silhouette(rgb, what), "plain-background"
         except ChoiError:
             pass  # a plain photo with nothing on it: the segmenter below says what to do
-    pixel_box = None if box is None else _pixel_box(box, rgb.shape, role)
+    h, w = rgb.shape[:2]
+    pixel_box = None if box is None else (box[0] * w, box[1] * h, box[2] * w, box[3] * h)
     if role == "human":
         with PersonSegmenter(margin=BOX_SLACK) as people:
-            found = people(rgb, pixel_box or (0, 0, rgb.shape[1], rgb.shape[0]))
+            found = people(rgb, pixel_box or (0, 0, w, h))
         sil = _clean(found.mask) if found is not None else np.zeros(rgb.shape[:2], bool)
         if sil.mean() < MIN_SUBJECT:
             raise ChoiError("found no person in the human reference: give --human-mask PATH (white = the person)")
@@ -387,16 +391,15 @@ def _read_mask(mask: _ImageInput, shape: tuple[int, ...], role: str) -> np.ndarr
     return sil
 
 
-def _pixel_box(box: Sequence[float], shape: tuple[int, ...], role: str) -> tuple[float, float, float, float]:
-    """A normalised ``x1, y1, x2, y2`` box, checked, in pixels of an image of ``shape``."""
+def _checked_box(box: Sequence[float], role: str) -> tuple[float, float, float, float]:
+    """A normalised ``x1, y1, x2, y2`` box as four floats, checked."""
     try:
         x1, y1, x2, y2 = (float(v) for v in box)
     except (TypeError, ValueError) as err:
         raise ChoiError(f"the {role} box must be four numbers x1,y1,x2,y2 in [0, 1], got {box!r}") from err
     if not (0 <= x1 < x2 <= 1 and 0 <= y1 < y2 <= 1):
         raise ChoiError(f"the {role} box {box!r} is invalid: need 0 <= x1 < x2 <= 1 and 0 <= y1 < y2 <= 1")
-    h, w = shape[:2]
-    return x1 * w, y1 * h, x2 * w, y2 * h
+    return x1, y1, x2, y2
 
 
 def _crop_box(sil: np.ndarray) -> tuple[int, int, int, int]:
