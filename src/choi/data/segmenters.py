@@ -153,10 +153,10 @@ def grabcut_mask(
         cv2.grabCut(np.ascontiguousarray(small), init, None, bgd, fgd, iterations, cv2.GC_INIT_WITH_MASK)
     except cv2.error:
         return full  # degenerate colour models (a flat box): an empty mask, caught by the filters
-    fg = ((init == cv2.GC_FGD) | (init == cv2.GC_PR_FGD)).astype(np.uint8)
-    if scale < 1:
-        fg = cv2.resize(fg, (crop.shape[1], crop.shape[0]), interpolation=cv2.INTER_NEAREST)
-    full[y1:y2, x1:x2] = fg > 0
+    fg = ((init == cv2.GC_FGD) | (init == cv2.GC_PR_FGD)).astype(np.uint8) * 255
+    if scale < 1:  # bilinear, then half-way: smooth edges instead of GRABCUT_SIDE-sized steps
+        fg = cv2.resize(fg, (crop.shape[1], crop.shape[0]), interpolation=cv2.INTER_LINEAR)
+    full[y1:y2, x1:x2] = fg > 127
     return full
 
 
