@@ -15,7 +15,7 @@ from choi.cli import main
 from choi.data import hico_classes as hc
 from choi.data.hico import HicoConfig, build_hico
 from choi.data.realbuild import REJECTS_NAME, part_path
-from choi.data.realdata import PersonSegmenter, grabcut_mask
+from choi.data.segmenters import PersonSegmenter, grabcut_mask
 from choi.data.shards import iter_samples, read_manifest, shard_name
 
 data = pytest.importorskip("skimage.data")

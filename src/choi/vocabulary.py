@@ -3,11 +3,15 @@
 One module, used by HOI-World, the data builders, the models and the evaluators alike, so that a
 class name means the same thing everywhere. Free text ("riding a bike", "a person kicking a ball")
 is resolved to a class with :func:`resolve`; unknown text raises :class:`UnknownInteractionError`
-naming the closest known classes.
+naming the closest known classes. :func:`match_interaction` accepts any phrasing: what
+:func:`resolve` does not know goes to the nearest class by MiniLM sentence similarity, above
+:data:`INTERACTION_FLOOR`.
 
 Example:
     >>> resolve("a person riding a bike").name
     'ride_bicycle'
+    >>> match_interaction("ride motorcycle")
+    InteractionMatch(cls=...ride_bicycle..., similarity=0.648, exact=False)
 """
 
 from __future__ import annotations
@@ -15,8 +19,12 @@ from __future__ import annotations
 import difflib
 import re
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from choi.errors import ChoiError
+
+if TYPE_CHECKING:
+    from choi.models.text_encoder import TextEncoder
 
 NO_INTERACTION = "no_interaction"
 
@@ -197,6 +205,70 @@ def resolve(text: str) -> InteractionClass:
         raise UnknownInteractionError(f"unknown interaction '{text}': '{verb}' is not known for {obj}; known: {known}")
     suggestions = ", ".join(f"'{s}'" for s in closest(text))
     raise UnknownInteractionError(f"unknown interaction '{text}'; closest known: {suggestions}")
+
+
+# --- any phrasing: the nearest class by sentence similarity -------------------------------------
+
+# MiniLM cosine similarity a text needs to its nearest class: the paraphrases in
+# tests/test_interaction_match.py score >= 0.47, the unrelated phrases <= 0.37 (see that file).
+INTERACTION_FLOOR = 0.42
+_QUOTE = 60  # characters of the user's text quoted in an error
+
+
+@dataclass(frozen=True)
+class InteractionMatch:
+    """The class an interaction text was matched to, and how."""
+
+    cls: InteractionClass
+    similarity: float  # MiniLM cosine similarity to the class's texts; 1.0 when ``exact``
+    exact: bool  # the text names the class (:func:`resolve`); else it is the nearest by similarity
+
+
+def match_interaction(text: str, encoder: TextEncoder | None = None) -> InteractionMatch:
+    """Match any phrasing of an interaction to a known class.
+
+    Known phrasings are matched exactly, as :func:`resolve` does. Any other text goes to the class
+    whose text ("ride bicycle") or phrase ("a person riding a bicycle") is nearest by the
+    all-MiniLM-L6-v2 sentence similarity, when that is at least :data:`INTERACTION_FLOOR`; else
+    :class:`UnknownInteractionError` names the closest classes. ``encoder`` is a loaded
+    :class:`~choi.models.text_encoder.TextEncoder` (a pipeline passes its own); one is loaded when
+    it is None.
+
+    Example:
+        >>> match = match_interaction("a woman pedalling a bike")
+        >>> match.cls.name, match.exact
+        ('ride_bicycle', False)
+    """
+    try:
+        return InteractionMatch(resolve(text), 1.0, True)
+    except UnknownInteractionError:
+        if not isinstance(text, str) or not text.strip():
+            raise
+    ranked = rank_by_similarity(text, encoder)
+    best, similarity = ranked[0]
+    if similarity >= INTERACTION_FLOOR:
+        return InteractionMatch(best, similarity, False)
+    quoted = text.strip() if len(text.strip()) <= _QUOTE else text.strip()[:_QUOTE] + "..."
+    closest_known = ", ".join(f"'{c.text}' ({s:.2f})" for c, s in ranked[:3])
+    raise UnknownInteractionError(
+        f"unknown interaction {quoted!r}: no known interaction is close enough; closest known: {closest_known}"
+    )
+
+
+def rank_by_similarity(text: str, encoder: TextEncoder | None = None) -> list[tuple[InteractionClass, float]]:
+    """Every class with its MiniLM cosine similarity to ``text`` (the best of its text and phrase), best first."""
+    if encoder is None:
+        from choi.models.text_encoder import TextEncoder
+
+        encoder = TextEncoder()
+    forms = [(c, form) for c in CLASSES for form in (c.text, c.phrase())]
+    pooled = encoder([text, *(form for _, form in forms)]).pooled  # (1 + 2C, 384), unit norm
+    similarity = (pooled[1:] @ pooled[0]).tolist()
+    best: dict[str, tuple[InteractionClass, float]] = {}
+    for (c, _), s in zip(forms, similarity, strict=True):
+        if c.name not in best or s > best[c.name][1]:
+            best[c.name] = (c, round(float(s), 4))
+    return sorted(best.values(), key=lambda pair: -pair[1])
 
 
 UNLABELLED = -100  # PyTorch cross-entropy's default ignore_index

@@ -32,18 +32,16 @@ from choi.data import hico_classes as hc
 from choi.data.realbuild import BuildSpec, parse_shard, run_build
 from choi.data.realdata import (
     Observation,
-    PersonSegmenter,
     QualityConfig,
     Rejected,
     assemble_sample,
     check_box,
     check_mask,
     check_person,
-    check_sam,
-    object_segmenter,
     read_rgb,
 )
 from choi.data.schema import Sample
+from choi.data.segmenters import PersonSegmenter, check_sam, object_segmenter
 from choi.data.shards import file_sha256
 from choi.errors import ChoiError
 from choi.vocabulary import BY_NAME

@@ -1,19 +1,15 @@
-"""Shared pieces of the real-data builders (HICO-DET-format images, videos): segmenters, quality
-filters and the assembly of a :class:`~choi.data.schema.Sample` from a photo.
+"""Shared pieces of the real-data builders (HICO-DET-format images, videos): quality filters and
+the assembly of a :class:`~choi.data.schema.Sample` from a photo. The segmenters they use (MediaPipe
+for the person, GrabCut or SAM for the object) live in :mod:`choi.data.segmenters`, shared with
+the references of :func:`choi.data.segment.segment_reference`.
 
-- Person: MediaPipe pose with segmentation, run on the person box crop. Its wheel ships the model
-  (``pose_landmark_full``), so nothing is downloaded; only ``model_complexity=1`` is used because
-  the lite and heavy variants are *not* in the wheel.
-- Object: OpenCV GrabCut initialised by the object box, or SAM (``segment-anything``) when the user
-  gives a checkpoint.
 - Samples: the target is a square crop around the pair resized to ``resolution``; references are
   the person and the object cut out of a (possibly other) frame and centred on a plain background,
   like HOI-World's references.
 
 Example:
-    >>> with PersonSegmenter() as people:
-    ...     person = people(image, (40, 10, 300, 500))  # pixel box
-    >>> obj = grabcut_mask(image, (280, 300, 500, 510), exclude=person.mask)
+    >>> check_person(person, box, QualityConfig())
+    >>> sample = assemble_sample("k", target, ref, 128, interaction="ride_bicycle", ...)
 """
 
 from __future__ import annotations
@@ -22,24 +18,17 @@ import logging
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
 import cv2
 import numpy as np
 from PIL import Image
 
 from choi.data.schema import Sample
-from choi.errors import ChoiError
+from choi.data.segmenters import PersonResult, PixelBox, clip_box, grow_box
 from choi.world.palette import REF_BACKGROUND
 
 log = logging.getLogger(__name__)
-
-PixelBox = tuple[float, float, float, float]  # x1, y1, x2, y2 in pixels
-
-# MediaPipe's 33 pose landmarks → choi's 14 joints (KEYPOINT_NAMES order). "head" is the nose and
-# "neck" the midpoint of the shoulders (-1); hands are wrists, feet are ankles.
-_MP_JOINTS = (0, -1, 12, 14, 16, 11, 13, 15, 24, 26, 28, 23, 25, 27)
-_MP_TORSO = (11, 12, 23, 24)  # shoulders and hips: their visibility is the pose confidence
 
 
 @dataclass(frozen=True)
@@ -65,13 +54,6 @@ class Rejected(Exception):
         self.detail = detail
 
 
-@dataclass
-class PersonResult:
-    mask: np.ndarray  # (H, W) bool over the whole image
-    keypoints: np.ndarray  # (14, 3) float32: pixel x, y and visibility
-    confidence: float  # mean visibility of the torso landmarks
-
-
 # --- image reading ------------------------------------------------------------------------------
 
 
@@ -91,176 +73,6 @@ def read_rgb(path: str | os.PathLike) -> np.ndarray:
         raise Rejected(
             "unreadable_file", f"{path.name}: {str(err).splitlines()[0] if str(err) else type(err).__name__}"
         ) from err
-
-
-def clip_box(box: PixelBox, shape: tuple[int, ...]) -> tuple[int, int, int, int]:
-    """Integer pixel box clipped to an image of ``shape`` (H, W, ...)."""
-    h, w = shape[:2]
-    x1, y1, x2, y2 = box
-    return (
-        int(np.clip(np.floor(x1), 0, w)),
-        int(np.clip(np.floor(y1), 0, h)),
-        int(np.clip(np.ceil(x2), 0, w)),
-        int(np.clip(np.ceil(y2), 0, h)),
-    )
-
-
-def grow_box(box: PixelBox, frac: float, shape: tuple[int, ...]) -> tuple[int, int, int, int]:
-    """``box`` enlarged by ``frac`` of its size on every side, clipped to the image."""
-    x1, y1, x2, y2 = box
-    dx, dy = (x2 - x1) * frac, (y2 - y1) * frac
-    return clip_box((x1 - dx, y1 - dy, x2 + dx, y2 + dy), shape)
-
-
-# --- person: MediaPipe --------------------------------------------------------------------------
-
-
-class PersonSegmenter:
-    """MediaPipe pose + segmentation on a person box crop. One instance per process; close it."""
-
-    def __init__(self, margin: float = 0.1):
-        # MediaPipe's native code logs model-loading chatter to stderr; keep warnings and errors
-        # out of the user's terminal unless they asked for them.
-        os.environ.setdefault("GLOG_minloglevel", "2")
-        try:
-            import mediapipe as mp
-        except ImportError as err:  # pragma: no cover - a dependency of choi
-            raise ChoiError(f"person segmentation needs mediapipe ({err}); reinstall choi") from err
-        self.margin = margin
-        self._pose = mp.solutions.pose.Pose(static_image_mode=True, model_complexity=1, enable_segmentation=True)
-
-    def __enter__(self) -> PersonSegmenter:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
-
-    def close(self) -> None:
-        self._pose.close()
-
-    def __call__(self, image: np.ndarray, box: PixelBox) -> PersonResult | None:
-        """The person in pixel ``box`` of ``image``; None when MediaPipe finds no pose there."""
-        x1, y1, x2, y2 = grow_box(box, self.margin, image.shape)
-        crop = np.ascontiguousarray(image[y1:y2, x1:x2])
-        result = self._pose.process(crop)
-        if result.pose_landmarks is None:
-            return None
-        lm = np.array([[p.x, p.y, p.visibility] for p in result.pose_landmarks.landmark], dtype=np.float32)
-        points = np.empty((len(_MP_JOINTS), 3), np.float32)
-        for j, m in enumerate(_MP_JOINTS):
-            points[j] = (lm[11] + lm[12]) / 2 if m < 0 else lm[m]
-        points[:, 0] = x1 + points[:, 0] * (x2 - x1)
-        points[:, 1] = y1 + points[:, 1] * (y2 - y1)
-        points[:, 2] = points[:, 2].clip(0, 1)
-        mask = np.zeros(image.shape[:2], bool)
-        if result.segmentation_mask is not None:
-            mask[y1:y2, x1:x2] = result.segmentation_mask > 0.5
-        return PersonResult(mask, points, float(lm[list(_MP_TORSO), 2].mean()))
-
-
-# --- object: GrabCut or SAM ---------------------------------------------------------------------
-
-
-class ObjectSegmenter(Protocol):
-    def __call__(self, image: np.ndarray, box: PixelBox, exclude: np.ndarray | None = None) -> np.ndarray: ...
-
-
-GRABCUT_SIDE = 200  # GrabCut runs on the box region scaled to this size: cost stays flat per object
-
-
-def grabcut_mask(
-    image: np.ndarray, box: PixelBox, exclude: np.ndarray | None = None, iterations: int = 4
-) -> np.ndarray:
-    """(H, W) bool object mask from GrabCut initialised by pixel ``box``.
-
-    Outside the box is background; inside it is probable foreground, except ``exclude`` pixels
-    (the person, who often overlaps a held or ridden object), which start as probable background.
-    """
-    bx1, by1, bx2, by2 = clip_box(box, image.shape)
-    full = np.zeros(image.shape[:2], bool)
-    if bx2 - bx1 < 2 or by2 - by1 < 2:
-        return full
-    # A border of real background around the box gives GrabCut its background colours.
-    x1, y1, x2, y2 = grow_box(box, 0.2, image.shape)
-    crop = image[y1:y2, x1:x2]
-    scale = min(1.0, GRABCUT_SIDE / max(crop.shape[:2]))
-    size = (max(2, round(crop.shape[1] * scale)), max(2, round(crop.shape[0] * scale)))
-    small = cv2.resize(crop, size, interpolation=cv2.INTER_AREA) if scale < 1 else crop
-    init = np.full(small.shape[:2], cv2.GC_BGD, np.uint8)
-    ix1, iy1 = round((bx1 - x1) * scale), round((by1 - y1) * scale)
-    ix2, iy2 = max(ix1 + 1, round((bx2 - x1) * scale)), max(iy1 + 1, round((by2 - y1) * scale))
-    init[iy1:iy2, ix1:ix2] = cv2.GC_PR_FGD
-    if exclude is not None:
-        ex = cv2.resize(exclude[y1:y2, x1:x2].astype(np.uint8), size, interpolation=cv2.INTER_NEAREST) > 0
-        init[ex & (init == cv2.GC_PR_FGD)] = cv2.GC_PR_BGD
-    if not (init == cv2.GC_BGD).any():
-        # The box is the whole image: keep a 1-pixel frame as background so GrabCut has some.
-        init[[0, -1], :] = cv2.GC_BGD
-        init[:, [0, -1]] = cv2.GC_BGD
-    if not ((init == cv2.GC_PR_FGD) | (init == cv2.GC_FGD)).any():
-        return full
-    bgd, fgd = np.zeros((1, 65), np.float64), np.zeros((1, 65), np.float64)
-    cv2.setRNGSeed(0)  # GrabCut's GMM initialisation is random: same input, same mask
-    try:
-        cv2.grabCut(np.ascontiguousarray(small), init, None, bgd, fgd, iterations, cv2.GC_INIT_WITH_MASK)
-    except cv2.error:
-        return full  # degenerate colour models (a flat box): an empty mask, caught by the filters
-    fg = ((init == cv2.GC_FGD) | (init == cv2.GC_PR_FGD)).astype(np.uint8)
-    if scale < 1:
-        fg = cv2.resize(fg, (crop.shape[1], crop.shape[0]), interpolation=cv2.INTER_NEAREST)
-    full[y1:y2, x1:x2] = fg > 0
-    return full
-
-
-class SamSegmenter:
-    """Segment Anything, prompted with the object box; needs ``pip install 'choi[sam]'``."""
-
-    def __init__(self, checkpoint: str | os.PathLike, model_type: str | None = None):
-        self.model = _load_sam(checkpoint, model_type)
-
-    def __call__(self, image: np.ndarray, box: PixelBox, exclude: np.ndarray | None = None) -> np.ndarray:
-        from segment_anything import SamPredictor
-
-        predictor = SamPredictor(self.model)
-        predictor.set_image(np.ascontiguousarray(image))
-        masks, scores, _ = predictor.predict(box=np.asarray(box, dtype=np.float32), multimask_output=True)
-        return np.asarray(masks[int(np.argmax(scores))], dtype=bool)
-
-
-SAM_MODEL_TYPES = ("vit_h", "vit_l", "vit_b")
-
-
-def check_sam(checkpoint: str | os.PathLike, model_type: str | None = None) -> str:
-    """Validate a SAM request up front (package, file, model type); returns the model type."""
-    try:
-        import segment_anything  # noqa: F401
-    except ImportError as err:
-        raise ChoiError(
-            "--sam-checkpoint needs the segment-anything package, which is not installed; "
-            "install it with: pip install 'choi[sam]' (or drop --sam-checkpoint to use GrabCut)"
-        ) from err
-    path = Path(checkpoint)
-    if not path.is_file():
-        raise ChoiError(f"--sam-checkpoint {path} does not exist")
-    if model_type is None:
-        found = [t for t in SAM_MODEL_TYPES if t in path.name]
-        if not found:
-            raise ChoiError(f"cannot tell the SAM model type from {path.name}; pass --sam-model-type {SAM_MODEL_TYPES}")
-        model_type = found[0]
-    if model_type not in SAM_MODEL_TYPES:
-        raise ChoiError(f"--sam-model-type must be one of {', '.join(SAM_MODEL_TYPES)}, got '{model_type}'")
-    return model_type
-
-
-def _load_sam(checkpoint: str | os.PathLike, model_type: str | None) -> Any:
-    from segment_anything import sam_model_registry
-
-    model_type = check_sam(checkpoint, model_type)
-    return sam_model_registry[model_type](checkpoint=str(checkpoint)).eval()
-
-
-def object_segmenter(sam_checkpoint: str | None, sam_model_type: str | None = None) -> ObjectSegmenter:
-    return grabcut_mask if sam_checkpoint is None else SamSegmenter(sam_checkpoint, sam_model_type)
 
 
 # --- quality filters ----------------------------------------------------------------------------

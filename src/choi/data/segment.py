@@ -1,32 +1,45 @@
-"""Segment the subject of a reference photo taken on a plain background (HOI-World references,
-product shots, studio portraits): a robust border-colour difference, then morphology.
+"""Reference photos → (RGB, silhouette): loading photos in every form, the plain-background rule,
+and :func:`segment_reference`, which picks the first rule that applies (a user mask, the image's
+alpha, a plain background, else MediaPipe for a person and GrabCut or SAM for an object).
 
 Example:
-    >>> mask = silhouette(load_rgb("person.png"))  # (H, W) bool
+    >>> ref = segment_reference("portrait.jpg", "human")
+    >>> ref.rule, ref.rgb.shape, ref.silhouette.shape
+    ('mediapipe', (830, 612, 3), (830, 612))
+    >>> mask = silhouette(load_image("person.png"))  # (H, W) bool, plain backgrounds only
 """
 
 from __future__ import annotations
 
 import os
 import warnings
+from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import cv2
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
+from choi.data.segmenters import PersonSegmenter, SamSegmenter, centre_box, grabcut_mask, grow_box
 from choi.errors import ChoiError
 
 MIN_THRESHOLD = 4  # least colour distance (max over channels, 0-255) from the background; noisy photos raise it
 MAX_PIXELS = 40_000_000  # 40 MP: any phone photo; beyond that a file is a mistake or a decompression bomb
+# Max-over-channels distance (95th percentile) of a plain border from its median colour: HOI-World's
+# references measure 0, skimage's photos 85-164; JPEG noise and a soft studio gradient stay below.
+PLAIN_BORDER_NOISE = 24
+REFERENCE_SIDE = 1024  # references are segmented at most this long: MediaPipe works at 256, GrabCut at 200
 
 
-def load_image(path: str | os.PathLike, what: str = "image") -> np.ndarray:
+def load_image(path: str | os.PathLike, what: str = "image", max_side: int | None = None) -> np.ndarray:
     """Read an image file as (H, W, 3) RGB or, when it has transparency, (H, W, 4) RGBA uint8.
 
     EXIF orientation is applied; grayscale, palette, CMYK, 16-bit and float images are converted.
-    Missing files, folders, non-images, truncated files and images over :data:`MAX_PIXELS` raise
-    :class:`ChoiError` with a one-line message.
+    With ``max_side``, a larger image is shrunk to that longer side (a JPEG is decoded at 1/2, 1/4
+    or 1/8 scale first, so a phone photo never exists at full size). Missing files, folders,
+    non-images, truncated files and images over :data:`MAX_PIXELS` raise :class:`ChoiError` with a
+    one-line message.
     """
     path = Path(path)
     try:
@@ -46,8 +59,10 @@ def load_image(path: str | os.PathLike, what: str = "image") -> np.ndarray:
             warnings.simplefilter("error", Image.DecompressionBombWarning)
             with Image.open(path) as im:
                 _check_pixels(im.size, f"{what} {path}")  # from the header, before decoding anything
+                if max_side is not None:
+                    im.draft(None, (max_side, max_side))  # JPEG only; keeps both sides >= max_side
                 im.load()
-                return _to_array(im, what)
+                arr = _to_array(im, what)
     except ChoiError:
         raise
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as err:
@@ -57,6 +72,17 @@ def load_image(path: str | os.PathLike, what: str = "image") -> np.ndarray:
         raise ChoiError(f"cannot read {what} {path}: not an image file Pillow can read") from err
     except Exception as err:  # Pillow's decoders raise many types on corrupt data (OSError, SyntaxError, ...)
         raise ChoiError(f"cannot read {what} {path}: truncated or corrupt image ({_one_line(err)})") from err
+    return arr if max_side is None else downscale(arr, max_side)
+
+
+def downscale(image: np.ndarray, max_side: int) -> np.ndarray:
+    """``image`` (H, W[, C]) shrunk so that its longer side is at most ``max_side`` (area averaging)."""
+    h, w = image.shape[:2]
+    scale = max_side / max(h, w)
+    if scale >= 1:
+        return image
+    size = (max(1, round(w * scale)), max(1, round(h * scale)))
+    return cv2.resize(np.ascontiguousarray(image), size, interpolation=cv2.INTER_AREA)
 
 
 def as_rgb(image: np.ndarray | Image.Image, what: str = "image") -> np.ndarray:
@@ -161,6 +187,24 @@ def _drop_specks(mask: np.ndarray, min_fraction: float) -> np.ndarray:
     return np.isin(labels, keep)
 
 
+def _clean(mask: np.ndarray) -> np.ndarray:
+    """Specks dropped and small holes filled, the same for every rule."""
+    return _fill_small_holes(_drop_specks(mask, 0.01), 0.002)
+
+
+def _border(rgb: np.ndarray) -> tuple[np.ndarray, float]:
+    """The median colour of the image's 2-pixel border, and the border's 95th-percentile distance from it."""
+    border = np.concatenate([rgb[:2].reshape(-1, 3), rgb[-2:].reshape(-1, 3), rgb[:, :2].reshape(-1, 3),
+                             rgb[:, -2:].reshape(-1, 3)])  # fmt: skip
+    colour = np.median(border, axis=0)
+    return colour, float(np.percentile(np.abs(border - colour).max(-1), 95))
+
+
+def is_plain_background(rgb: np.ndarray) -> bool:
+    """Whether the photo's border is one colour, so that :func:`silhouette` applies."""
+    return _border(np.asarray(rgb).astype(np.int16))[1] <= PLAIN_BORDER_NOISE
+
+
 def silhouette(image: np.ndarray | Image.Image, what: str = "reference image", min_area: float = 0.002) -> np.ndarray:
     """The subject of a plain-background photo as an (H, W) bool mask.
 
@@ -177,20 +221,191 @@ def silhouette(image: np.ndarray | Image.Image, what: str = "reference image", m
         mask = arr[..., 3] > 127
     else:
         rgb = as_rgb(arr, what).astype(np.int16)
-        border = np.concatenate([rgb[:2].reshape(-1, 3), rgb[-2:].reshape(-1, 3), rgb[:, :2].reshape(-1, 3),
-                                 rgb[:, -2:].reshape(-1, 3)])  # fmt: skip
-        colour = np.median(border, axis=0)
+        colour, noise = _border(rgb)
         distance = np.abs(rgb - colour).max(-1).astype(np.float32)
-        noise = np.percentile(np.abs(border - colour).max(-1), 95)
         mask = distance > max(MIN_THRESHOLD, 2 * noise + 3)
         # Anti-aliased edge pixels: keep those at least half as different as their strongest
         # neighbour, i.e. at least half covered by the subject (the convention of rendered masks).
         edge = mask & ~(cv2.erode(mask.astype(np.uint8), np.ones((3, 3), np.uint8)) > 0)
         mask &= ~edge | (distance >= 0.5 * cv2.dilate(distance, np.ones((3, 3), np.uint8)))
-    mask = _fill_small_holes(_drop_specks(mask, 0.01), 0.002)
+    mask = _clean(mask)
     fraction = mask.mean()
     if fraction < min_area:
         raise ChoiError(f"found no subject in the {what}: it must show the subject on a plain background")
     if fraction > 0.97:
         raise ChoiError(f"the subject fills the whole {what}: it must show the subject on a plain background")
     return mask
+
+
+# --- references: the first rule that applies ---------------------------------------------------
+
+ROLES = ("human", "object")
+RULES = ("user-mask", "alpha", "plain-background", "mediapipe", "grabcut-box", "grabcut-salient", "sam")
+MIN_SUBJECT = 0.002  # a segment below this fraction of the photo found nothing (silhouette's min_area)
+MAX_OBJECT = 0.9  # an object segment above this fraction of the photo is the whole scene, not an object
+CROP_MARGIN = 0.05  # of the subject's longer side, kept around it when cropping: edges stay whole
+# Users draw tight boxes; GrabCut drops a part that touches the box edge (skimage's motorcycle in a
+# tight box: its wheels go, 15% of the box kept instead of 65%), so a box is widened this much first.
+BOX_SLACK = 0.05
+
+_OBJECT_HINT = "point at the object with --object-box x1,y1,x2,y2 or give --object-mask PATH"
+_ImageInput = str | os.PathLike | Image.Image | np.ndarray
+
+
+@dataclass(frozen=True)
+class Reference:
+    """A reference photo cut to its subject: the photo's pixels and the subject's silhouette.
+
+    Pixels outside the silhouette are the photo's own; :meth:`rgba` gives the cut-out.
+    """
+
+    rgb: np.ndarray  # (H, W, 3) uint8, cropped to the silhouette's box plus CROP_MARGIN
+    silhouette: np.ndarray  # (H, W) bool, True on the subject
+    rule: str  # which rule made the silhouette, one of RULES
+
+    def rgba(self) -> np.ndarray:
+        """(H, W, 4) uint8 cut-out: alpha 255 on the subject, 0 elsewhere (``reference_human.png``)."""
+        return np.dstack([self.rgb, self.silhouette.astype(np.uint8) * 255])
+
+
+def segment_reference(
+    image: _ImageInput,
+    role: str,
+    mask: _ImageInput | None = None,
+    box: Sequence[float] | None = None,
+    sam_checkpoint: str | os.PathLike | None = None,
+    *,
+    crop: bool = True,
+) -> Reference:
+    """Cut the person (``role="human"``) or the object (``role="object"``) out of a reference photo.
+
+    The first rule that applies makes the silhouette: ``mask`` (white or non-zero = the subject, the
+    photo's size), the image's alpha, a plain background (:func:`silhouette`), else a segmenter:
+    MediaPipe for a person (inside ``box`` when given), SAM for an object when ``sam_checkpoint`` is
+    given, else GrabCut from ``box`` or, without one, from the photo's central region. ``box`` is
+    normalised ``x1, y1, x2, y2`` in [0, 1]. Photos are shrunk to :data:`REFERENCE_SIDE` first; with
+    ``crop`` the result is cropped to the subject. Raises a one-line :class:`ChoiError` that says what
+    to do when no person or object is found.
+
+    Example:
+        >>> ref = segment_reference("bike.jpg", "object", box=(0.1, 0.2, 0.9, 0.9))
+        >>> ref.rule
+        'grabcut-box'
+    """
+    if role not in ROLES:
+        raise ChoiError(f"role must be one of {', '.join(ROLES)}, got {role!r}")
+    what = f"{role} reference"
+    box = None if box is None else _checked_box(box, role)
+    if mask is not None:
+        full = _read(image, what, None)
+        sil = _read_mask(mask, full.shape[:2], role)
+        arr = downscale(full, REFERENCE_SIDE)
+        sil = downscale(sil.astype(np.uint8) * 255, REFERENCE_SIDE) > 127
+        if not sil.any():
+            raise ChoiError(f"the {role} mask marks too few pixels to survive shrinking the photo: paint more")
+        rule = "user-mask"
+    else:
+        arr = _read(image, what, REFERENCE_SIDE)
+        sil, rule = _segment(arr, role, box, sam_checkpoint)
+    rgb = np.ascontiguousarray(arr[..., :3])
+    if crop:
+        y1, y2, x1, x2 = _crop_box(sil)
+        rgb, sil = rgb[y1:y2, x1:x2].copy(), sil[y1:y2, x1:x2].copy()
+    return Reference(rgb, sil, rule)
+
+
+def _segment(arr: np.ndarray, role: str, box: tuple[float, ...] | None, sam_checkpoint) -> tuple[np.ndarray, str]:
+    """Rules 2-4 on a loaded (H, W, 3|4) photo, ``box`` normalised and checked: (silhouette, rule)."""
+    what = f"{role} reference"
+    if arr.shape[-1] == 4:
+        alpha = arr[..., 3] > 127
+        if alpha.any() and not alpha.all():
+            return _clean(alpha), "alpha"
+    rgb = np.ascontiguousarray(arr[..., :3])
+    if is_plain_background(rgb):
+        try:
+            return silhouette(rgb, what), "plain-background"
+        except ChoiError:
+            pass  # a plain photo with nothing on it: the segmenter below says what to do
+    h, w = rgb.shape[:2]
+    pixel_box = None if box is None else (box[0] * w, box[1] * h, box[2] * w, box[3] * h)
+    if role == "human":
+        with PersonSegmenter(margin=BOX_SLACK) as people:
+            found = people(rgb, pixel_box or (0, 0, w, h))
+        sil = _clean(found.mask) if found is not None else np.zeros(rgb.shape[:2], bool)
+        if sil.mean() < MIN_SUBJECT:
+            raise ChoiError("found no person in the human reference: give --human-mask PATH (white = the person)")
+        return sil, "mediapipe"
+    if sam_checkpoint is not None:
+        sil, rule = SamSegmenter(sam_checkpoint)(rgb, pixel_box or centre_box(rgb.shape)), "sam"
+    elif pixel_box is not None:
+        sil, rule = grabcut_mask(rgb, grow_box(pixel_box, BOX_SLACK, rgb.shape)), "grabcut-box"
+    else:
+        sil, rule = grabcut_mask(rgb, centre_box(rgb.shape)), "grabcut-salient"
+    sil = _clean(sil)
+    fraction = sil.mean()
+    if fraction < MIN_SUBJECT:
+        raise ChoiError(f"found no object in the object reference: {_OBJECT_HINT}")
+    if fraction > MAX_OBJECT:
+        raise ChoiError(f"the object segment covers {fraction:.0%} of the object reference: {_OBJECT_HINT}")
+    return sil, rule
+
+
+def _read(image: _ImageInput, what: str, max_side: int | None) -> np.ndarray:
+    """A photo as (H, W, 3) RGB or, with transparency, (H, W, 4) RGBA uint8, shrunk to ``max_side``."""
+    if isinstance(image, str | os.PathLike):
+        return load_image(image, what, max_side)
+    if isinstance(image, Image.Image):
+        _check_pixels(image.size, what)
+        arr = _to_array(image, what)
+    else:
+        arr = np.asarray(image)
+        alpha = _to_uint8(arr[..., 3]) if arr.ndim == 3 and arr.shape[-1] == 4 else None
+        arr = as_rgb(arr, what)
+        if alpha is not None and (alpha < 255).any():
+            arr = np.dstack([arr, alpha])
+    as_rgb(arr, what)  # the size checks, with a clear message
+    return arr if max_side is None else downscale(arr, max_side)
+
+
+def _read_mask(mask: _ImageInput, shape: tuple[int, ...], role: str) -> np.ndarray:
+    """A user's mask as (H, W) bool: white/non-zero (or opaque, in a cut-out) is the subject."""
+    what = f"{role} mask"
+    if isinstance(mask, str | os.PathLike):
+        values = load_image(mask, what)
+    elif isinstance(mask, Image.Image):
+        values = _to_array(mask, what)
+    else:
+        values = np.asarray(mask)
+    if values.ndim == 3:
+        has_alpha = values.shape[-1] == 4 and (values[..., 3] < values[..., 3].max()).any()
+        values = values[..., 3] if has_alpha else values[..., :3].max(-1)
+    if values.ndim != 2:
+        raise ChoiError(f"the {what} must be an (H, W) image, got an array of shape {values.shape}")
+    if values.shape != tuple(shape[:2]):
+        (mh, mw), (h, w) = values.shape, shape[:2]
+        raise ChoiError(f"the {what} is {mw}x{mh} pixels but the photo is {w}x{h}: give a mask the photo's size")
+    sil = values.astype(bool) if values.dtype == bool else values > (0.5 if values.max() <= 1 else 127)
+    if not sil.any():
+        raise ChoiError(f"the {what} is empty: paint the {'person' if role == 'human' else 'object'} white")
+    return sil
+
+
+def _checked_box(box: Sequence[float], role: str) -> tuple[float, float, float, float]:
+    """A normalised ``x1, y1, x2, y2`` box as four floats, checked."""
+    try:
+        x1, y1, x2, y2 = (float(v) for v in box)
+    except (TypeError, ValueError) as err:
+        raise ChoiError(f"the {role} box must be four numbers x1,y1,x2,y2 in [0, 1], got {box!r}") from err
+    if not (0 <= x1 < x2 <= 1 and 0 <= y1 < y2 <= 1):
+        raise ChoiError(f"the {role} box {box!r} is invalid: need 0 <= x1 < x2 <= 1 and 0 <= y1 < y2 <= 1")
+    return x1, y1, x2, y2
+
+
+def _crop_box(sil: np.ndarray) -> tuple[int, int, int, int]:
+    """(y1, y2, x1, x2): the silhouette's box grown by CROP_MARGIN of its longer side, inside the image."""
+    ys, xs = np.nonzero(sil)
+    y1, y2, x1, x2 = ys.min(), ys.max() + 1, xs.min(), xs.max() + 1
+    pad = max(2, round(CROP_MARGIN * max(y2 - y1, x2 - x1)))
+    h, w = sil.shape
+    return max(0, y1 - pad), min(h, y2 + pad), max(0, x1 - pad), min(w, x2 + pad)

@@ -32,17 +32,14 @@ import numpy as np
 from choi.data.realbuild import PARTS, BuildSpec, parse_shard, prepare_folder, run_build, safe_key_part
 from choi.data.realdata import (
     Observation,
-    PersonSegmenter,
-    PixelBox,
     QualityConfig,
     Rejected,
     assemble_sample,
     check_mask,
-    check_sam,
-    object_segmenter,
     pose_distance,
 )
 from choi.data.schema import Sample
+from choi.data.segmenters import PersonSegmenter, PixelBox, check_sam, object_segmenter
 from choi.data.shards import file_sha256
 from choi.errors import ChoiError
 from choi.io import atomic_write_text
