@@ -25,6 +25,7 @@ REQUEST_FLAGS: dict[str, tuple[type, str]] = {
     "human_mask": (str, "the person's silhouette in the human photo (white = the person) instead of segmenting it"),
     "object_mask": (str, "the object's silhouette in the object photo (white = the object)"),
     "object_box": (str, "where the object is in the object photo: normalised x1,y1,x2,y2"),
+    "sam_checkpoint": (str, "segment the object with SAM from these weights (needs the segment-anything package)"),
     "seed": (int, "image K uses seed+K (default: random, recorded)"),
     "num_images": (int, "candidates per request (default: 1)"),
     "mask_steps": (int, "stage-1 sampler steps (default: the model's)"),

@@ -28,7 +28,7 @@ from typing import Any
 from tqdm.auto import tqdm
 
 from choi.errors import ChoiError
-from choi.pipelines.request import IMAGE_FIELDS, GenerationRequest
+from choi.pipelines.request import PATH_FIELDS, GenerationRequest
 
 log = logging.getLogger(__name__)
 
@@ -40,10 +40,10 @@ _JOB_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}")  # a safe folder name: 
 
 def check_files(request: GenerationRequest) -> None:
     """Every file the request names exists: checked before a model loads, so a typo fails fast."""
-    for name in IMAGE_FIELDS:
+    for name in PATH_FIELDS:
         value = getattr(request, name)
         if isinstance(value, str | os.PathLike) and not Path(value).is_file():
-            raise ChoiError(f"{name.replace('_', ' ')} image not found: {str(value)[:200]}")
+            raise ChoiError(f"{name.replace('_', ' ')} not found: {str(value)[:200]}")
 
 
 def generate(pipe: Any, request: GenerationRequest, out_dir: str | os.PathLike, progress: bool = False) -> Any:

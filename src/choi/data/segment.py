@@ -307,11 +307,14 @@ def segment_reference(
     else:
         arr = _read(image, what, REFERENCE_SIDE)
         sil, rule = _segment(arr, role, box, sam_checkpoint)
-    rgb = np.ascontiguousarray(arr[..., :3])
-    if crop:
-        y1, y2, x1, x2 = _crop_box(sil)
-        rgb, sil = rgb[y1:y2, x1:x2].copy(), sil[y1:y2, x1:x2].copy()
-    return Reference(rgb, sil, rule)
+    ref = Reference(np.ascontiguousarray(arr[..., :3]), sil, rule)
+    return crop_to_subject(ref) if crop else ref
+
+
+def crop_to_subject(ref: Reference) -> Reference:
+    """``ref`` cropped to its silhouette's box grown by :data:`CROP_MARGIN` of its longer side."""
+    y1, y2, x1, x2 = _crop_box(ref.silhouette)
+    return Reference(ref.rgb[y1:y2, x1:x2].copy(), ref.silhouette[y1:y2, x1:x2].copy(), ref.rule)
 
 
 def _segment(arr: np.ndarray, role: str, box: tuple[float, ...] | None, sam_checkpoint) -> tuple[np.ndarray, str]:

@@ -28,7 +28,7 @@ from choi import __version__
 from choi.errors import ChoiError
 from choi.io import atomic_write_bytes, png_bytes
 from choi.pipelines import tiny
-from choi.pipelines.inputs import mask_preview, read_background, read_layout_mask, read_reference, rgba_cutout
+from choi.pipelines.inputs import mask_preview, read_background, read_layout_mask, rgba_cutout, segment
 from choi.pipelines.request import GenerationRequest
 from choi.pipelines.sampling import make_generators
 from choi.pipelines.stages import Callback, ImageStage, Layouts, MaskStage, StageInputs, parse_options
@@ -148,19 +148,30 @@ class CHOIPipeline:
         self, request: GenerationRequest, generator: torch.Generator | list[torch.Generator] | None
     ) -> tuple[StageInputs, Any, dict[str, Any]]:
         options = parse_options(self.options_class, {**self.default_options, **request.options}, self.family)
-        interaction = self.image_stage.check_interaction(request.interaction)
+        interaction = dict(self.image_stage.check_interaction(request.interaction))
+        text = interaction.pop("text", request.interaction.strip())  # what the family draws it as
         background = read_background(request.background)
-        human_rgb, human_sil = read_reference(request.human, request.human_mask, "human reference")
-        object_rgb, object_sil = read_reference(request.object, request.object_mask, "object reference")
+        refs = {
+            "human": segment(request.human, "human", request.human_mask, None, request.sam_checkpoint),
+            "object": segment(
+                request.object, "object", request.object_mask, request.object_box, request.sam_checkpoint
+            ),
+        }
+        prepare = getattr(self.image_stage, "prepare_reference", None)  # the family's own framing, if any
+        (human_rgb, human_sil), (object_rgb, object_sil) = (
+            prepare(role, ref) if prepare is not None else (ref.rgb, ref.silhouette) for role, ref in refs.items()
+        )
         _, seeds = make_generators(request.num_images, request.seed, generator)
         size = self.image_stage.default_size
         height, width = background.shape[:2] if background is not None else (size, size)
-        inputs = StageInputs(human_rgb, human_sil, object_rgb, object_sil, request.interaction.strip(), seeds,
-                             height, width, background, request.box)  # fmt: skip
+        inputs = StageInputs(human_rgb, human_sil, object_rgb, object_sil, text, seeds, height, width, background,
+                             request.box)  # fmt: skip
         metadata = {
             "request": request.record(),
             "interaction": request.interaction,
+            **({"interaction_drawn": text} if text != request.interaction.strip() else {}),
             **interaction,
+            "references": {role: {"rule": ref.rule, "size": list(ref.silhouette.shape)} for role, ref in refs.items()},
             "seeds": seeds,
             "num_images": request.num_images,
             "box": None if request.box is None else list(request.box),

@@ -15,7 +15,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from choi.data.segment import as_rgb, load_image, silhouette
+from choi.data.segment import Reference, as_rgb, crop_to_subject, load_image, segment_reference, silhouette
 from choi.errors import ChoiError
 
 ImageInput = str | os.PathLike | np.ndarray | Image.Image
@@ -58,10 +58,24 @@ def read_background(background: ImageInput | None) -> np.ndarray | None:
     return None if background is None else as_rgb(read_image(background, "background image"), "background image")
 
 
-def read_reference(image: ImageInput, mask: Any, what: str) -> tuple[np.ndarray, np.ndarray]:
-    """A reference photo → (RGB (H, W, 3) uint8, silhouette (H, W) bool).
+def segment(
+    image: ImageInput, role: str, mask: Any = None, box: Box | None = None, sam_checkpoint: Any = None
+) -> Reference:
+    """A reference photo → its subject (:class:`~choi.data.segment.Reference`: RGB, silhouette, rule).
 
-    The silhouette is ``mask`` when given (non-zero = the subject), else segmented from the photo.
+    The first rule that applies: the user's ``mask``, the image's alpha, a plain background, else a
+    segmenter (:func:`~choi.data.segment.segment_reference`). A plain-background photo is kept whole
+    (it is already framed as choi-tiny's references are); any other is cropped to its subject.
+    """
+    ref = segment_reference(image, role, mask, box, sam_checkpoint, crop=False)
+    return ref if ref.rule == "plain-background" else crop_to_subject(ref)
+
+
+def read_reference(image: ImageInput, mask: Any, what: str) -> tuple[np.ndarray, np.ndarray]:
+    """A reference on a plain background (or with its silhouette) → (RGB (H, W, 3) uint8, silhouette (H, W) bool).
+
+    The silhouette is ``mask`` when given (non-zero = the subject), else the plain-background rule.
+    Photos of every kind go through :func:`segment`.
     """
     arr = read_image(image, f"{what} image")
     rgb = as_rgb(arr, f"{what} image")

@@ -30,6 +30,7 @@ MAX_STEPS = 1000
 MAX_GUIDANCE = 50.0  # far beyond any useful scale; infinite or huge values only give black images
 MAX_INTERACTION_CHARS = 300
 IMAGE_FIELDS = ("human", "object", "background", "mask", "human_mask", "object_mask")
+PATH_FIELDS = (*IMAGE_FIELDS, "sam_checkpoint")
 BOX_FIELDS = ("box", "object_box")
 
 
@@ -39,7 +40,8 @@ class GenerationRequest:
 
     Images are paths (recorded in ``choi.json`` as given), arrays or PIL images. ``mask`` is a layout
     (colour-coded: red person, blue object; or a (human, object) pair of arrays) that skips stage 1.
-    ``human_mask``/``object_mask`` give a reference's silhouette instead of segmenting it. Sampler
+    ``human_mask``/``object_mask`` give a reference's silhouette instead of segmenting it;
+    ``object_box`` points at the object in its photo; ``sam_checkpoint`` segments it with SAM. Sampler
     settings are per stage: ``mask_steps``/``mask_guidance`` for stage 1, ``steps``/``guidance`` for
     stage 2; ``None`` means the model's default. ``options`` are the loaded model family's own.
     ``seed`` gives image k the seed ``seed + k`` (random when ``None``, recorded).
@@ -54,6 +56,7 @@ class GenerationRequest:
     human_mask: ImageInput | None = None
     object_mask: ImageInput | None = None
     object_box: Box | str | None = None
+    sam_checkpoint: str | os.PathLike | None = None
     seed: int | None = None
     num_images: int = 1
     mask_steps: int | None = None
@@ -113,7 +116,7 @@ class GenerationRequest:
         for key, value in values.items():
             if value is None:
                 continue
-            if key in IMAGE_FIELDS:
+            if key in PATH_FIELDS:
                 text = _typed(key, value, str)
                 value = str(Path(base) / text) if base is not None and not Path(text).is_absolute() else text
             elif key == "interaction":
