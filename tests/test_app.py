@@ -76,10 +76,11 @@ DEFAULTS = (
 
 def test_masks_then_images_with_the_edited_mask(app, files):
     progress = Progress()
-    gallery, editor, previews = app.generate_masks(*_request(files, background=files["background"]), 3, 5, 3, 2.0,
-                                                   0, -1, "", progress=progress)  # fmt: skip
+    request = _request(files, background=files["background"])
+    gallery, editor, previews, references = app.generate_masks(*request, 3, 5, 3, 2.0, 0, -1, "", progress=progress)
     assert [caption for _, caption in gallery] == ["seed 5", "seed 6", "seed 7"]
     assert editor.shape == (48, 80, 3) and len(previews) == 3
+    assert [caption for _, caption in references] == ["human: plain-background", "object: plain-background"]
     assert progress.calls and progress.calls[-1] == ((3, 3), "mask stage")
     kind, request = app.pipe.requests[-1]
     assert kind == "masks" and request.mask_steps == 3 and request.mask_guidance == 2.0
@@ -88,7 +89,7 @@ def test_masks_then_images_with_the_edited_mask(app, files):
     edited = previews[1].copy()
     edited[0:4, 0:4] = HUMAN_COLOUR
     value = {"background": previews[1], "layers": [], "composite": edited}
-    gallery, downloads = app.generate_images(*_request(files, background=files["background"]), value, 2, 11, 0, -1,
+    gallery, downloads, _ = app.generate_images(*_request(files, background=files["background"]), value, 2, 11, 0, -1,
                                              2, 1.5, "prior_strength=1,1", progress=Progress())  # fmt: skip
     kind, request = app.pipe.requests[-1]
     human, obj = read_layout_mask(request.mask)
@@ -110,7 +111,7 @@ def test_masks_then_images_with_the_edited_mask(app, files):
 
 
 def test_images_without_a_mask_run_both_stages(app, files):
-    gallery, _ = app.generate_images(*_request(files, box=(0.1, 0.2, 0.9, 1.0)), None, 1, None, *DEFAULTS,
+    gallery, *_ = app.generate_images(*_request(files, box=(0.1, 0.2, 0.9, 1.0)), None, 1, None, *DEFAULTS,
                                      progress=Progress())  # fmt: skip
     request = app.pipe.requests[-1][1]
     assert request.mask is None and request.box == (0.1, 0.2, 0.9, 1.0)
@@ -189,3 +190,25 @@ def test_build_app_wires_the_pipeline(tmp_path, tiny_pipeline):
     assert isinstance(demo, gr.Blocks) and (tmp_path / "outputs").is_dir()
     ids = {getattr(block, "elem_id", None) for block in demo.blocks.values()}
     assert {"human", "object", "interaction", "generate-masks", "generate-images", "gallery", "options"} <= ids
+
+
+def test_a_reference_is_fixed_by_drawing_or_uploading_its_mask(app, files, tmp_path):
+    photo = app.photo_to_draw_on(files["human"])
+    assert photo["background"].shape[:2] == (64, 64) and app.photo_to_draw_on(files["text"]) is None
+    paint = np.zeros((64, 64, 4), np.uint8)
+    paint[20:50, 26:38, 3] = 255  # the user paints part of the person
+    drawn = {"background": photo["background"], "layers": [paint], "composite": None}
+    mask = np.zeros((64, 64), np.uint8)
+    mask[30:50, 10:54] = 255
+    Image.fromarray(mask).save(tmp_path / "object_mask.png")
+    *_, references = app.generate_masks(*_request(files), 1, 0, *DEFAULTS, drawn, None, None,
+                                        str(tmp_path / "object_mask.png"), "", progress=Progress())  # fmt: skip
+    request = app.pipe.requests[-1][1]
+    assert request.human_mask.sum() == 30 * 12 and request.object_mask == str(tmp_path / "object_mask.png")
+    assert [caption for _, caption in references] == ["human: user-mask", "object: user-mask"]
+    human_cut = references[0][0]  # framed as choi-tiny's references, at its model size: 32 px here
+    assert human_cut.shape == (32, 32, 4) and 0 < (human_cut[..., 3] > 0).mean() < 0.5
+    with pytest.raises(gr.Error, match="object box"):
+        app.generate_masks(
+            *_request(files), 1, 0, *DEFAULTS, None, None, None, None, "0.5,0.5,0.2", progress=Progress()
+        )

@@ -141,7 +141,30 @@ class Handlers:
             "options": parse_set([line for line in (options or "").splitlines() if line.strip()]),
         }
 
-    def _request(self, human, obj, interaction, background, x1, y1, x2, y2, settings, mask=None) -> GenerationRequest:
+    @staticmethod
+    def _fixes(human_draw, object_draw, human_file, object_file, object_box) -> dict[str, Any]:
+        """The reference fixes: a silhouette drawn over the photo (or an uploaded mask), and the object's box."""
+
+        def drawn(value) -> np.ndarray | None:
+            layers = value.get("layers") if isinstance(value, dict) else None
+            painted = [np.asarray(layer)[..., 3] > 0 for layer in layers or [] if np.ndim(layer) == 3]
+            return np.any(painted, axis=0) if painted and np.any(painted) else None
+
+        fixes: dict[str, Any] = {}
+        for role, draw, upload in (("human", human_draw, human_file), ("object", object_draw, object_file)):
+            mask = drawn(draw)
+            fixes[f"{role}_mask"] = mask if mask is not None else upload
+        fixes["object_box"] = (object_box or "").strip() or None
+        return fixes
+
+    @staticmethod
+    def _references(out) -> list[tuple[np.ndarray, str]]:
+        rules = out.metadata.get("references", {})
+        return [(cut, f"{role}: {rules.get(role, {}).get('rule', '')}") for role, cut in out.references.items()]
+
+    def _request(
+        self, human, obj, interaction, background, x1, y1, x2, y2, settings, fixes=None, mask=None
+    ) -> GenerationRequest:
         values = {
             "human": self._image(human, "person image"),
             "object": self._image(obj, "object image"),
@@ -149,6 +172,7 @@ class Handlers:
             "background": self._image(background, "background image", required=False),
             "box": self._box(x1, y1, x2, y2),
             "mask": mask,
+            **(fixes or {}),
         }
         return GenerationRequest(**values, **settings)
 
@@ -198,18 +222,21 @@ class Handlers:
     @_user_errors
     def generate_masks(
         self, human, obj, interaction, background, x1, y1, x2, y2, num_images, seed, mask_steps, mask_guidance,
-        steps, guidance, options,
+        steps, guidance, options, human_draw=None, object_draw=None, human_file=None, object_file=None,
+        object_box=None,
         progress=gr.Progress(),  # noqa: B008 - Gradio injects the progress tracker through this default
     ):  # fmt: skip
-        """Stage 1 → the mask candidates (gallery), the first one in the editor, and their previews (state)."""
+        """Stage 1 → the mask candidates (gallery), the first one in the editor, their previews (state) and the
+        references as the model got them."""
         settings = self._settings(num_images, seed, mask_steps, mask_guidance, steps, guidance, options)
-        request = self._request(human, obj, interaction, background, x1, y1, x2, y2, settings)
+        fixes = self._fixes(human_draw, object_draw, human_file, object_file, object_box)
+        request = self._request(human, obj, interaction, background, x1, y1, x2, y2, settings, fixes)
         progress(0, desc="mask stage")
         out = self.pipe.generate_masks(request, callback=self._progress(progress))
         previews = [out.preview(k) for k in range(len(out.human_masks))]
         seeds = out.metadata["seeds"]
         gallery = [(p, f"seed {s}") for p, s in zip(previews, seeds, strict=True)]
-        return gallery, previews[0], previews
+        return gallery, previews[0], previews, self._references(out)
 
     def pick_mask(self, previews, evt: gr.SelectData):
         """Clicking a mask candidate puts it in the editor."""
@@ -218,14 +245,17 @@ class Handlers:
     @_user_errors
     def generate_images(
         self, human, obj, interaction, background, x1, y1, x2, y2, editor, num_images, seed, mask_steps,
-        mask_guidance, steps, guidance, options,
+        mask_guidance, steps, guidance, options, human_draw=None, object_draw=None, human_file=None,
+        object_file=None, object_box=None,
         progress=gr.Progress(),  # noqa: B008 - Gradio injects the progress tracker through this default
     ):  # fmt: skip
-        """Stage 2 (with stage 1 first when the editor is empty) → gallery with seeds, and the files to download."""
+        """Stage 2 (with stage 1 first when the editor is empty) → gallery with seeds, the files to download and
+        the references as the model got them."""
         composite = editor.get("composite") if isinstance(editor, dict) else editor
         mask = read_layout_mask(composite) if composite is not None else None
         settings = self._settings(num_images, seed, mask_steps, mask_guidance, steps, guidance, options)
-        request = self._request(human, obj, interaction, background, x1, y1, x2, y2, settings, mask)
+        fixes = self._fixes(human_draw, object_draw, human_file, object_file, object_box)
+        request = self._request(human, obj, interaction, background, x1, y1, x2, y2, settings, fixes, mask)
         progress(0, desc="image stage" if mask is not None else "mask stage")
         out = self.pipe(request, callback=self._progress(progress))
         run = self.outputs / uuid.uuid4().hex[:12]
@@ -237,7 +267,16 @@ class Handlers:
             str(f) for f in files if f.name.startswith(("image_", "reference_")) or f.name.endswith("_preview.png")
         ]
         downloads.append(str(run / "choi.json"))
-        return gallery, downloads
+        return gallery, downloads, self._references(out)
+
+    @staticmethod
+    def photo_to_draw_on(path: str | None):
+        """An uploaded reference photo becomes the canvas its silhouette can be drawn on (a bad file: none;
+        :meth:`check_upload` reports it)."""
+        try:
+            return None if path is None else {"background": _load(path, "photo"), "layers": [], "composite": None}
+        except ChoiError:
+            return None
 
 
 def _theme() -> gr.themes.Base:
@@ -258,8 +297,10 @@ def build_app(pipeline: Any, outputs: str | os.PathLike | None = None) -> gr.Blo
     with gr.Blocks(title="choi", analytics_enabled=False) as demo:
         gr.Markdown(
             "## choi — a given person interacting with a given object\n"
-            "Upload the person and the object, each on a plain background; choose or type the interaction. "
-            "Optionally add a background and click two corners of the box where they should appear."
+            "Upload a photo of the person and one of the object; choose or type the interaction. "
+            "Optionally add a background and click two corners of the box where they should appear. "
+            "Each photo is cut out automatically: check the cut-outs under *What the model got* and fix one "
+            "by drawing or uploading its mask."
         )
         with gr.Row():
             human = image(label="Person", elem_id="human")
@@ -289,6 +330,21 @@ def build_app(pipeline: Any, outputs: str | os.PathLike | None = None) -> gr.Blo
             with gr.Row():
                 x1, y1, x2, y2 = (gr.Number(None, label=n, minimum=0, maximum=1) for n in ("x1", "y1", "x2", "y2"))
             corner = gr.State(None)
+        with gr.Accordion("Fix a reference (optional): its mask, or where the object is", open=False):
+            draw = functools.partial(
+                gr.ImageEditor, type="numpy", image_mode="RGBA", format="png", sources=(), layers=False,
+                brush=gr.Brush(colors=["#ffffff"], default_color="#ffffff", color_mode="fixed"), eraser=gr.Eraser(),
+                transforms=(), height=260,
+            )  # fmt: skip
+            with gr.Row():
+                human_draw = draw(label="Paint the person over the photo", elem_id="human-draw")
+                object_draw = draw(label="Paint the object over the photo", elem_id="object-draw")
+            with gr.Row():
+                human_file = image(label="…or upload the person's mask (white = person)", elem_id="human-mask")
+                object_file = image(label="…or upload the object's mask (white = object)", elem_id="object-mask")
+                object_box = gr.Textbox(label="Object box in its photo: x1,y1,x2,y2 in [0, 1]", elem_id="object-box")
+        references = gr.Gallery(label="What the model got (reference cut-outs)", columns=2, height=200,
+                                elem_id="references")  # fmt: skip
         with gr.Row():
             with gr.Column():
                 mask_button = gr.Button("1. Generate masks (optional)", elem_id="generate-masks")
@@ -317,9 +373,12 @@ def build_app(pipeline: Any, outputs: str | os.PathLike | None = None) -> gr.Blo
         box_view.select(h.click_corner, [background, corner], [corner, *box_fields], **light)
         request = [human, obj, interaction, background, *box_fields]
         settings = [num_images, seed, mask_steps, mask_guidance, steps, guidance, options]
-        mask_button.click(h.generate_masks, [*request, *settings], [mask_gallery, editor, previews])
+        fixes = [human_draw, object_draw, human_file, object_file, object_box]
+        for photo, canvas in ((human, human_draw), (obj, object_draw)):
+            photo.change(h.photo_to_draw_on, photo, canvas, **light)
+        mask_button.click(h.generate_masks, [*request, *settings, *fixes], [mask_gallery, editor, previews, references])
         mask_gallery.select(h.pick_mask, previews, editor, **light)
-        image_button.click(h.generate_images, [*request, editor, *settings], [gallery, downloads])
+        image_button.click(h.generate_images, [*request, editor, *settings, *fixes], [gallery, downloads, references])
     return demo
 
 
