@@ -1,7 +1,6 @@
 """Stage 2 and the end-to-end pipeline: image model, renderer, CHOIPipeline, training recipe, baselines."""
 
 import json
-import re
 from dataclasses import asdict, replace
 
 import numpy as np
@@ -9,7 +8,6 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from choi.cli import main
 from choi.errors import ChoiError
 from choi.models.conditioning import (
     generation_region,
@@ -21,18 +19,20 @@ from choi.models.conditioning import (
 from choi.models.image_generator import IMAGE_CONFIGS, ImageConditions, ImageGenerator, ImageModelConfig
 from choi.models.mask_generator import MaskGenerator
 from choi.models.text_encoder import TextEncoder
-from choi.pipelines.choi import CHOIPipeline, ImageRenderer, fit_object_masks, read_layout_mask, snap_objects
-from choi.pipelines.mask import DEFAULT_GUIDANCE as MASK_GUIDANCE
-from choi.pipelines.mask import MaskPipeline, mask_preview, read_reference
-from choi.training import image as image_recipe
-from choi.training.image import (
-    ImageTask,
-    ImageTrainConfig,
-    conditions_from_batch,
-    image_collate,
-    roughen_masks,
-    stage1_layouts,
+from choi.pipelines.choi import CHOIPipeline
+from choi.pipelines.inputs import mask_preview, read_layout_mask, read_reference
+from choi.pipelines.tiny.mask import DEFAULT_GUIDANCE as MASK_GUIDANCE
+from choi.pipelines.tiny.mask import MaskPipeline
+from choi.pipelines.tiny.render import ImageRenderer
+from choi.pipelines.tiny.stages import (
+    OBJECT_FIT_TURNS,
+    TinyImageStage,
+    TinyMaskStage,
+    TinyOptions,
+    fit_object_masks,
+    snap_objects,
 )
+from choi.training.image import ImageTask, ImageTrainConfig
 from choi.training.loop import TrainConfig, train
 from choi.world import render_sample
 from fake_samples import write_tiny_dataset
@@ -78,16 +78,13 @@ def sample():
     return render_sample("test", 3, seed=0, resolution=64)
 
 
-def _render(renderer, sample, **kw):
-    args = dict(
-        human=sample.human_ref,
-        object=sample.object_ref,
-        interaction=sample.text,
-        layout_masks=(sample.human_mask[None], sample.object_mask[None]),
-        seeds=[0],
-        num_inference_steps=STEPS,
-    )
-    return renderer(**{**args, **kw})
+def _render(renderer, sample, seeds=(0,), **kw):
+    """The renderer on the sample's references (segmented as the pipeline does), one generator per seed."""
+    human, human_sil = read_reference(sample.human_ref, None, "human reference")
+    obj, object_sil = read_reference(sample.object_ref, None, "object reference")
+    generators = [torch.Generator().manual_seed(s) for s in seeds]
+    args = dict(layout_masks=(sample.human_mask[None], sample.object_mask[None]), num_inference_steps=STEPS)
+    return renderer(human, human_sil, obj, object_sil, sample.text, generators, **{**args, **kw})
 
 
 # --- model ------------------------------------------------------------------------------------
@@ -221,7 +218,8 @@ def test_box_only_layout_and_missing_layout(renderer, sample):
 def pipe(image_model, text_encoder):
     torch.manual_seed(1)
     masks = MaskPipeline(MaskGenerator.from_preset("tiny").eval(), text_encoder)
-    return CHOIPipeline(masks, ImageRenderer(image_model, text_encoder))
+    renderer = ImageRenderer(image_model, text_encoder)
+    return CHOIPipeline(TinyMaskStage(masks), TinyImageStage(renderer), TinyOptions, "choi-tiny")
 
 
 def _call(pipe, sample, **kw):
@@ -230,75 +228,91 @@ def _call(pipe, sample, **kw):
         object=sample.object_ref,
         interaction="a person kicking a ball",
         seed=3,
-        num_inference_steps=STEPS,
+        steps=STEPS,
         mask_steps=STEPS,
     )
     return pipe(**{**args, **kw})
 
 
+def _stage1(pipe, size=32, **kw):
+    """Stage 1's mask pipeline called directly, as the pipeline calls it: output at the model's size, default CFG."""
+    return pipe.mask_stage.masks(**kw, num_inference_steps=STEPS, guidance_scale=MASK_GUIDANCE, height=size, width=size)
+
+
 def test_pipeline_end_to_end_save_and_metadata(pipe, sample, tmp_path):
-    out = _call(pipe, sample, num_images=2, background=sample.background, box=(0.1, 0.2, 0.9, 0.95))
+    from PIL import Image
+
+    Image.fromarray(sample.human_ref).save(tmp_path / "h.png")
+    human = str(tmp_path / "h.png")
+    out = _call(pipe, sample, human=human, num_images=2, background=sample.background, box=(0.1, 0.2, 0.9, 0.95))
     assert len(out.images) == 2 and out.images[0].shape == (64, 64, 3)
     assert out.human_masks.shape == (2, 64, 64) and out.metadata["seeds"] == [3, 4]
-    assert out.metadata["interaction_class"] == "kick_ball" and out.metadata["mask_source"] == "stage-1"
-    files = out.save(tmp_path / "o", inputs={"human": "h.png"})
+    assert out.metadata["interaction_class"] == "kick_ball" and out.metadata["stage1"]["source"] == "stage-1"
+    assert out.metadata["stage1"]["num_inference_steps"] == STEPS and out.metadata["stage2"]["steps"] == STEPS
+    files = out.save(tmp_path / "o")
     assert files[-1].name == "choi.json" and all(f.exists() for f in files)
     record = json.loads(files[-1].read_text())
-    assert record["inputs"] == {"human": "h.png"} and record["images"][1]["image"] == "image_1.png"
+    assert record["request"]["human"] == human and record["request"]["seed"] == 3
+    assert record["images"][1]["image"] == "image_1.png" and record["images"][1]["seed"] == 4
     again = _call(pipe, sample, num_images=1, seed=4, background=sample.background, box=(0.1, 0.2, 0.9, 0.95))
     assert np.abs(again.images[0].astype(int) - out.images[1]).max() <= 1  # image k depends on its seed only
 
 
 def test_pipeline_renders_in_the_masks_generate_masks_gives(pipe, sample):
     request = dict(human=sample.human_ref, object=sample.object_ref, interaction="kick ball", seed=5)
-    fitted = pipe.generate_masks(**request, num_inference_steps=STEPS)
-    raw = pipe.generate_masks(**request, num_inference_steps=STEPS, fit_object=False)
-    one = pipe.generate_masks(**request, num_inference_steps=STEPS, fit_object=False, layout_candidates=1)
-    direct = pipe.masks(**request, num_inference_steps=STEPS, guidance_scale=MASK_GUIDANCE)
+    fitted = pipe.generate_masks(**request, mask_steps=STEPS)
+    raw = pipe.generate_masks(**request, mask_steps=STEPS, options={"fit_object": False})
+    one = pipe.generate_masks(**request, mask_steps=STEPS, options={"fit_object": False, "layout_candidates": 1})
+    direct = _stage1(pipe, **request)
+    assert one.images == [] and one.metadata["stage1"]["layout_candidates"] == 1
     assert np.array_equal(one.object_masks, direct.object_masks) and np.array_equal(one.human_masks, direct.human_masks)
     assert np.array_equal(fitted.human_masks, raw.human_masks)  # the fit does not change which layout is kept
-    assert "object_fit_turns" not in raw.metadata and fitted.metadata["object_fit_turns"] == 48
+    assert "object_fit_turns" not in raw.metadata["stage1"]
+    assert fitted.metadata["stage1"]["object_fit_turns"] == OBJECT_FIT_TURNS == 48
     assert not (fitted.object_masks & fitted.human_masks).any()
     out = _call(pipe, sample, **request, mask_steps=STEPS)
     assert np.array_equal(out.object_masks, fitted.object_masks)
-    assert np.array_equal(_call(pipe, sample, **request, fit_object=False).object_masks, raw.object_masks)
+    assert np.array_equal(_call(pipe, sample, **request, options={"fit_object": False}).object_masks, raw.object_masks)
 
 
 def test_zoom_reaches_stage_one_and_keeps_its_layouts_in_the_window(pipe, sample):
     box = (0.3, 0.25, 0.6, 0.9)
     request = dict(human=sample.human_ref, object=sample.object_ref, interaction="kick ball", seed=5, box=box)
-    zoomed = _call(pipe, sample, **request, background=sample.background, zoom=True)
+    zoomed = _call(pipe, sample, **request, background=sample.background, options={"zoom": True})
     left, top, right, bottom = zoomed.metadata["stage1"]["zoom_window"]
     outside = np.ones(sample.background.shape[:2], bool)
     outside[top:bottom, left:right] = False
     assert not (zoomed.human_masks[0] | zoomed.object_masks[0])[outside].any()
-    masks = pipe.generate_masks(**request, background=sample.background, num_inference_steps=STEPS, zoom=True)
+    masks = pipe.generate_masks(**request, background=sample.background, mask_steps=STEPS, options={"zoom": True})
     assert np.array_equal(masks.human_masks, zoomed.human_masks)
     assert _call(pipe, sample, **request).metadata["stage1"]["zoom_window"] is None  # an untrained model: off
 
 
 def test_layout_choice_keeps_the_candidate_the_object_reference_fits_best(pipe, sample):
-    request = dict(human=sample.human_ref, object=sample.object_ref, interaction="kick ball", num_inference_steps=STEPS)
+    request = dict(human=sample.human_ref, object=sample.object_ref, interaction="kick ball")
     gens = [torch.Generator().manual_seed(s) for s in (5, 6)]
-    drawn = pipe.masks(**request, num_images=6, generator=[gens[0]] * 3 + [gens[1]] * 3, guidance_scale=MASK_GUIDANCE)
-    chosen = pipe.generate_masks(**request, seed=5, num_images=2, layout_candidates=3, fit_object=False)
+    drawn = _stage1(pipe, **request, num_images=6, generator=[gens[0]] * 3 + [gens[1]] * 3)
+    options = {"layout_candidates": 3, "fit_object": False}
+    chosen = pipe.generate_masks(**request, mask_steps=STEPS, seed=5, num_images=2, options=options)
     fitted = snap_objects(drawn.human_masks, drawn.object_masks, read_reference(sample.object_ref, None, "o")[1])
     objects = drawn.object_masks & ~drawn.human_masks
     iou = ((fitted & objects).sum((1, 2)) / np.maximum((fitted | objects).sum((1, 2)), 1)).reshape(2, 3)
     best = iou.argmax(1) + [0, 3]
     assert np.array_equal(chosen.human_masks, drawn.human_masks[best])
-    assert np.array_equal(chosen.object_masks, drawn.object_masks[best]) and chosen.soft.shape[0] == 2
+    assert np.array_equal(chosen.object_masks, drawn.object_masks[best]) and len(chosen.object_masks) == 2
     meta = chosen.metadata
-    assert meta["seeds"] == [5, 6] and meta["num_images"] == 2 and meta["layout_candidates"] == 3
-    assert meta["layout_scores"] == pytest.approx(iou.max(1), abs=1e-4)
-    alone = pipe.generate_masks(**request, seed=6, layout_candidates=3, fit_object=False)
+    assert meta["seeds"] == [5, 6] and meta["num_images"] == 2 and meta["stage1"]["layout_candidates"] == 3
+    assert meta["stage1"]["layout_scores"] == pytest.approx(iou.max(1), abs=1e-4)
+    alone = pipe.generate_masks(**request, mask_steps=STEPS, seed=6, options=options)
     assert np.array_equal(alone.human_masks[0], chosen.human_masks[1])  # image k depends on its own seed only
-    out = _call(pipe, sample, seed=5, num_images=2, interaction="kick ball", layout_candidates=3, fit_object=False)
-    assert np.array_equal(out.human_masks, chosen.human_masks) and out.metadata["layout_candidates"] == 3
-    assert out.metadata["stage1"]["layout_scores"] == meta["layout_scores"]
-    for bad in (0, 65, 2.5, True, "4"):
-        with pytest.raises(ChoiError, match="layout candidates"):
-            _call(pipe, sample, layout_candidates=bad)
+    out = _call(pipe, sample, seed=5, num_images=2, interaction="kick ball", options=options)
+    assert np.array_equal(out.human_masks, chosen.human_masks) and out.metadata["options"]["layout_candidates"] == 3
+    assert out.metadata["stage1"]["layout_scores"] == meta["stage1"]["layout_scores"]
+    for bad in (0, 65, 2.5, True, "four"):
+        with pytest.raises(ChoiError, match="layout_candidates"):
+            _call(pipe, sample, options={"layout_candidates": bad})
+    with pytest.raises(ChoiError, match="choi-tiny has no option 'candidates'; its options: composite_margin"):
+        _call(pipe, sample, options={"candidates": 3})
 
 
 def test_background_is_kept_beyond_a_pixel_around_the_masks(pipe, sample):
@@ -316,9 +330,10 @@ def test_user_mask_skips_stage_one_in_every_form(pipe, sample, tmp_path):
     from PIL import Image
 
     Image.fromarray(preview).save(tmp_path / "mask.png")
-    outs = [_call(pipe, sample, mask=m) for m in (pair, preview, tmp_path / "mask.png")]
+    # The output has the background's size, so a 64 px layout goes with the 64 px background.
+    outs = [_call(pipe, sample, mask=m, background=sample.background) for m in (pair, preview, tmp_path / "mask.png")]
     for out in outs:
-        assert out.metadata["mask_source"] == "user" and out.metadata["stage1"] is None
+        assert out.metadata["stage1"] == {"source": "user"}
         assert np.array_equal(out.human_masks[0], sample.human_mask)
         assert np.array_equal(out.images[0], outs[0].images[0])
     h, o = read_layout_mask(preview)
@@ -342,8 +357,12 @@ def test_a_paint_program_sketch_in_pure_red_and_blue_is_read():
         ({"interaction": "juggle chainsaws on a unicycle"}, "interaction"),
         ({"box": (0.5, 0.5, 0.4, 0.9)}, "box"),
         ({"num_images": 0}, "num_images"),
-        ({"num_inference_steps": 0}, "num_inference_steps"),
+        ({"num_images": 17}, r"num_images must be a whole number in \[1, 16\], got 17"),
+        ({"steps": 0}, "steps must be"),
+        ({"mask_steps": 1001}, "mask_steps must be"),
+        ({"guidance": float("nan")}, "guidance must be"),
         ({"mask": (np.zeros((64, 64), bool), np.zeros((64, 64), bool))}, "both the person"),
+        ({"mask": (np.ones((64, 64), bool), np.ones((64, 64), bool))}, "both the person"),  # the person hides it
         ({"human": "/nonexistent/human.png"}, "does not exist"),
     ],
 )
@@ -352,16 +371,28 @@ def test_pipeline_rejects_bad_inputs(pipe, sample, kw, message):
         _call(pipe, sample, **kw)
 
 
-def test_from_pretrained_folder_and_missing(pipe, tmp_path):
-    pipe.masks.model.save_pretrained(tmp_path / "m" / "mask")
-    pipe.renderer.model.save_pretrained(tmp_path / "m" / "image")
-    loaded = CHOIPipeline.from_pretrained(tmp_path / "m")
-    assert loaded.model_id == str(tmp_path / "m")
+def test_from_pretrained_folder_and_missing(pipe, sample, tmp_path):
+    pipe.mask_stage.masks.model.save_pretrained(tmp_path / "m" / "mask")
+    pipe.image_stage.renderer.model.save_pretrained(tmp_path / "m" / "image")
+    loaded = CHOIPipeline.from_pretrained(tmp_path / "m")  # a folder from before model_index.json
+    assert loaded.model_id == str(tmp_path / "m") and loaded.family == "choi-tiny"
+    request = dict(background=sample.background, num_images=2, options={"layout_candidates": 2})
+    a, b = _call(pipe, sample, **request), _call(loaded, sample, **request)  # save → load: the same images
+    assert all(np.array_equal(x, y) for x, y in zip(a.images, b.images, strict=True))
+    assert np.array_equal(a.human_masks, b.human_masks)
+    assert b.metadata["stage2"]["model"]["id"] == f"{tmp_path / 'm'}/image"
     with pytest.raises(ChoiError, match="neither"):
         CHOIPipeline.from_pretrained(tmp_path / "nothing")
+    (tmp_path / "half" / "mask").mkdir(parents=True)
+    pipe.mask_stage.masks.model.save_pretrained(tmp_path / "half" / "mask")
+    with pytest.raises(ChoiError, match="no model_index.json"):
+        CHOIPipeline.from_pretrained(tmp_path / "half")
+    index = {"family": "choi-tiny", "components": {"mask": "mask", "image": "image"}}
+    (tmp_path / "half" / "model_index.json").write_text(json.dumps(index))
     with pytest.raises(ChoiError, match="no image model"):
-        (tmp_path / "half" / "mask").mkdir(parents=True)
-        pipe.masks.model.save_pretrained(tmp_path / "half" / "mask")
+        CHOIPipeline.from_pretrained(tmp_path / "half")
+    (tmp_path / "half" / "model_index.json").write_text(json.dumps({**index, "family": "choi-xl"}))
+    with pytest.raises(ChoiError, match="unknown model family 'choi-xl'"):
         CHOIPipeline.from_pretrained(tmp_path / "half")
 
 
@@ -392,131 +423,16 @@ def test_training_through_the_shared_loop(dataset, text_encoder, tmp_path):
     assert len(set(batch["label"].tolist())) > 1
     torch.manual_seed(1)
     plain_loss = task.loss(net, batch)[0]
-    for weighted in (replace(cfg, class_balance=1.0), replace(cfg, object_focus=2.0)):
-        other = _TinyTask(weighted, text_encoder)
-        other.model_cfg = task.model_cfg
-        torch.manual_seed(1)
-        other_loss = other.loss(net, batch)[0]
-        assert torch.isfinite(other_loss) and not torch.isclose(plain_loss, other_loss)
+    balanced = _TinyTask(replace(cfg, class_balance=1.0), text_encoder)
+    balanced.model_cfg = task.model_cfg
+    torch.manual_seed(1)
+    balanced_loss = balanced.loss(net, batch)[0]
+    assert torch.isfinite(balanced_loss) and not torch.isclose(plain_loss, balanced_loss)
     final = train(task, TrainConfig(steps=2, batch_size=4, warmup_steps=1, log_every=1), tmp_path / "run")
     log = [json.loads(line) for line in (tmp_path / "run" / "log.jsonl").read_text().splitlines()]
     assert any("val/mae_in_masks" in line for line in log)
     assert (tmp_path / "run" / "validation" / "step_0000002.png").exists()
     assert ImageGenerator.from_pretrained(final).config.sample_size == 32
-
-
-def test_roughened_masks_look_like_stage_one():
-    masks = torch.zeros(2, 2, 64, 64)
-    masks[:, 0, 10:50, 20:34] = 1  # a person
-    masks[:, 1, 30:44, 34:46] = 1  # an object touching it
-    torch.manual_seed(0)
-    rough = roughen_masks(masks)
-    assert rough.shape == masks.shape and rough.dtype == masks.dtype
-    assert not (rough[:, 0].bool() & rough[:, 1].bool()).any()  # the roles never overlap
-    true, near = masks.bool(), F.max_pool2d(masks, 9, stride=1, padding=4).bool()
-    holes = (true & ~rough.bool()).sum() / true.sum()
-    islands = (rough.bool() & ~true).sum() / true.sum()
-    assert 0.05 < holes < 0.6 and 0.02 < islands < 0.6  # holes inside, islands around
-    assert not (rough.bool() & ~near).any()  # never farther than the spill
-    assert not torch.equal(rough[0], rough[1])  # each sample its own grain
-    torch.manual_seed(0)
-    torch.testing.assert_close(roughen_masks(masks), rough)
-
-
-def test_rough_masks_condition_on_them_and_paint_the_whole_pair(dataset, text_encoder):
-    cfg = ImageTrainConfig(data=str(dataset), batch_size=4, num_workers=0, p_box_only=0.0, p_rough_masks=1.0)
-    task = _TinyTask(cfg, text_encoder)
-    task.model_cfg = ImageModelConfig(**TINY)
-    batch = next(iter(task.batches(0)))
-    rough = roughen_masks(batch["masks"])
-    cond = conditions_from_batch(batch, layout=rough)
-    assert torch.equal(cond.masks, rough)
-    assert (cond.region[:, 0] >= batch["masks"].amax(1)).all()  # the true pair lies inside the region
-    assert (cond.region[:, 0] >= rough.amax(1)).all()
-    net = task.build_model()
-    torch.manual_seed(3)
-    plain = _TinyTask(replace(cfg, p_rough_masks=0.0), text_encoder)
-    plain.model_cfg = task.model_cfg
-    torch.manual_seed(3)
-    rough_loss = task.loss(net, batch)[0]
-    torch.manual_seed(3)
-    assert torch.isfinite(rough_loss) and not torch.isclose(rough_loss, plain.loss(net, batch)[0])
-
-
-def test_rough_masks_option_is_checked(dataset, tmp_path, capsys):
-    out = tmp_path / "run"
-    assert main(["train", "image", "--data", str(dataset), "--out", str(out), "--rough-masks", "1.5"]) == 2
-    assert "--rough-masks must be between 0 and 1" in capsys.readouterr().err and not out.exists()
-
-
-def _hoiw_batch(text_encoder, n=4):
-    """A collated batch of HOI-World test samples at 128 px, with the text embeddings training adds."""
-    samples = [render_sample("test", i, seed=0) for i in range(n)]
-    emb = text_encoder([s.text for s in samples])
-    return {**image_collate(samples), "text_tokens": emb.tokens, "text_mask": emb.mask, "text_pooled": emb.pooled}
-
-
-def _iou(a, b):
-    return float(((a > 0) & (b > 0)).sum() / ((a > 0) | (b > 0)).sum())
-
-
-def test_stage1_layouts_redraw_the_true_masks_as_stage_one_draws(text_encoder):
-    stage1 = MaskPipeline.from_pretrained(text_encoder=text_encoder)  # the shipped, trained stage 1 (zooms)
-    batch = _hoiw_batch(text_encoder)
-    torch.manual_seed(0)
-    near = stage1_layouts(stage1, batch, 0.25)
-    torch.manual_seed(0)
-    torch.testing.assert_close(stage1_layouts(stage1, batch, 0.25), near)  # the run's RNG decides
-    far = stage1_layouts(stage1, batch, 1.0)
-    true = batch["masks"]
-    assert near.shape == true.shape and set(near.unique().tolist()) <= {0.0, 1.0}
-    assert not (near[:, 0].bool() & near[:, 1].bool()).any()  # the roles never overlap
-    assert (near.flatten(2).amax(-1) == 1).all()  # every row keeps a person and an object
-    assert not torch.equal(near, true)
-    ious = [_iou(a, b) for a, b in zip(near, true, strict=True)]
-    far_ious = [_iou(a, b) for a, b in zip(far, true, strict=True)]
-    # A quarter of the way to noise, stage 1 keeps the pose; from pure noise it draws its own.
-    assert min(ious) > 0.6 and np.mean(ious) > np.mean(far_ious) + 0.15, (ious, far_ious)
-
-
-def test_stage1_masks_are_what_the_loss_conditions_on(dataset, text_encoder, monkeypatch):
-    cfg = ImageTrainConfig(data=str(dataset), batch_size=4, num_workers=0, p_box_only=0.0, p_stage1_masks=1.0)
-    task = _TinyTask(cfg, text_encoder)
-    task.model_cfg = ImageModelConfig(**TINY)
-    assert task.stage1 is not None  # the shipped stage 1 by default
-    batch = next(iter(task.batches(0)))
-    redrawn, seen = [], []
-
-    def fake_redraw(stage1, rows, strength):
-        assert stage1 is task.stage1 and strength == cfg.stage1_strength
-        redrawn.append(rows["masks"].flip(-2))  # a layout no other path would produce
-        return redrawn[-1]
-
-    def spy(batch, box_only=None, layout=None):
-        seen.append(layout)
-        return conditions_from_batch(batch, box_only, layout)
-
-    monkeypatch.setattr(image_recipe, "stage1_layouts", fake_redraw)
-    monkeypatch.setattr(image_recipe, "conditions_from_batch", spy)
-    loss = task.loss(task.build_model(), batch)[0]
-    assert torch.isfinite(loss) and len(redrawn) == 1 and torch.equal(seen[0], redrawn[0])
-    plain = _TinyTask(replace(cfg, p_stage1_masks=0.0), text_encoder)
-    assert plain.stage1 is None
-
-
-@pytest.mark.parametrize(
-    "args, message",
-    [
-        (["--stage1-masks", "1.5"], "--stage1-masks must be between 0 and 1"),
-        (["--stage1-masks", "0.5", "--stage1-strength", "0"], r"--stage1-strength must be a number in \(0, 1\]"),
-        (["--stage1-masks", "0.5", "--stage1-model", "nowhere"], "no mask model in nowhere"),
-    ],
-)
-def test_stage1_mask_options_are_checked(dataset, tmp_path, capsys, args, message):
-    out = tmp_path / "run"
-    assert main(["train", "image", "--data", str(dataset), "--out", str(out), *args]) == 2
-    err = capsys.readouterr().err
-    assert re.search(message, err) and len(err.strip().splitlines()) == 1 and not out.exists(), err
 
 
 def test_init_from_needs_an_image_model(dataset, text_encoder, tmp_path):
@@ -626,13 +542,19 @@ def test_prior_strength_keeps_each_warped_reference_where_it_covers(image_model,
 def test_pipeline_prior_strength_changes_only_the_masks_and_is_recorded(pipe, sample):
     mask = (sample.human_mask, sample.object_mask)
     bg = np.asarray(sample.background)
-    repaint, keep = (_call(pipe, sample, mask=mask, background=bg, prior_strength=a) for a in ((0, 0), (1, 1)))
-    assert repaint.metadata["prior_strength"] == [0.0, 0.0] and keep.metadata["prior_strength"] == [1.0, 1.0]
+    repaint, keep = (
+        _call(pipe, sample, mask=mask, background=bg, options={"prior_strength": a}) for a in ((0, 0), (1, 1))
+    )
+    assert repaint.metadata["options"]["prior_strength"] == [0.0, 0.0]
+    assert keep.metadata["options"]["prior_strength"] == [1.0, 1.0]
     inside = sample.human_mask | sample.object_mask
     assert not np.array_equal(repaint.images[0][inside], keep.images[0][inside])
     near = F.max_pool2d(torch.from_numpy(inside)[None, None].float(), 17, stride=1, padding=8)[0, 0].numpy() > 0
     assert np.array_equal(repaint.images[0][~near], bg[~near]) and np.array_equal(keep.images[0][~near], bg[~near])
-    assert _call(pipe, sample, mask=mask).metadata["prior_strength"] == [0.5, 1.0]  # the default
+    assert _call(pipe, sample, mask=mask, background=bg).metadata["options"]["prior_strength"] == [0.5, 1.0]
+    # "H,O" is how --set gives it; the same as the pair
+    given = _call(pipe, sample, mask=mask, background=bg, options={"prior_strength": "1,1"})
+    assert np.array_equal(given.images[0], keep.images[0])
     for bad in ("0.5", (0.5, 2), "a,b"):
-        with pytest.raises(ChoiError, match="prior strength"):
-            _call(pipe, sample, mask=mask, prior_strength=bad)
+        with pytest.raises(ChoiError, match="prior.strength"):
+            _call(pipe, sample, mask=mask, background=bg, options={"prior_strength": bad})
