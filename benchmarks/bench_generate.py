@@ -11,6 +11,7 @@ machine, wall time also counts other processes' turns.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import statistics
 import time
@@ -18,8 +19,8 @@ from pathlib import Path
 
 import torch
 
-from choi.pipelines.choi import DEFAULT_GUIDANCE, DEFAULT_STEPS, CHOIPipeline
-from choi.pipelines.mask import DEFAULT_STEPS as MASK_STEPS
+from choi.pipelines.choi import CHOIPipeline
+from choi.pipelines.request import GenerationRequest
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
 
@@ -35,14 +36,9 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     pipe = CHOIPipeline.from_pretrained(args.model)
     job = next(json.loads(line) for line in (EXAMPLES / "jobs.jsonl").read_text().splitlines() if args.example in line)
-    request = dict(
-        human=EXAMPLES / job["human"],
-        object=EXAMPLES / job["object"],
-        background=EXAMPLES / job["background"],
-        interaction=job["interaction"],
-        box=job["box"],
-    )
-    pipe(**request, seed=0)  # warm-up
+    fields = ("human", "object", "background", "interaction", "box")
+    request = GenerationRequest.from_dict({k: job[k] for k in fields}, base=EXAMPLES)
+    warm = pipe(dataclasses.replace(request, seed=0))  # warm-up; its metadata says what the defaults are
     wall, cpu, stage = [], [], {"mask": [], "image": []}
     marks: dict[str, float] = {}
 
@@ -52,7 +48,7 @@ def main() -> None:
 
     for run in range(args.runs):
         t0, c0 = time.perf_counter(), time.process_time()
-        pipe(**request, seed=run, callback=mark)
+        pipe(dataclasses.replace(request, seed=run), callback=mark)
         wall.append(time.perf_counter() - t0)
         cpu.append(time.process_time() - c0)
         stage["mask"].append(marks["mask"] - t0)
@@ -61,9 +57,12 @@ def main() -> None:
         "model": args.model,
         "threads": args.threads,
         "runs": args.runs,
-        "mask_steps": MASK_STEPS,
-        "image_steps": DEFAULT_STEPS,
-        "guidance": DEFAULT_GUIDANCE,
+        "family": pipe.family,
+        "options": warm.metadata["options"],
+        "mask_steps": warm.metadata["stage1"].get("num_inference_steps"),
+        "mask_guidance": warm.metadata["stage1"].get("guidance_scale"),
+        "image_steps": warm.metadata["stage2"]["steps"],
+        "guidance": warm.metadata["stage2"]["guidance"],
         "median_wall_s": statistics.median(wall),
         "median_cpu_s": statistics.median(cpu),
         "median_stage1_s": statistics.median(stage["mask"]),

@@ -42,7 +42,7 @@ from choi.data.shards import iter_samples
 from choi.evaluation.metrics import box_iou, union_box_from_masks
 from choi.io import atomic_write_text
 from choi.models.mask_generator import MaskGenerator
-from choi.pipelines.mask import DEFAULT_GUIDANCE, DEFAULT_STEPS, MaskPipeline
+from choi.pipelines.tiny.mask import DEFAULT_GUIDANCE, DEFAULT_STEPS, MaskPipeline
 from choi.vocabulary import BY_NAME, classes_for_object
 
 

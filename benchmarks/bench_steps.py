@@ -16,20 +16,20 @@ positions are the FID/KID reference. Stage 1 runs once per request (`choi eval`'
 default settings, the request's seed); stage 2 then renders the same masks with the same seed at
 each step count, scored by `choi eval`'s own `score_method`, with stage-2 seconds per image.
 ``--object-fit`` renders in stage 1's object masks fitted to the object reference's outline (``on``,
-the pipeline's default: `choi.pipelines.choi.fit_object_masks`), as stage 1 drew them (``off``), or
-both, one row each. ``--prior-strength`` renders each (human, object) strength of the warp prior
-(`choi.pipelines.choi.DEFAULT_PRIOR_STRENGTH`: how much of each warped reference is kept as it is),
-one row each. ``--mask-guidance`` runs stage 1 at each classifier-free guidance scale
-(`choi.pipelines.mask.DEFAULT_GUIDANCE` by default), one row each, and ``--layout-candidates``
-draws that many layouts per request and keeps the best-fitting one (`choi.pipelines.choi.draw_layouts`,
-`LAYOUT_CANDIDATES` by default), one row each, with stage-1 seconds per image; ``--mask-steps``
-runs stage 1's sampler for that many steps (`choi.pipelines.mask.DEFAULT_STEPS` by default), one row
-each. ``--zoom`` draws
-the layouts in a window around the request's box (``on``), in the whole frame (``off``) or as the
-mask model's config says (``model``, the default; `choi.pipelines.mask.MaskPipeline`), one row each.
-``--composite-margin`` keeps the background beyond that many pixels (of 128) around the masks
-(`choi.pipelines.choi.COMPOSITE_MARGIN` by default), one row each. ``--layout gt``
-renders in the true masks instead (`choi eval`'s gt-mask method): stage 2 alone.
+the pipeline's default: `choi.pipelines.tiny.stages.fit_object_masks`), as stage 1 drew them
+(``off``), or both, one row each. ``--prior-strength`` renders each (human, object) strength of the
+warp prior (choi-tiny's option ``prior_strength``: how much of each warped reference is kept as it
+is), one row each. ``--mask-guidance`` runs stage 1 at each classifier-free guidance scale
+(`choi.pipelines.tiny.mask.DEFAULT_GUIDANCE` by default), one row each, and ``--layout-candidates``
+draws that many layouts per request and keeps the best-fitting one
+(`choi.pipelines.tiny.stages.draw_layouts`, the option ``layout_candidates``'s default by default),
+one row each, with stage-1 seconds per image; ``--mask-steps`` runs stage 1's sampler for that many
+steps (`choi.pipelines.tiny.mask.DEFAULT_STEPS` by default), one row each. ``--zoom`` draws the
+layouts in a window around the request's box (``on``), in the whole frame (``off``) or as the mask
+model's config says (``model``, the default; `choi.pipelines.tiny.mask.MaskPipeline`), one row each.
+``--composite-margin`` keeps the background beyond that many pixels (of 128) around the masks (the
+option ``composite_margin``'s default by default), one row each. ``--layout gt`` renders in the true
+masks instead (`choi eval`'s gt-mask method): stage 2 alone.
 """
 
 from __future__ import annotations
@@ -47,18 +47,14 @@ from choi.evaluation.benchmark import EvalConfig, load_requests, score_method
 from choi.evaluation.evaluators import EvaluatorSuite
 from choi.models.image_generator import check_prior_strength
 from choi.pipelines.baselines import MethodOutput, Request, request_seed
-from choi.pipelines.choi import (
-    COMPOSITE_MARGIN,
-    DEFAULT_PRIOR_STRENGTH,
-    LAYOUT_CANDIDATES,
-    CHOIPipeline,
-    fit_object_masks,
-)
-from choi.pipelines.mask import DEFAULT_GUIDANCE as MASK_GUIDANCE
-from choi.pipelines.mask import DEFAULT_STEPS as MASK_STEPS
-from choi.pipelines.mask import read_reference
+from choi.pipelines.choi import CHOIPipeline
+from choi.pipelines.inputs import read_reference
+from choi.pipelines.tiny.mask import DEFAULT_GUIDANCE as MASK_GUIDANCE
+from choi.pipelines.tiny.mask import DEFAULT_STEPS as MASK_STEPS
+from choi.pipelines.tiny.stages import TinyOptions, fit_object_masks
 
 N_REAL = 600
+DEFAULTS = TinyOptions()  # choi-tiny's own option defaults
 
 
 def main() -> None:
@@ -74,7 +70,7 @@ def main() -> None:
     parser.add_argument(
         "--prior-strength",
         nargs="+",
-        default=[",".join(map(str, DEFAULT_PRIOR_STRENGTH))],
+        default=[",".join(map(str, DEFAULTS.prior_strength))],
         metavar="H,O",
         help="strengths of the warp prior (human,object) to render, one row each",
     )
@@ -82,13 +78,23 @@ def main() -> None:
         "--mask-guidance", nargs="+", type=float, default=[MASK_GUIDANCE], metavar="G", help="stage-1 guidance scales"
     )
     parser.add_argument(
-        "--layout-candidates", nargs="+", type=int, default=[LAYOUT_CANDIDATES], metavar="N", help="layouts drawn"
+        "--layout-candidates",
+        nargs="+",
+        type=int,
+        default=[DEFAULTS.layout_candidates],
+        metavar="N",
+        help="layouts drawn",
     )
     parser.add_argument(
         "--mask-steps", nargs="+", type=int, default=[MASK_STEPS], metavar="N", help="stage-1 sampler steps"
     )
     parser.add_argument(
-        "--composite-margin", nargs="+", type=float, default=[COMPOSITE_MARGIN * 128], metavar="PX", help="of 128"
+        "--composite-margin",
+        nargs="+",
+        type=float,
+        default=[DEFAULTS.composite_margin * 128],
+        metavar="PX",
+        help="of 128",
     )
     parser.add_argument(
         "--zoom", nargs="+", choices=("model", "on", "off"), default=["model"], help="stage-1 zoom on the box"
@@ -111,10 +117,17 @@ def main() -> None:
     real_features = suite.features(np.stack(real))
     requests = [Request.from_sample(s) for s in samples]
 
+    # per request, the references as the pipeline reads them: (rgb, silhouette) of the person and of the object
+    refs = [
+        (*read_reference(r.human_ref, None, "human reference"), *read_reference(r.object_ref, None, "object reference"))
+        for r in requests
+    ]
     # per (stage-1 setting, object fit), the masks stage 2 renders in for each request
     masks = {(lay, f): [] for lay in layouts for f in (False, True)}
     stage1_s = {} if args.layout == "gt" else dict.fromkeys(layouts, 0.0)
-    for r, s in zip(tqdm(requests, desc="stage 1" if args.layout == "stage1" else "true masks"), samples, strict=True):
+    for r, s, ref in zip(
+        tqdm(requests, desc="stage 1" if args.layout == "stage1" else "true masks"), samples, refs, strict=True
+    ):
         if args.layout == "gt":
             masks[(None, None, None, None), False].append((s.human_mask[None], s.object_mask[None]))
             continue
@@ -123,12 +136,12 @@ def main() -> None:
             t0 = time.perf_counter()
             out = pipe.generate_masks(
                 human=r.human_ref, object=r.object_ref, interaction=r.text, background=r.background, box=r.box,
-                seed=request_seed(r), guidance_scale=g, layout_candidates=c, fit_object=False, zoom=z,
-                num_inference_steps=ms,
+                seed=request_seed(r), mask_guidance=g, mask_steps=ms,
+                options={"layout_candidates": c, "fit_object": False, "zoom": z},
             )  # fmt: skip
             stage1_s[layout] += (time.perf_counter() - t0) / len(requests)
             masks[layout, False].append((out.human_masks, out.object_masks))
-            sil = read_reference(r.object_ref, None, "object")[1]  # the fit draw_layouts chose the layout by
+            sil = ref[3]  # the fit draw_layouts chose the layout by
             masks[layout, True].append((out.human_masks, fit_object_masks(out.human_masks, out.object_masks, sil)))
 
     result = {
@@ -144,10 +157,11 @@ def main() -> None:
         if args.layout == "stage1":
             label += f", mask guidance {layout[0]:g}, {layout[1]} layout candidates, {layout[3]} stage-1 steps"
             label += "" if layout[2] is None else f", zoom {'on' if layout[2] else 'off'}"
-        for r, (hm, om) in zip(tqdm(requests, desc=f"stage 2, {label}"), masks[layout, fit], strict=True):
-            image = pipe.renderer(
-                r.human_ref, r.object_ref, r.text, layout_masks=(hm, om), box=r.box, background=r.background,
-                seeds=[request_seed(r)], num_inference_steps=steps, prior_strength=strength,
+        rows = zip(tqdm(requests, desc=f"stage 2, {label}"), refs, masks[layout, fit], strict=True)
+        for r, ref, (hm, om) in rows:
+            image = pipe.image_stage.renderer(
+                *ref, r.text, [torch.Generator().manual_seed(request_seed(r))], layout_masks=(hm, om), box=r.box,
+                background=r.background, num_inference_steps=steps, prior_strength=strength,
                 composite_margin=margin / 128,
             )[0]  # fmt: skip
             outputs.append(MethodOutput(image, hm[0], om[0]))

@@ -326,3 +326,29 @@ def test_foreground_box_from_background_difference():
     img = bg.copy()
     img[5:10, 2:8] = 200
     assert benchmark.foreground_box(img, bg) == (2 / 20, 5 / 20, 8 / 20, 10 / 20)
+
+
+@pytest.mark.usefixtures("one_thread")
+def test_model_methods_run_the_real_pipeline_and_its_stage_two(tiny_model_dir):
+    """choi-tiny, single-stage and gt-mask on a real (tiny, random) choi folder: the two-stage row is the
+    pipeline's own output, gt-mask is the pipeline given the true masks, and both stage-2 rows keep the
+    background outside what they paint."""
+    from choi.world import render_sample
+
+    sample = render_sample("test", 3, seed=0, resolution=64)
+    request, model = Request.from_sample(sample), str(tiny_model_dir)
+    pipe, seed = baselines._pipeline(model), baselines.request_seed(request)  # the methods' own, loaded once
+    common = dict(human=request.human_ref, object=request.object_ref, interaction=request.text, seed=seed)
+    common["background"] = request.background
+
+    two = baselines.two_stage(request, sample, model)
+    direct = pipe(**common, box=request.box)
+    assert np.array_equal(two.image, direct.images[0]) and np.array_equal(two.human_mask, direct.human_masks[0])
+    gt = baselines.gt_mask(request, sample, model)
+    given = pipe(**common, mask=(sample.human_mask, sample.object_mask))
+    assert np.array_equal(gt.image, given.images[0]) and np.array_equal(gt.object_mask, sample.object_mask)
+    one = baselines.single_stage(request, sample, model)
+    assert one.image.shape == gt.image.shape == sample.background.shape and one.human_mask is None
+    for image in (gt.image, one.image):
+        assert (image == sample.background).all(-1).mean() > 0.3  # background kept outside the painted region
+        assert not np.array_equal(image, sample.background)

@@ -20,9 +20,19 @@ from choi.models.conditioning import (
 from choi.models.image_generator import IMAGE_PRESETS, ImageConditions, ImageGenerator
 from choi.models.mask_generator import MaskGenerator
 from choi.models.text_encoder import TextEncoder
-from choi.pipelines.choi import CHOIPipeline, ImageRenderer, fit_object_masks, read_layout_mask, snap_objects
-from choi.pipelines.mask import DEFAULT_GUIDANCE as MASK_GUIDANCE
-from choi.pipelines.mask import MaskPipeline, mask_preview, read_reference
+from choi.pipelines.choi import CHOIPipeline
+from choi.pipelines.inputs import mask_preview, read_layout_mask, read_reference
+from choi.pipelines.tiny.mask import DEFAULT_GUIDANCE as MASK_GUIDANCE
+from choi.pipelines.tiny.mask import MaskPipeline
+from choi.pipelines.tiny.render import ImageRenderer
+from choi.pipelines.tiny.stages import (
+    OBJECT_FIT_TURNS,
+    TinyImageStage,
+    TinyMaskStage,
+    TinyOptions,
+    fit_object_masks,
+    snap_objects,
+)
 from choi.training.image import ImageTask, ImageTrainConfig
 from choi.training.loop import TrainConfig, train
 from choi.world import render_sample
@@ -69,16 +79,13 @@ def sample():
     return render_sample("test", 3, seed=0, resolution=64)
 
 
-def _render(renderer, sample, **kw):
-    args = dict(
-        human=sample.human_ref,
-        object=sample.object_ref,
-        interaction=sample.text,
-        layout_masks=(sample.human_mask[None], sample.object_mask[None]),
-        seeds=[0],
-        num_inference_steps=STEPS,
-    )
-    return renderer(**{**args, **kw})
+def _render(renderer, sample, seeds=(0,), **kw):
+    """The renderer on the sample's references (segmented as the pipeline does), one generator per seed."""
+    human, human_sil = read_reference(sample.human_ref, None, "human reference")
+    obj, object_sil = read_reference(sample.object_ref, None, "object reference")
+    generators = [torch.Generator().manual_seed(s) for s in seeds]
+    args = dict(layout_masks=(sample.human_mask[None], sample.object_mask[None]), num_inference_steps=STEPS)
+    return renderer(human, human_sil, obj, object_sil, sample.text, generators, **{**args, **kw})
 
 
 # --- model ------------------------------------------------------------------------------------
@@ -212,7 +219,8 @@ def test_box_only_layout_and_missing_layout(renderer, sample):
 def pipe(image_model, text_encoder):
     torch.manual_seed(1)
     masks = MaskPipeline(MaskGenerator.from_preset("tiny").eval(), text_encoder)
-    return CHOIPipeline(masks, ImageRenderer(image_model, text_encoder))
+    renderer = ImageRenderer(image_model, text_encoder)
+    return CHOIPipeline(TinyMaskStage(masks), TinyImageStage(renderer), TinyOptions, "choi-tiny")
 
 
 def _call(pipe, sample, **kw):
@@ -221,75 +229,91 @@ def _call(pipe, sample, **kw):
         object=sample.object_ref,
         interaction="a person kicking a ball",
         seed=3,
-        num_inference_steps=STEPS,
+        steps=STEPS,
         mask_steps=STEPS,
     )
     return pipe(**{**args, **kw})
 
 
+def _stage1(pipe, size=32, **kw):
+    """Stage 1's mask pipeline called directly, as the pipeline calls it: output at the model's size, default CFG."""
+    return pipe.mask_stage.masks(**kw, num_inference_steps=STEPS, guidance_scale=MASK_GUIDANCE, height=size, width=size)
+
+
 def test_pipeline_end_to_end_save_and_metadata(pipe, sample, tmp_path):
-    out = _call(pipe, sample, num_images=2, background=sample.background, box=(0.1, 0.2, 0.9, 0.95))
+    from PIL import Image
+
+    Image.fromarray(sample.human_ref).save(tmp_path / "h.png")
+    human = str(tmp_path / "h.png")
+    out = _call(pipe, sample, human=human, num_images=2, background=sample.background, box=(0.1, 0.2, 0.9, 0.95))
     assert len(out.images) == 2 and out.images[0].shape == (64, 64, 3)
     assert out.human_masks.shape == (2, 64, 64) and out.metadata["seeds"] == [3, 4]
-    assert out.metadata["interaction_class"] == "kick_ball" and out.metadata["mask_source"] == "stage-1"
-    files = out.save(tmp_path / "o", inputs={"human": "h.png"})
+    assert out.metadata["interaction_class"] == "kick_ball" and out.metadata["stage1"]["source"] == "stage-1"
+    assert out.metadata["stage1"]["num_inference_steps"] == STEPS and out.metadata["stage2"]["steps"] == STEPS
+    files = out.save(tmp_path / "o")
     assert files[-1].name == "choi.json" and all(f.exists() for f in files)
     record = json.loads(files[-1].read_text())
-    assert record["inputs"] == {"human": "h.png"} and record["images"][1]["image"] == "image_1.png"
+    assert record["request"]["human"] == human and record["request"]["seed"] == 3
+    assert record["images"][1]["image"] == "image_1.png" and record["images"][1]["seed"] == 4
     again = _call(pipe, sample, num_images=1, seed=4, background=sample.background, box=(0.1, 0.2, 0.9, 0.95))
     assert np.abs(again.images[0].astype(int) - out.images[1]).max() <= 1  # image k depends on its seed only
 
 
 def test_pipeline_renders_in_the_masks_generate_masks_gives(pipe, sample):
     request = dict(human=sample.human_ref, object=sample.object_ref, interaction="kick ball", seed=5)
-    fitted = pipe.generate_masks(**request, num_inference_steps=STEPS)
-    raw = pipe.generate_masks(**request, num_inference_steps=STEPS, fit_object=False)
-    one = pipe.generate_masks(**request, num_inference_steps=STEPS, fit_object=False, layout_candidates=1)
-    direct = pipe.masks(**request, num_inference_steps=STEPS, guidance_scale=MASK_GUIDANCE)
+    fitted = pipe.generate_masks(**request, mask_steps=STEPS)
+    raw = pipe.generate_masks(**request, mask_steps=STEPS, options={"fit_object": False})
+    one = pipe.generate_masks(**request, mask_steps=STEPS, options={"fit_object": False, "layout_candidates": 1})
+    direct = _stage1(pipe, **request)
+    assert one.images == [] and one.metadata["stage1"]["layout_candidates"] == 1
     assert np.array_equal(one.object_masks, direct.object_masks) and np.array_equal(one.human_masks, direct.human_masks)
     assert np.array_equal(fitted.human_masks, raw.human_masks)  # the fit does not change which layout is kept
-    assert "object_fit_turns" not in raw.metadata and fitted.metadata["object_fit_turns"] == 48
+    assert "object_fit_turns" not in raw.metadata["stage1"]
+    assert fitted.metadata["stage1"]["object_fit_turns"] == OBJECT_FIT_TURNS == 48
     assert not (fitted.object_masks & fitted.human_masks).any()
     out = _call(pipe, sample, **request, mask_steps=STEPS)
     assert np.array_equal(out.object_masks, fitted.object_masks)
-    assert np.array_equal(_call(pipe, sample, **request, fit_object=False).object_masks, raw.object_masks)
+    assert np.array_equal(_call(pipe, sample, **request, options={"fit_object": False}).object_masks, raw.object_masks)
 
 
 def test_zoom_reaches_stage_one_and_keeps_its_layouts_in_the_window(pipe, sample):
     box = (0.3, 0.25, 0.6, 0.9)
     request = dict(human=sample.human_ref, object=sample.object_ref, interaction="kick ball", seed=5, box=box)
-    zoomed = _call(pipe, sample, **request, background=sample.background, zoom=True)
+    zoomed = _call(pipe, sample, **request, background=sample.background, options={"zoom": True})
     left, top, right, bottom = zoomed.metadata["stage1"]["zoom_window"]
     outside = np.ones(sample.background.shape[:2], bool)
     outside[top:bottom, left:right] = False
     assert not (zoomed.human_masks[0] | zoomed.object_masks[0])[outside].any()
-    masks = pipe.generate_masks(**request, background=sample.background, num_inference_steps=STEPS, zoom=True)
+    masks = pipe.generate_masks(**request, background=sample.background, mask_steps=STEPS, options={"zoom": True})
     assert np.array_equal(masks.human_masks, zoomed.human_masks)
     assert _call(pipe, sample, **request).metadata["stage1"]["zoom_window"] is None  # an untrained model: off
 
 
 def test_layout_choice_keeps_the_candidate_the_object_reference_fits_best(pipe, sample):
-    request = dict(human=sample.human_ref, object=sample.object_ref, interaction="kick ball", num_inference_steps=STEPS)
+    request = dict(human=sample.human_ref, object=sample.object_ref, interaction="kick ball")
     gens = [torch.Generator().manual_seed(s) for s in (5, 6)]
-    drawn = pipe.masks(**request, num_images=6, generator=[gens[0]] * 3 + [gens[1]] * 3, guidance_scale=MASK_GUIDANCE)
-    chosen = pipe.generate_masks(**request, seed=5, num_images=2, layout_candidates=3, fit_object=False)
+    drawn = _stage1(pipe, **request, num_images=6, generator=[gens[0]] * 3 + [gens[1]] * 3)
+    options = {"layout_candidates": 3, "fit_object": False}
+    chosen = pipe.generate_masks(**request, mask_steps=STEPS, seed=5, num_images=2, options=options)
     fitted = snap_objects(drawn.human_masks, drawn.object_masks, read_reference(sample.object_ref, None, "o")[1])
     objects = drawn.object_masks & ~drawn.human_masks
     iou = ((fitted & objects).sum((1, 2)) / np.maximum((fitted | objects).sum((1, 2)), 1)).reshape(2, 3)
     best = iou.argmax(1) + [0, 3]
     assert np.array_equal(chosen.human_masks, drawn.human_masks[best])
-    assert np.array_equal(chosen.object_masks, drawn.object_masks[best]) and chosen.soft.shape[0] == 2
+    assert np.array_equal(chosen.object_masks, drawn.object_masks[best]) and len(chosen.object_masks) == 2
     meta = chosen.metadata
-    assert meta["seeds"] == [5, 6] and meta["num_images"] == 2 and meta["layout_candidates"] == 3
-    assert meta["layout_scores"] == pytest.approx(iou.max(1), abs=1e-4)
-    alone = pipe.generate_masks(**request, seed=6, layout_candidates=3, fit_object=False)
+    assert meta["seeds"] == [5, 6] and meta["num_images"] == 2 and meta["stage1"]["layout_candidates"] == 3
+    assert meta["stage1"]["layout_scores"] == pytest.approx(iou.max(1), abs=1e-4)
+    alone = pipe.generate_masks(**request, mask_steps=STEPS, seed=6, options=options)
     assert np.array_equal(alone.human_masks[0], chosen.human_masks[1])  # image k depends on its own seed only
-    out = _call(pipe, sample, seed=5, num_images=2, interaction="kick ball", layout_candidates=3, fit_object=False)
-    assert np.array_equal(out.human_masks, chosen.human_masks) and out.metadata["layout_candidates"] == 3
-    assert out.metadata["stage1"]["layout_scores"] == meta["layout_scores"]
-    for bad in (0, 65, 2.5, True, "4"):
-        with pytest.raises(ChoiError, match="layout candidates"):
-            _call(pipe, sample, layout_candidates=bad)
+    out = _call(pipe, sample, seed=5, num_images=2, interaction="kick ball", options=options)
+    assert np.array_equal(out.human_masks, chosen.human_masks) and out.metadata["options"]["layout_candidates"] == 3
+    assert out.metadata["stage1"]["layout_scores"] == meta["stage1"]["layout_scores"]
+    for bad in (0, 65, 2.5, True, "four"):
+        with pytest.raises(ChoiError, match="layout_candidates"):
+            _call(pipe, sample, options={"layout_candidates": bad})
+    with pytest.raises(ChoiError, match="choi-tiny has no option 'candidates'; its options: composite_margin"):
+        _call(pipe, sample, options={"candidates": 3})
 
 
 def test_background_is_kept_beyond_a_pixel_around_the_masks(pipe, sample):
@@ -307,9 +331,10 @@ def test_user_mask_skips_stage_one_in_every_form(pipe, sample, tmp_path):
     from PIL import Image
 
     Image.fromarray(preview).save(tmp_path / "mask.png")
-    outs = [_call(pipe, sample, mask=m) for m in (pair, preview, tmp_path / "mask.png")]
+    # The output has the background's size, so a 64 px layout goes with the 64 px background.
+    outs = [_call(pipe, sample, mask=m, background=sample.background) for m in (pair, preview, tmp_path / "mask.png")]
     for out in outs:
-        assert out.metadata["mask_source"] == "user" and out.metadata["stage1"] is None
+        assert out.metadata["stage1"] == {"source": "user"}
         assert np.array_equal(out.human_masks[0], sample.human_mask)
         assert np.array_equal(out.images[0], outs[0].images[0])
     h, o = read_layout_mask(preview)
@@ -333,8 +358,12 @@ def test_a_paint_program_sketch_in_pure_red_and_blue_is_read():
         ({"interaction": "juggle chainsaws on a unicycle"}, "interaction"),
         ({"box": (0.5, 0.5, 0.4, 0.9)}, "box"),
         ({"num_images": 0}, "num_images"),
-        ({"num_inference_steps": 0}, "num_inference_steps"),
+        ({"num_images": 17}, r"num_images must be a whole number in \[1, 16\], got 17"),
+        ({"steps": 0}, "steps must be"),
+        ({"mask_steps": 1001}, "mask_steps must be"),
+        ({"guidance": float("nan")}, "guidance must be"),
         ({"mask": (np.zeros((64, 64), bool), np.zeros((64, 64), bool))}, "both the person"),
+        ({"mask": (np.ones((64, 64), bool), np.ones((64, 64), bool))}, "both the person"),  # the person hides it
         ({"human": "/nonexistent/human.png"}, "does not exist"),
     ],
 )
@@ -343,16 +372,28 @@ def test_pipeline_rejects_bad_inputs(pipe, sample, kw, message):
         _call(pipe, sample, **kw)
 
 
-def test_from_pretrained_folder_and_missing(pipe, tmp_path):
-    pipe.masks.model.save_pretrained(tmp_path / "m" / "mask")
-    pipe.renderer.model.save_pretrained(tmp_path / "m" / "image")
-    loaded = CHOIPipeline.from_pretrained(tmp_path / "m")
-    assert loaded.model_id == str(tmp_path / "m")
+def test_from_pretrained_folder_and_missing(pipe, sample, tmp_path):
+    pipe.mask_stage.masks.model.save_pretrained(tmp_path / "m" / "mask")
+    pipe.image_stage.renderer.model.save_pretrained(tmp_path / "m" / "image")
+    loaded = CHOIPipeline.from_pretrained(tmp_path / "m")  # a folder from before model_index.json
+    assert loaded.model_id == str(tmp_path / "m") and loaded.family == "choi-tiny"
+    request = dict(background=sample.background, num_images=2, options={"layout_candidates": 2})
+    a, b = _call(pipe, sample, **request), _call(loaded, sample, **request)  # save → load: the same images
+    assert all(np.array_equal(x, y) for x, y in zip(a.images, b.images, strict=True))
+    assert np.array_equal(a.human_masks, b.human_masks)
+    assert b.metadata["stage2"]["model"]["id"] == f"{tmp_path / 'm'}/image"
     with pytest.raises(ChoiError, match="neither"):
         CHOIPipeline.from_pretrained(tmp_path / "nothing")
+    (tmp_path / "half" / "mask").mkdir(parents=True)
+    pipe.mask_stage.masks.model.save_pretrained(tmp_path / "half" / "mask")
+    with pytest.raises(ChoiError, match="no model_index.json"):
+        CHOIPipeline.from_pretrained(tmp_path / "half")
+    index = {"family": "choi-tiny", "components": {"mask": "mask", "image": "image"}}
+    (tmp_path / "half" / "model_index.json").write_text(json.dumps(index))
     with pytest.raises(ChoiError, match="no image model"):
-        (tmp_path / "half" / "mask").mkdir(parents=True)
-        pipe.masks.model.save_pretrained(tmp_path / "half" / "mask")
+        CHOIPipeline.from_pretrained(tmp_path / "half")
+    (tmp_path / "half" / "model_index.json").write_text(json.dumps({**index, "family": "choi-xl"}))
+    with pytest.raises(ChoiError, match="unknown model family 'choi-xl'"):
         CHOIPipeline.from_pretrained(tmp_path / "half")
 
 
@@ -511,13 +552,19 @@ def test_prior_strength_keeps_each_warped_reference_where_it_covers(image_model,
 def test_pipeline_prior_strength_changes_only_the_masks_and_is_recorded(pipe, sample):
     mask = (sample.human_mask, sample.object_mask)
     bg = np.asarray(sample.background)
-    repaint, keep = (_call(pipe, sample, mask=mask, background=bg, prior_strength=a) for a in ((0, 0), (1, 1)))
-    assert repaint.metadata["prior_strength"] == [0.0, 0.0] and keep.metadata["prior_strength"] == [1.0, 1.0]
+    repaint, keep = (
+        _call(pipe, sample, mask=mask, background=bg, options={"prior_strength": a}) for a in ((0, 0), (1, 1))
+    )
+    assert repaint.metadata["options"]["prior_strength"] == [0.0, 0.0]
+    assert keep.metadata["options"]["prior_strength"] == [1.0, 1.0]
     inside = sample.human_mask | sample.object_mask
     assert not np.array_equal(repaint.images[0][inside], keep.images[0][inside])
     near = F.max_pool2d(torch.from_numpy(inside)[None, None].float(), 17, stride=1, padding=8)[0, 0].numpy() > 0
     assert np.array_equal(repaint.images[0][~near], bg[~near]) and np.array_equal(keep.images[0][~near], bg[~near])
-    assert _call(pipe, sample, mask=mask).metadata["prior_strength"] == [0.5, 1.0]  # the default
+    assert _call(pipe, sample, mask=mask, background=bg).metadata["options"]["prior_strength"] == [0.5, 1.0]
+    # "H,O" is how --set gives it; the same as the pair
+    given = _call(pipe, sample, mask=mask, background=bg, options={"prior_strength": "1,1"})
+    assert np.array_equal(given.images[0], keep.images[0])
     for bad in ("0.5", (0.5, 2), "a,b"):
-        with pytest.raises(ChoiError, match="prior strength"):
-            _call(pipe, sample, mask=mask, prior_strength=bad)
+        with pytest.raises(ChoiError, match="prior.strength"):
+            _call(pipe, sample, mask=mask, background=bg, options={"prior_strength": bad})

@@ -6,6 +6,7 @@ import json
 import numpy as np
 import pytest
 import torch
+from diffusers import DPMSolverMultistepScheduler, EulerDiscreteScheduler
 from PIL import Image
 
 from choi.cli import main
@@ -15,12 +16,15 @@ from choi.errors import ChoiError
 from choi.models.conditioning import box_coverage, box_in_window, crop_windows, fit_silhouettes, zoom_window
 from choi.models.mask_generator import MASK_PRESETS, MaskConditions, MaskGenerator
 from choi.models.text_encoder import TextEmbeddings, TextEncoder
-from choi.pipelines.mask import MaskPipeline, mask_preview, parse_box, to_masks, zoom_pixels
+from choi.pipelines.inputs import mask_preview, parse_box
+from choi.pipelines.sampling import denoise, get_noise
+from choi.pipelines.tiny.mask import MaskPipeline, to_masks, zoom_pixels
 from choi.training.diffusion import class_weights, sample_weights
 from choi.training.loop import TrainConfig, train
 from choi.training.mask import MaskTask, MaskTrainConfig, mask_collate, train_mask, zoom_rows
 from choi.vocabulary import CLASSES, UNLABELLED
 from fake_samples import write_tiny_dataset
+from tiny_choi import OPTIONS
 
 STEPS = 4  # sampler steps in tests: enough to exercise the multistep solver, cheap on a CPU
 
@@ -133,6 +137,29 @@ def test_image_k_does_not_depend_on_num_images(pipe):
     assert (many.human_masks[2] != one.human_masks[0]).mean() < 1e-3
     gens = [torch.Generator().manual_seed(s) for s in (20, 21, 22)]
     np.testing.assert_allclose(pipe(**_request(num_images=3, seed=None, generator=gens)).soft, many.soft, atol=1e-5)
+
+
+def test_the_sampling_loop_works_with_a_sigma_space_scheduler(model, text_encoder):
+    """Euler (sigma space) and DPM-Solver++ solve the same ODE: from the same noise, the tiny stage 1 draws
+    the same masks with either, classifier-free guidance included."""
+    human, obj = _shapes()
+    refs = torch.from_numpy(np.stack([human, obj])[None].astype(np.float32))
+    cond = MaskConditions.build(text_encoder(["ride bicycle"]), refs, box=torch.tensor([[0.1, 0.2, 0.7, 0.9]]))
+    c = model.config
+    schedule = dict(num_train_timesteps=c.num_train_timesteps, beta_schedule=c.beta_schedule,
+                    prediction_type=c.prediction_type, timestep_spacing="trailing")  # fmt: skip
+    dpm = DPMSolverMultistepScheduler(**schedule, algorithm_type="dpmsolver++", final_sigmas_type="zero")
+    noise = get_noise(
+        [torch.Generator().manual_seed(0)], (2, c.sample_size, c.sample_size), model.device, torch.float32
+    )
+    with torch.no_grad():
+        enc, uncond = model.encode_conditions(cond), model.encode_conditions(cond.dropped(text=True, refs=True))
+    for guidance, dropped in ((1.0, None), (2.5, uncond)):
+        euler_x = denoise(model, EulerDiscreteScheduler(**schedule), noise, enc, dropped, 16, guidance)
+        dpm_x = denoise(model, dpm, noise, enc, dropped, 16, guidance)
+        assert euler_x.shape == (1, 2, c.sample_size, c.sample_size) and torch.isfinite(euler_x).all()
+        # 0.02 measured without guidance; skipping scale_model_input gives 0.10, skipping init_noise_sigma 0.65
+        assert (euler_x - dpm_x).abs().mean() < 0.05, guidance
 
 
 def test_zoom_window_is_a_square_around_the_box_inside_the_frame():
@@ -418,8 +445,7 @@ def test_class_balance_reweights_the_loss(dataset, text_encoder):
 
 
 @pytest.fixture()
-def cli_inputs(tmp_path, model):
-    model.save_pretrained(tmp_path / "model")
+def cli_inputs(tmp_path):
     human, _ = _photo(96, seed=1)
     obj = np.full((80, 80, 3), 240, np.uint8)
     obj[30:50, 10:70] = (20, 120, 200)
@@ -433,22 +459,23 @@ def cli_inputs(tmp_path, model):
     return tmp_path
 
 
-def _args(root, **kw):
+def _args(root, model, *extra, **kw):
+    """`choi mask` on the tiny real model folder (tests/tiny_choi.py); ``kw`` replaces flags, ``extra`` adds some."""
     base = {
         "--human": root / "human.png",
         "--object": root / "object.png",
         "--interaction": "a person riding a bike",
-        "--model": root / "model",
+        "--model": model,
         "--out": root / "out",
-        "--steps": "3",
+        "--mask-steps": "3",
     }
     base.update(kw)
-    return ["mask", *[str(x) for kv in base.items() for x in kv if x is not None]]
+    return ["mask", *[str(x) for kv in base.items() for x in kv if x is not None], *map(str, extra)]
 
 
-def test_cli_mask_end_to_end(cli_inputs):
+def test_cli_mask_end_to_end(cli_inputs, tiny_model_dir):
     root = cli_inputs
-    args = _args(root, **{"--background": root / "bg.png", "--box": "0.1,0.2,0.9,0.95"})
+    args = _args(root, tiny_model_dir, **{"--background": root / "bg.png", "--box": "0.1,0.2,0.9,0.95"})
     assert main([*args, "--seed", "5", "--num-images", "2"]) == 0
     out = root / "out"
     for k in (0, 1):
@@ -456,18 +483,26 @@ def test_cli_mask_end_to_end(cli_inputs):
             im = Image.open(out / f"mask_{k}_{role}.png")
             assert im.mode == "L" and im.size == (100, 72)
         assert Image.open(out / f"mask_{k}_preview.png").mode == "RGB"
-    record = json.loads((out / "mask.json").read_text())
+        assert not (out / f"image_{k}.png").exists()  # stage 1 alone
+    assert (out / "reference_human.png").exists() and (out / "reference_object.png").exists()
+    record = json.loads((out / "choi.json").read_text())
     assert record["seeds"] == [5, 6] and record["box"] == [0.1, 0.2, 0.9, 0.95]
-    assert record["inputs"]["human"].endswith("human.png") and record["interaction_class"] == "ride_bicycle"
-    assert [img["human"] for img in record["images"]] == ["mask_0_human.png", "mask_1_human.png"]
-    assert record["object_fit_turns"] == 48  # the object masks `choi generate` would render in
-    raw_args = _args(root, **{"--background": root / "bg.png", "--box": "0.1,0.2,0.9,0.95", "--out": root / "raw"})
-    assert main([*raw_args, "--seed", "5", "--no-object-fit"]) == 0
-    raw_record = json.loads((root / "raw" / "mask.json").read_text())
-    assert "object_fit_turns" not in raw_record and record["layout_candidates"] == raw_record["layout_candidates"] == 4
-    one_args = _args(root, **{"--out": root / "one"})
-    assert main([*one_args, "--seed", "5", "--layout-candidates", "1"]) == 0
-    assert json.loads((root / "one" / "mask.json").read_text())["layout_candidates"] == 1
+    assert record["request"]["human"].endswith("human.png") and record["interaction_class"] == "ride_bicycle"
+    assert record["stage1"]["num_inference_steps"] == 3 and "stage2" not in record
+    assert [img["human_mask"] for img in record["images"]] == ["mask_0_human.png", "mask_1_human.png"]
+    assert "image" not in record["images"][0]
+    assert record["stage1"]["object_fit_turns"] == 48  # the object masks `choi generate` would render in
+    raw_args = _args(root, tiny_model_dir, "--set", "fit_object=false", **{"--out": root / "raw"})
+    assert main([*raw_args, "--background", str(root / "bg.png"), "--box", "0.1,0.2,0.9,0.95", "--seed", "5"]) == 0
+    raw_record = json.loads((root / "raw" / "choi.json").read_text())
+    assert "object_fit_turns" not in raw_record["stage1"] and raw_record["options"]["fit_object"] is False
+    candidates = OPTIONS["layout_candidates"]  # the model folder's own default (model_index.json)
+    assert record["stage1"]["layout_candidates"] == raw_record["stage1"]["layout_candidates"] == candidates
+    one_args = _args(root, tiny_model_dir, "--set", "layout_candidates=1", **{"--out": root / "one"})
+    assert main([*one_args, "--seed", "5"]) == 0
+    one_record = json.loads((root / "one" / "choi.json").read_text())
+    assert one_record["stage1"]["layout_candidates"] == one_record["options"]["layout_candidates"] == 1
+    assert one_record["request"]["options"] == {"layout_candidates": "1"}  # as given
     fitted, raw = (np.asarray(Image.open(root / d / "mask_0_object.png")) > 0 for d in ("out", "raw"))
     human = np.asarray(Image.open(root / "raw" / "mask_0_human.png")) > 0
     assert not (fitted & human).any() and not np.array_equal(fitted, raw)
@@ -483,40 +518,45 @@ def test_cli_mask_redraws_a_sketch_with_the_shipped_stage_one(tmp_path):
     box = ",".join(f"{v:.4f}" for v in s.union_box)
     common = ["mask", "--human", str(tmp_path / "human.png"), "--object", str(tmp_path / "object.png")]
     common += ["--interaction", s.text, "--background", str(tmp_path / "bg.png"), "--box", box, "--seed", "0"]
+    common += ["--set", f"init_mask={tmp_path / 'sketch.png'}"]
     ious = {}
-    for name, extra in (("near", ["--strength", "0.25"]), ("fresh", ["--strength", "1"])):
-        assert main([*common, "--init-mask", str(tmp_path / "sketch.png"), *extra, "--out", str(tmp_path / name)]) == 0
+    for name, strength in (("near", "0.25"), ("fresh", "1")):
+        assert main([*common, "--set", f"strength={strength}", "--out", str(tmp_path / name)]) == 0
         human = np.asarray(Image.open(tmp_path / name / "mask_0_human.png")) > 0
         ious[name] = (human & s.human_mask).sum() / (human | s.human_mask).sum()
-    record = json.loads((tmp_path / "near" / "mask.json").read_text())
-    assert record["init_masks"] and record["strength"] == 0.25 and record["inputs"]["init_mask"].endswith("sketch.png")
+    record = json.loads((tmp_path / "near" / "choi.json").read_text())
+    assert record["stage1"]["init_masks"] and record["stage1"]["strength"] == record["options"]["strength"] == 0.25
+    assert record["request"]["options"]["init_mask"].endswith("sketch.png")
     # A quarter of the way to noise the person keeps the sketched pose; from noise stage 1 draws its own.
     assert ious["near"] > 0.7 and ious["near"] > ious["fresh"] + 0.15, ious
 
 
 @pytest.mark.parametrize(
-    "change",
+    "change, extra",
     [
-        {"--human": "missing.png"},
-        {"--object": "notimage.png"},
-        {"--box": "0.9,0.2,0.1,0.95"},
-        {"--box": "0,0,1"},
-        {"--interaction": "juggling a chainsaw"},
-        {"--model": "nowhere"},
-        {"--layout-candidates": "0"},
-        {"--init-mask": "notimage.png"},
-        {"--init-mask": "bg.png"},  # neither a person nor an object in it
-        {"--init-mask": "sketch.png", "--strength": "0"},
-        {"--init-mask": "sketch.png", "--strength": "1.5"},
+        ({"--human": "missing.png"}, ()),
+        ({"--object": "notimage.png"}, ()),
+        ({"--box": "0.9,0.2,0.1,0.95"}, ()),
+        ({"--box": "0,0,1"}, ()),
+        ({"--interaction": "juggling a chainsaw"}, ()),
+        ({"--model": "nowhere"}, ()),
+        ({"--num-images": "17"}, ()),
+        ({"--mask-steps": "0"}, ()),
+        ({}, ("--set", "layout_candidates=0")),
+        ({}, ("--set", "candidates=2")),  # not an option of choi-tiny
+        ({}, ("--set", "init_mask={root}/notimage.png")),
+        ({}, ("--set", "init_mask={root}/bg.png")),  # neither a person nor an object in it
+        ({}, ("--set", "init_mask={root}/sketch.png", "--set", "strength=0")),
+        ({}, ("--set", "init_mask={root}/sketch.png", "--set", "strength=1.5")),
     ],
 )
-def test_cli_mask_errors_write_nothing(cli_inputs, change, capsys):
+def test_cli_mask_errors_write_nothing(cli_inputs, tiny_model_dir, change, extra, capsys):
     root = cli_inputs
-    paths = ("--human", "--object", "--model", "--init-mask")
+    paths = ("--human", "--object", "--model")
     change = {k: (root / v if k in paths else v) for k, v in change.items()}
-    assert main(_args(root, **change)) == 2
+    assert main(_args(root, tiny_model_dir, *(e.format(root=root) for e in extra), **change)) == 2
     err = capsys.readouterr().err.strip()
-    assert err.startswith("choi: error:") and "\n" not in err
+    assert err.startswith("choi: error:") and "\n" not in err, err
     assert not (root / "out").exists()
 
 

@@ -148,3 +148,27 @@ def test_shipped_choi_tiny_output_is_unchanged():
     expected = np.array([[50, 47, 47], [50, 49, 54], [86, 101, 112]])
     np.testing.assert_allclose(out.images[0][60:63, 60:63, 0].astype(int), expected, atol=3)
     assert out.metadata["interaction_class"] == "ride_bicycle" and out.metadata["seeds"] == [0]
+
+
+def test_one_trained_stage_is_completed_with_the_shipped_other(tiny_model_dir):
+    """`choi train mask|image` writes one stage (RUN/model): it runs with the shipped choi-tiny's other stage."""
+    pipe = CHOIPipeline.from_pretrained(tiny_model_dir / "mask")
+    assert pipe.mask_stage.masks.model.config.sample_size == 32 and pipe.image_stage.default_size == 128
+    pipe = CHOIPipeline.from_pretrained(tiny_model_dir / "image")
+    assert pipe.image_stage.default_size == 32
+
+
+def test_without_a_background_the_output_takes_the_layouts_size(tiny_pipeline):
+    human = np.zeros((40, 56), bool)
+    obj = np.zeros((40, 56), bool)
+    human[5:35, 10:25], obj[20:35, 30:50] = True, True
+    out = tiny_pipeline(human=HUMAN, object=OBJECT, interaction="kick ball", mask=(human, obj), seed=0)
+    assert out.images[0].shape == (40, 56, 3) and out.metadata["size"] == [40, 56]
+    assert tiny_pipeline(human=HUMAN, object=OBJECT, interaction="kick ball", seed=0).images[0].shape == (32, 32, 3)
+
+
+def test_old_argument_names_say_what_they_became(tiny_pipeline):
+    with pytest.raises(ChoiError, match="num_inference_steps is now 'steps'"):
+        tiny_pipeline(human=HUMAN, object=OBJECT, interaction="kick ball", num_inference_steps=2)
+    with pytest.raises(ChoiError, match="fit_object is a family option"):
+        tiny_pipeline(human=HUMAN, object=OBJECT, interaction="kick ball", fit_object=False)

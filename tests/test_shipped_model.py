@@ -1,4 +1,6 @@
-"""Behaviour of the shipped choi-tiny weights (trained, not random): identities stay in their roles."""
+"""Behaviour of the shipped choi-tiny weights (trained, not random): what users get, identities in their roles."""
+
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -7,6 +9,8 @@ from choi.pipelines.choi import CHOIPipeline
 from choi.world import render_sample
 
 pytestmark = pytest.mark.usefixtures("one_thread")
+
+EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
 
 
 @pytest.fixture(scope="module")
@@ -42,3 +46,30 @@ def test_changing_the_human_reference_changes_the_human_region_more(pipe, scene)
 def test_changing_the_object_reference_changes_the_object_region_more(pipe, scene):
     human, obj = _change(pipe, scene, "object")
     assert obj > 10 and obj > 3 * human, (human, obj)
+
+
+def test_the_demo_request_gives_the_expected_image(pipe):
+    """Expected output, diffusers-style: the demo's first request (examples/jobs.jsonl), seed 0, end to end.
+
+    The numbers are what choi-tiny drew before the pipeline redesign (bit-identical after it), so a
+    refactor that changes what users get fails here; a deliberate change updates them and says why,
+    measured with `choi eval`.
+    """
+    out = pipe(
+        human=EXAMPLES / "ride_bicycle_human.png",
+        object=EXAMPLES / "ride_bicycle_object.png",
+        interaction="a person riding a bicycle",
+        background=EXAMPLES / "ride_bicycle_background.png",
+        box="0.180,0.203,0.859,0.883",
+        seed=0,
+    )
+    image, human, obj = out.images[0], out.human_masks[0], out.object_masks[0]
+    assert image.shape == (128, 128, 3) and human.shape == obj.shape == (128, 128)
+    assert abs(int(human.sum()) - 1268) <= 13 and abs(int(obj.sum()) - 1542) <= 15  # pixels, within 1%
+    person = [[97, 70, 45], [96, 69, 43], [97, 73, 46], [103, 75, 48], [100, 74, 44], [100, 76, 46],
+              [106, 77, 47], [104, 76, 45], [104, 78, 46]]  # fmt: skip
+    bicycle = [[41, 41, 47], [40, 40, 48], [41, 41, 48], [38, 38, 45], [40, 40, 48], [42, 42, 49],
+               [39, 40, 48], [39, 39, 47], [40, 44, 51]]  # fmt: skip
+    assert human[77:80, 63:66].all() and obj[76:79, 42:45].all()  # 3x3 patches deep inside each mask
+    np.testing.assert_allclose(image[77:80, 63:66].reshape(-1, 3), person, atol=3)
+    np.testing.assert_allclose(image[76:79, 42:45].reshape(-1, 3), bicycle, atol=3)

@@ -44,6 +44,13 @@ def read_model_index(folder: Path) -> dict[str, Any]:
     if not path.is_file():
         if (folder / "mask").is_dir() and (folder / "image").is_dir():
             return {"family": tiny.FAMILY, "components": {"mask": "mask", "image": "image"}}
+        # One stage from `choi train mask|image` (RUN/model): completed with the shipped choi-tiny's other stage.
+        trained = _class_name(folder / "config.json")
+        shipped = tiny.shipped_weights()
+        if trained == "MaskGenerator":
+            return {"family": tiny.FAMILY, "components": {"mask": str(folder), "image": str(shipped / "image")}}
+        if trained == "ImageGenerator":
+            return {"family": tiny.FAMILY, "components": {"mask": str(shipped / "mask"), "image": str(folder)}}
         raise ChoiError(f"no {INDEX_FILE} in {folder}: expected a choi model folder (e.g. from `choi model`)")
     try:
         index = json.loads(path.read_text(encoding="utf-8"))
@@ -53,6 +60,13 @@ def read_model_index(folder: Path) -> dict[str, Any]:
         family = index.get("family") if isinstance(index, dict) else None
         raise ChoiError(f"{path}: unknown model family {family!r}; choi knows {', '.join(FAMILIES)}")
     return index
+
+
+def _class_name(config: Path) -> str | None:
+    try:
+        return json.loads(config.read_text(encoding="utf-8")).get("_class_name")
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError, AttributeError):
+        return None
 
 
 @dataclass
@@ -162,8 +176,12 @@ class CHOIPipeline:
             prepare(role, ref) if prepare is not None else (ref.rgb, ref.silhouette) for role, ref in refs.items()
         )
         _, seeds = make_generators(request.num_images, request.seed, generator)
+        layout = None if request.mask is None else read_layout_mask(request.mask)
+        # The output size: the background's, else the user layout's, else the family's default.
         size = self.image_stage.default_size
         height, width = background.shape[:2] if background is not None else (size, size)
+        if layout is not None and background is None:
+            height, width = layout[0].shape
         inputs = StageInputs(human_rgb, human_sil, object_rgb, object_sil, text, seeds, height, width, background,
                              request.box)  # fmt: skip
         metadata = {
@@ -182,14 +200,15 @@ class CHOIPipeline:
             "model": {"id": self.model_id},
             "choi_version": __version__,
         }
-        return inputs, options, metadata
+        return inputs, options, {**metadata, "_layout": layout}
 
-    def _layouts(self, request: GenerationRequest, inputs: StageInputs, options: Any, callback) -> Layouts:
-        if request.mask is None:
+    def _layouts(self, request: GenerationRequest, inputs: StageInputs, options: Any, metadata, callback) -> Layouts:
+        layout = metadata.pop("_layout")
+        if layout is None:
             layouts = self.mask_stage(inputs, request.mask_steps, request.mask_guidance, options, callback)
             layouts.metadata = {"source": "stage-1", **layouts.metadata}
             return layouts
-        hm, om = read_layout_mask(request.mask)
+        hm, om = layout
         if hm.shape != (inputs.height, inputs.width):
             raise ChoiError(f"the mask is {hm.shape[1]}x{hm.shape[0]}, the output {inputs.width}x{inputs.height}"
                             + (" (the background's size)" if inputs.background is not None else ""))  # fmt: skip
@@ -200,7 +219,15 @@ class CHOIPipeline:
     def _request(request: GenerationRequest | None, fields: dict[str, Any]) -> GenerationRequest:
         if request is not None and fields:
             raise ChoiError("pass a GenerationRequest or its fields, not both")
-        return request if request is not None else GenerationRequest(**fields)
+        if request is not None:
+            return request
+        unknown = sorted(set(fields) - set(GenerationRequest.fields()))
+        if unknown:
+            renamed = {"num_inference_steps": "steps", "guidance_scale": "guidance"}
+            hints = [f"{k} is now {renamed[k]!r}" if k in renamed else f"{k} is a family option: options={{{k!r}: ...}}"
+                     for k in unknown]  # fmt: skip
+            raise ChoiError(f"unknown argument(s): {'; '.join(hints)}")
+        return GenerationRequest(**fields)
 
     def generate_masks(
         self, request: GenerationRequest | None = None, *, generator=None, callback: Callback | None = None,
@@ -209,7 +236,7 @@ class CHOIPipeline:
         """Stage 1 alone: K person/object mask pairs (to inspect or edit before rendering), no images."""
         request = self._request(request, fields)
         inputs, options, metadata = self._read(request, generator)
-        layouts = self._layouts(request, inputs, options, callback)
+        layouts = self._layouts(request, inputs, options, metadata, callback)
         return self._output([], layouts, inputs, {**metadata, "stage1": layouts.metadata})
 
     def __call__(
@@ -228,7 +255,7 @@ class CHOIPipeline:
         request = self._request(request, fields)
         inputs, options, metadata = self._read(request, generator)
         # 2. Stage 1: the layouts (or the user's)
-        layouts = self._layouts(request, inputs, options, callback)
+        layouts = self._layouts(request, inputs, options, metadata, callback)
         # 3. Stage 2: the images
         images, stage2 = self.image_stage(inputs, layouts, request.steps, request.guidance, options, callback)
         return self._output(images, layouts, inputs, {**metadata, "stage1": layouts.metadata, "stage2": stage2})
