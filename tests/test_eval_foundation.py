@@ -134,7 +134,11 @@ def test_eval_hoi_world_adds_dino_clip_only_when_given(tmp_path, encoders):
         assert all(-100 <= v <= 100 for v in m["foundation"].values())
         other = {k: v for k, v in m.items() if k != "foundation"}
         assert json.dumps(other, sort_keys=True) == json.dumps(plain["methods"][name], sort_keys=True)
-    assert rich["validation"] == plain["validation"]
+    assert rich["validation"] == plain["validation"] and "foundation_validation" not in plain
+    checks = rich["foundation_validation"]
+    assert set(checks) == FOUNDATION_KEYS - {"human_found", "object_found"}
+    # The gt row scores the same images, regions and references as the check's own-references column.
+    assert checks["dino_human"]["gt"] == pytest.approx(rich["methods"]["gt"]["foundation"]["dino_human"])
     report = (tmp_path / "rich" / "report.md").read_text()
     assert "| DINO-human |" in report and "| CLIP-T |" in report and "interaction acc" in report
 
@@ -203,6 +207,8 @@ def test_eval_real_photos_skips_hoi_world_evaluators(tmp_path, encoders, tiny_mo
         assert "interaction_acc" not in m and "identity" not in m and "quality" not in m
     report = (out / "report.md").read_text()
     assert "Skipped: hico data" in report and "| DINO-pair |" in report and "interaction acc" not in report
+    assert "another request's references" in report
+    assert set(metrics["foundation_validation"]["clip_t"]) == {"gt", "swapped"}
     assert (out / "grid_two-stage.png").exists() and not (out / "per_class_accuracy.png").exists()
 
     # Box adherence alone, without encoders.

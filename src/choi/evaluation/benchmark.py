@@ -235,6 +235,18 @@ def score_regions(
     return result
 
 
+def validate_foundation(samples: list[Sample], foundation: FoundationMetrics, cfg: EvalConfig) -> dict:
+    """DINO / CLIP on the ground-truth images, with each request's own references and sentence and, as the
+    negative control, with the next request's: the gap between the two is what a score can tell apart."""
+    images = [s.image for s in samples]
+    regions = find_regions(images, [s.union_box if cfg.use_box else None for s in samples])
+    refs = ([s.human_ref for s in samples], [s.object_ref for s in samples], [s.text for s in samples])
+    own = foundation(images, regions, *refs)
+    other = foundation(images, regions, *(r[1:] + r[:1] for r in refs))
+    scores = {k: v for k, v in own.items() if k not in ("human_found", "object_found")}  # the same either way
+    return {k: {"gt": float(np.mean(v)), "swapped": float(np.mean(other[k]))} for k, v in scores.items()}
+
+
 def _identities(suite: EvaluatorSuite, images: np.ndarray, samples: list[Sample]) -> tuple:
     """Embeddings of the images (both roles) and of each request's references (its own role), and the
     ids: people by identity, objects by look (identities no picture tells apart count as one)."""
@@ -361,6 +373,8 @@ def run_benchmark(cfg: EvalConfig) -> dict:
         )
         log.warning("%s", notice)
         report |= {"skipped": notice, "validation": None, "methods": {}}
+    if foundation is not None and len(samples) > 1:
+        report["foundation_validation"] = validate_foundation(samples, foundation, cfg)
     for name in cfg.methods:
         method = available_methods()[name]
         try:

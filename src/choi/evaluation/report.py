@@ -168,6 +168,24 @@ def _validation_lines(report: dict) -> list[str]:
     ]
 
 
+def _foundation_validation_lines(report: dict) -> list[str]:
+    checks = report.get("foundation_validation")
+    if not checks:
+        return []
+    names = {c[1][1]: c[0] for c in FOUNDATION_COLUMNS}
+    return [
+        "## DINO / CLIP on ground truth (negative control: another request's references and sentence)",
+        "",
+        "| score | own references | another request's | gap |",
+        "|---|---|---|---|",
+        *(
+            f"| {names.get(k, k)} | {v['gt']:.1f} | {v['swapped']:.1f} | {v['gt'] - v['swapped']:.1f} |"
+            for k, v in checks.items()
+        ),  # fmt: skip
+        "",
+    ]
+
+
 def _results_text(report: dict) -> str:
     parts = []
     if report["validation"] is not None:
@@ -208,6 +226,7 @@ def write_report(report: dict, samples: list[Sample], root: Path) -> None:
         f"model `{cfg['model']}`; {evaluators}.",
         "",
         *_validation_lines(report),
+        *_foundation_validation_lines(report),
         "## Results",
         "",
         _results_text(report),
