@@ -21,10 +21,12 @@ Example:
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
+from tqdm.auto import tqdm
 
 from choi.data.realdata import PersonSegmenter, grabcut_mask, reference
 from choi.data.schema import Box, mask_box
@@ -75,7 +77,8 @@ def find_regions(
         with PersonSegmenter() as people:
             return find_regions(images, boxes, lambda im: _mediapipe(people, im))
     out = Regions([], [], np.zeros(len(images), bool), np.zeros(len(images), bool), [])
-    for i, (image, box) in enumerate(zip(images, boxes, strict=True)):
+    pairs = zip(images, boxes, strict=True)
+    for i, (image, box) in enumerate(tqdm(pairs, "segmenting", len(images), disable=not sys.stderr.isatty())):
         h, w = image.shape[:2]
         side, least = max(h, w), MIN_REGION * h * w
         human_mask = person(image)
