@@ -8,6 +8,7 @@ import torch
 
 from choi.errors import ChoiError
 from choi.evaluation import foundation as FM
+from choi.evaluation.regions import Regions
 
 transformers = pytest.importorskip("transformers")
 
@@ -113,16 +114,16 @@ def test_scores_ranges_and_identical_images(dino, clip):
         np.testing.assert_allclose(v, 100.0, atol=1e-3)
 
 
-def test_human_and_object_use_the_request_box_crop(dino):
+def test_human_and_object_use_the_regions_found(dino):
     gen = _images(2, 9, size=(56, 112))
-    boxes = [(0.0, 0.0, 0.5, 1.0), None]  # first request: left half; second: no box
-    crops = [gen[0][:, :56], gen[1]]
-    d = FM.dino_scores(dino, gen, crops, crops, pair_refs=gen, boxes=boxes)
+    humans, objects = _images(2, 11, size=(40, 40)), _images(2, 12, size=(30, 50))
+    regions = Regions(humans, objects, np.ones(2, bool), np.ones(2, bool), [None, None])
+    d = FM.dino_scores(dino, gen, humans, objects, pair_refs=gen, regions=regions)
     np.testing.assert_allclose(d["dino_human"], 100.0, atol=1e-3)
     np.testing.assert_allclose(d["dino_object"], 100.0, atol=1e-3)
     np.testing.assert_allclose(d["dino_pair"], 100.0, atol=1e-3)  # the pair compares the whole image
-    uncropped = FM.dino_scores(dino, gen, crops, crops)
-    assert uncropped["dino_human"][0] < 99.9
+    whole = FM.dino_scores(dino, gen, humans, objects)  # no regions: the whole image for both roles
+    assert whole["dino_human"][0] < 99.9
 
 
 def test_scores_reject_bad_input(dino, clip):
@@ -131,10 +132,10 @@ def test_scores_reject_bad_input(dino, clip):
         FM.dino_scores(dino, imgs, imgs[:1], imgs)
     with pytest.raises(ValueError, match="uint8"):
         FM.dino_scores(dino, [im.astype(np.float32) for im in imgs], imgs, imgs)
-    with pytest.raises(ValueError, match="boxes"):
-        FM.dino_scores(dino, imgs, imgs, imgs, boxes=[None])
-    with pytest.raises(ValueError, match="no pixel"):
-        FM.dino_scores(dino, imgs, imgs, imgs, boxes=[(0.5, 0.5, 0.5, 0.5), None])
+    with pytest.raises(ValueError, match="regions"):
+        FM.dino_scores(
+            dino, imgs, imgs, imgs, regions=Regions(imgs[:1], imgs[:1], np.ones(1, bool), np.ones(1, bool), [None])
+        )
     with pytest.raises(ValueError, match="'dino' embedder"):
         FM.dino_scores(clip, imgs, imgs, imgs)
 

@@ -279,16 +279,19 @@ def _train_evaluators(args: argparse.Namespace) -> None:
 def _add_eval(sub: argparse._SubParsersAction) -> None:
     ev = sub.add_parser(
         "eval",
-        help="benchmark methods on HOI-World's test split",
+        help="benchmark methods on a dataset's test split",
         description="Run every method on the same requests from the test split and write metrics.json and "
-        "report.md. Outputs are cached in OUT/outputs: a re-run computes only what is missing.",
-        epilog="example: choi eval --data data/hoiw --methods gt,copy-paste --out reports/hoiw --n 500",
+        "report.md. Outputs are cached in OUT/outputs: a re-run computes only what is missing. On real photos "
+        "(choi data hico|video) choi's HOI-World evaluators are skipped; --dino/--clip and box adherence remain.",
+        epilog="example: choi eval --data data/hoiw --methods gt,copy-paste --out reports/hoiw --n 500; "
+        "choi eval --data data/hico --model my-sd --dino dinov2-base --clip clip-vit-large-patch14 --out reports/hico",
     )
-    ev.add_argument("--data", required=True, help="dataset folder with a test split")
+    ev.add_argument("--data", required=True, help="dataset folder with a test split (HOI-World, hico or video)")
     ev.add_argument(
         "--methods",
-        default="gt,choi-tiny,single-stage,gt-mask,copy-paste",
-        help="comma-separated methods (default: %(default)s)",
+        default=None,
+        help="comma-separated methods (default: gt,choi-tiny,single-stage,gt-mask,copy-paste on HOI-World, "
+        "gt,two-stage,copy-paste on real photos)",
     )
     ev.add_argument("--out", required=True, help="report folder")
     ev.add_argument("--n", type=int, default=500, help="number of requests")
@@ -298,11 +301,15 @@ def _add_eval(sub: argparse._SubParsersAction) -> None:
     ev.add_argument(
         "--model",
         default="choi-tiny",
-        help="choi model the choi-tiny, single-stage and gt-mask rows run: choi-tiny or a folder with mask/ and "
-        "image/ (default: choi-tiny)",
+        help="choi model the two-stage, choi-tiny, single-stage and gt-mask rows run: choi-tiny or a model folder "
+        "(two-stage runs any family, choi-sd included; default: choi-tiny)",
     )
     ev.add_argument("--no-background", action="store_true", help="requests without the background")
     ev.add_argument("--no-box", action="store_true", help="requests without the union box")
+    ev.add_argument("--dino", default=None, metavar="DIR", help="local DINOv2 folder: adds DINO-human/object/pair")
+    ev.add_argument(
+        "--clip", default=None, metavar="DIR", help="local CLIP folder: adds CLIP-I human/object/pair and CLIP-T"
+    )
     ev.set_defaults(func=_eval)
 
 
@@ -314,7 +321,7 @@ def _eval(args: argparse.Namespace) -> None:
     cfg = EvalConfig(
         data=args.data,
         out=args.out,
-        methods=tuple(m.strip() for m in args.methods.split(",") if m.strip()),
+        methods=tuple(m.strip() for m in args.methods.split(",") if m.strip()) if args.methods else None,
         n=args.n,
         seed=args.seed,
         split=args.split,
@@ -322,6 +329,8 @@ def _eval(args: argparse.Namespace) -> None:
         model=args.model,
         use_background=not args.no_background,
         use_box=not args.no_box,
+        dino=args.dino,
+        clip=args.clip,
     )
     report = run_benchmark(cfg)
     log.info("wrote %s/report.md and metrics.json (%d methods)", args.out, len(report["methods"]))

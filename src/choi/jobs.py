@@ -8,6 +8,10 @@ Relative paths are relative to the jobs file. Job ``j``
 writes to ``OUT/<id>`` (or ``OUT/<line number>``); it is done when its ``choi.json`` exists, which
 :meth:`CHOIOutput.save` writes last, so a killed batch re-run redoes only the unfinished jobs.
 
+Started by ``accelerate launch -m choi generate --jobs FILE`` (or ``torchrun``), the processes share
+the batch: process ``r`` of ``N`` takes jobs ``r, r + N, ...``, each on its own GPU, and the main
+process logs the summary of all of them.
+
 Example:
     >>> jobs = read_jobs("requests.jsonl")
     >>> summary = run_jobs(jobs, "out/", lambda: load_pipeline())
@@ -158,9 +162,82 @@ def run_jobs(
     """Run every job not already done into ``out/<job id>``; a failing job is logged and the rest go on.
 
     ``pipeline`` is called once, on the first job that needs it: a re-run with nothing left to do
-    loads no model.
+    loads no model. Under ``accelerate launch`` / ``torchrun`` this process runs only its share
+    (:func:`process_share`); the main process returns the summary of the whole batch, the others
+    their own share's.
     """
     jobs = list(jobs)
+    state = distributed_state()
+    if state is None:
+        summary = _run_share(jobs, out, pipeline, progress)
+        log.info("%s", summary)
+        return summary
+    mine = process_share(jobs, state.process_index, state.num_processes)
+    try:
+        who = f"process {state.process_index} of {state.num_processes}"
+        summary, error = _run_share(mine, out, pipeline, progress and state.is_main_process, who), None
+    except ChoiError as err:  # the model did not load: still meet the others, or they would wait forever
+        summary, error = Summary(total=len(mine)), str(err)
+    parts = _gather((summary, error), state.num_processes)
+    errors = [e for _, e in parts if e is not None]
+    if errors:
+        raise ChoiError(errors[0])
+    if not state.is_main_process:
+        return summary
+    merged = merge_summaries(jobs, [s for s, _ in parts])
+    log.info("%s (%d processes)", merged, state.num_processes)
+    return merged
+
+
+def distributed_state() -> Any:
+    """accelerate's ``PartialState`` when ``accelerate launch`` / ``torchrun`` started several processes
+    (it also gives each process its own GPU); None for a single process, which stays as it always was."""
+    if int(os.environ.get("WORLD_SIZE", "1")) <= 1:
+        return None
+    import torch
+    from accelerate import PartialState
+
+    # accelerate only spreads CPU processes when told it is on CPU; with GPUs it gives each its own
+    return PartialState(cpu=not torch.cuda.is_available())
+
+
+def process_share(jobs: list[Job], index: int, count: int) -> list[Job]:
+    """The jobs process ``index`` of ``count`` runs: every ``count``-th from the ``index``-th, so the
+    shares are disjoint, cover the batch, and stay even when jobs are ordered by cost."""
+    if not 0 <= index < count:
+        raise ValueError(f"process index {index} is not in [0, {count})")
+    return jobs[index::count]
+
+
+def _gather(value: Any, count: int) -> list[Any]:
+    import torch.distributed as dist
+
+    parts: list[Any] = [None] * count
+    dist.all_gather_object(parts, value)
+    return parts
+
+
+def merge_summaries(jobs: list[Job], parts: Iterable[Summary]) -> Summary:
+    """One summary of the whole batch from the processes' summaries, in the jobs file's order."""
+    status: dict[str, tuple[str, str | None]] = {}
+    for part in parts:
+        status |= {i: ("done", None) for i in part.done} | {i: ("skipped", None) for i in part.skipped}
+        status |= {i: ("failed", reason) for i, reason in part.failed}
+    merged = Summary(total=len(jobs))
+    for job in jobs:
+        kind, reason = status.get(job.id, ("failed", "no process ran it"))
+        if kind == "done":
+            merged.done.append(job.id)
+        elif kind == "skipped":
+            merged.skipped.append(job.id)
+        else:
+            merged.failed.append((job.id, reason or ""))
+    return merged
+
+
+def _run_share(
+    jobs: list[Job], out: str | os.PathLike, pipeline: Callable[[], Any], progress: bool, who: str = "this process"
+) -> Summary:
     summary, pipe = Summary(total=len(jobs)), None
     for job in tqdm(jobs, desc="jobs", unit="job", disable=None if progress else True):
         target = Path(out) / job.id
@@ -180,9 +257,9 @@ def run_jobs(
         try:
             generate(pipe, job.request, target)
             summary.done.append(job.id)
+            log.debug("%s ran job %s", who, job.id)
         except Exception as err:  # noqa: BLE001 - one bad job (bad input, OOM, ...) must not stop the batch
             _failed(summary, job, err)
-    log.info("%s", summary)
     return summary
 
 

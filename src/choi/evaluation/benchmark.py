@@ -1,11 +1,13 @@
-"""`choi eval`: the HOI-World benchmark runner.
+"""`choi eval`: the benchmark runner, on HOI-World and on real-photo datasets (`choi data hico|video`).
 
 1. One request list from the test split (seeded), the same for every method.
 2. Each method's outputs cached under ``REPORT/outputs/<method>/``: a re-run computes only what
    is missing; a method that cannot run is reported as missing, never faked. The rows that run a
    choi model (choi-tiny, single-stage, gt-mask) run ``--model`` (default: the shipped choi-tiny),
    and their cache remembers which.
-3. Evaluators validated on ground truth and on negative controls.
+3. Evaluators validated on ground truth and on negative controls. choi's own evaluators are trained
+   on HOI-World: on real photos they are skipped (said once), leaving the DINO / CLIP metrics
+   (``--dino``/``--clip``, :mod:`choi.evaluation.foundation`) and box adherence.
 4. Metrics per method → ``metrics.json``; ``report.md`` with the table, charts and sample grids.
 """
 
@@ -14,7 +16,7 @@ from __future__ import annotations
 import json
 import logging
 import sys
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -28,6 +30,8 @@ from choi.data.shards import iter_samples, read_manifest
 from choi.errors import ChoiError
 from choi.evaluation import metrics as M
 from choi.evaluation.evaluators import EvaluatorSuite
+from choi.evaluation.foundation import FoundationMetrics
+from choi.evaluation.regions import find_regions
 from choi.io import atomic_write_bytes, atomic_write_text, png_bytes
 from choi.pipelines.baselines import (
     DEFAULT_MODEL,
@@ -43,13 +47,16 @@ from choi.world.renderer import object_view
 log = logging.getLogger(__name__)
 
 FOREGROUND_THRESHOLD = 24  # max channel difference (0-255) that counts as "changed from the background"
+HOI_WORLD_METHODS = ("gt", "choi-tiny", "single-stage", "gt-mask", "copy-paste")
+# single-stage and gt-mask need choi-tiny's own stage 2; two-stage runs any --model family
+REAL_PHOTO_METHODS = ("gt", "two-stage", "copy-paste")
 
 
 @dataclass
 class EvalConfig:
     data: str
     out: str
-    methods: tuple[str, ...] = ("gt", "choi-tiny", "single-stage", "gt-mask", "copy-paste")
+    methods: tuple[str, ...] | None = None  # None: HOI_WORLD_METHODS or REAL_PHOTO_METHODS, by the data
     n: int = 500
     seed: int = 0
     split: str = "test"
@@ -57,6 +64,8 @@ class EvalConfig:
     model: str = DEFAULT_MODEL  # the choi model of the choi-tiny, single-stage and gt-mask rows (or a folder)
     use_background: bool = True
     use_box: bool = True
+    dino: str | None = None  # local DINOv2 folder: DINO-human/object/pair
+    clip: str | None = None  # local CLIP folder: CLIP-I human/object/pair and CLIP-T
 
 
 def sample_order(data: str, split: str, seed: int) -> np.ndarray:
@@ -64,6 +73,13 @@ def sample_order(data: str, split: str, seed: int) -> np.ndarray:
     requests and the next N as real renders, so indices past 2N are untouched by it."""
     _, info = read_manifest(data).split(split)
     return np.random.default_rng(seed).permutation(info.count)
+
+
+def data_source(data: str, split: str) -> str:
+    """Where ``split``'s samples come from (:attr:`Sample.source`: ``hoi-world``, ``hico``, ``video``)."""
+    _, info = read_manifest(data).split(split)
+    first = next(iter(iter_samples(data, split=split)), None) if info.count else None
+    return "hoi-world" if first is None else first.source
 
 
 def load_requests(cfg: EvalConfig, skip: int = 0, n_real: int | None = None) -> tuple[list[Sample], list[np.ndarray]]:
@@ -77,9 +93,10 @@ def load_requests(cfg: EvalConfig, skip: int = 0, n_real: int | None = None) -> 
     n_real = cfg.n if n_real is None else n_real
     count, need = len(order), skip + cfg.n + n_real
     if count < need:
+        real = f" + {n_real} real renders for FID/KID" if n_real else ""
         raise ChoiError(
             f"split '{cfg.split}' of {cfg.data} has {count} samples; --n {cfg.n} needs "
-            f"{need} ({skip} skipped, requests + {n_real} real renders for FID/KID)"
+            f"{need} ({skip} skipped, requests{real})"
         )
     positions = order[skip : skip + cfg.n].tolist()
     wanted_req, wanted_real = set(positions), set(order[skip + cfg.n : need].tolist())
@@ -197,6 +214,39 @@ def score_method(
     return result
 
 
+def score_regions(
+    outputs: list[MethodOutput], samples: list[Sample], foundation: FoundationMetrics | None, cfg: EvalConfig
+) -> dict:
+    """The metrics read from regions choi's segmenters find in each image: DINO / CLIP (when given) and,
+    for requests without a background, box adherence. Means in percent; see docs/evaluation.md."""
+    images = [o.image for o in outputs]
+    boxes = [s.union_box if cfg.use_box else None for s in samples]
+    regions = find_regions(images, boxes)
+    result: dict = {}
+    if foundation is not None:
+        scores = foundation(
+            images, regions, [s.human_ref for s in samples], [s.object_ref for s in samples], [s.text for s in samples]
+        )
+        result["foundation"] = {k: float(np.mean(v)) for k, v in scores.items()}
+    if cfg.use_box and not (cfg.use_background and any(s.background is not None for s in samples)):
+        # Nothing found is nothing drawn where asked: IoU 0.
+        ious = [0.0 if b is None else M.box_iou(b, s.union_box) for b, s in zip(regions.boxes, samples, strict=True)]
+        result["controls"] = {"box_iou": float(np.mean(ious)), "box_iou_from": "segmented person and object"}
+    return result
+
+
+def validate_foundation(samples: list[Sample], foundation: FoundationMetrics, cfg: EvalConfig) -> dict:
+    """DINO / CLIP on the ground-truth images, with each request's own references and sentence and, as the
+    negative control, with the next request's: the gap between the two is what a score can tell apart."""
+    images = [s.image for s in samples]
+    regions = find_regions(images, [s.union_box if cfg.use_box else None for s in samples])
+    refs = ([s.human_ref for s in samples], [s.object_ref for s in samples], [s.text for s in samples])
+    own = foundation(images, regions, *refs)
+    other = foundation(images, regions, *(r[1:] + r[:1] for r in refs))
+    scores = {k: v for k, v in own.items() if k not in ("human_found", "object_found")}  # the same either way
+    return {k: {"gt": float(np.mean(v)), "swapped": float(np.mean(other[k]))} for k, v in scores.items()}
+
+
 def _identities(suite: EvaluatorSuite, images: np.ndarray, samples: list[Sample]) -> tuple:
     """Embeddings of the images (both roles) and of each request's references (its own role), and the
     ids: people by identity, objects by look (identities no picture tells apart count as one)."""
@@ -293,6 +343,9 @@ def _finite(value):
 
 def run_benchmark(cfg: EvalConfig) -> dict:
     root = Path(cfg.out)
+    source = data_source(cfg.data, cfg.split)
+    hoi_world = source == "hoi-world"
+    cfg = replace(cfg, methods=cfg.methods or (HOI_WORLD_METHODS if hoi_world else REAL_PHOTO_METHODS))
     unknown = [m for m in cfg.methods if m not in available_methods()]
     if unknown:
         raise ChoiError(f"unknown method(s) {', '.join(unknown)}; choose from {', '.join(available_methods())}")
@@ -300,18 +353,28 @@ def run_benchmark(cfg: EvalConfig) -> dict:
         root.mkdir(parents=True, exist_ok=True)
     except OSError as err:
         raise ChoiError(f"cannot create report folder {root}: {err.strerror}") from None
-    samples, real = load_requests(cfg)
-    suite = EvaluatorSuite.load(cfg.evaluators)
-    log.info("%d requests, %d real renders for FID/KID", len(samples), len(real))
-    report: dict = {
-        "config": asdict(cfg),
-        "choi_version": __version__,
-        "evaluators": cfg.evaluators or "shipped with choi (choi/weights/evaluators)",
-        "validation": validate_evaluators(samples, suite, cfg.seed),
-        "methods": {},
-        "fid_reference": f"{len(real)} ground-truth renders of the {cfg.split} split, disjoint from the requests",
-    }
-    real_features = suite.features(np.stack(real))
+    foundation = FoundationMetrics.load(cfg.dino, cfg.clip)  # before the long part: a bad folder fails fast
+    samples, real = load_requests(cfg, n_real=None if hoi_world else 0)
+    report: dict = {"config": asdict(cfg), "choi_version": __version__}
+    if hoi_world:
+        suite = EvaluatorSuite.load(cfg.evaluators)
+        log.info("%d requests, %d real renders for FID/KID", len(samples), len(real))
+        report |= {
+            "evaluators": cfg.evaluators or "shipped with choi (choi/weights/evaluators)",
+            "validation": validate_evaluators(samples, suite, cfg.seed),
+            "methods": {},
+            "fid_reference": f"{len(real)} ground-truth renders of the {cfg.split} split, disjoint from the requests",
+        }
+        real_features = suite.features(np.stack(real))
+    else:
+        notice = (
+            f"{source} data: the interaction recognizer, identity embedder and FID/KID are trained on HOI-World "
+            "and skipped; DINO/CLIP (--dino/--clip) and box adherence remain"
+        )
+        log.warning("%s", notice)
+        report |= {"skipped": notice, "validation": None, "methods": {}}
+    if foundation is not None and len(samples) > 1:
+        report["foundation_validation"] = validate_foundation(samples, foundation, cfg)
     for name in cfg.methods:
         method = available_methods()[name]
         try:
@@ -320,7 +383,11 @@ def run_benchmark(cfg: EvalConfig) -> dict:
             report["methods"][name] = {"missing": str(err)}
             log.warning("method %s missing: %s", name, err)
             continue
-        report["methods"][name] = score_method(outputs, samples, real_features, suite, cfg)
+        result = score_method(outputs, samples, real_features, suite, cfg) if hoi_world else {"n": len(samples)}
+        if foundation is not None or not hoi_world:
+            for key, value in score_regions(outputs, samples, foundation, cfg).items():
+                result.setdefault(key, value)
+        report["methods"][name] = result
     atomic_write_text(root / "metrics.json", json.dumps(_finite(report), indent=2))
     from choi.evaluation.report import write_report
 

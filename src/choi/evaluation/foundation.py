@@ -1,20 +1,23 @@
-"""The paper's DINO-* and CLIP-I identity metrics, computed with DINOv2 / CLIP weights the user has.
+"""The paper's DINO-* and CLIP-I identity metrics and CLIP-T, computed with DINOv2 / CLIP weights the user has.
 
 Nothing is downloaded: :func:`load_dino` and :func:`load_clip` read a local folder in the Hugging
-Face layout (``config.json`` + ``model.safetensors``, optionally ``preprocessor_config.json``),
-e.g. a ``git clone`` of ``facebook/dinov2-base`` or ``openai/clip-vit-large-patch14``.
+Face layout (``config.json`` + ``model.safetensors``, optionally ``preprocessor_config.json`` and,
+for CLIP-T, the tokenizer's ``vocab.json`` + ``merges.txt``), e.g. a ``git clone`` of
+``facebook/dinov2-base`` or ``openai/clip-vit-large-patch14``.
 
 What is compared (all cosines in percent, see :mod:`choi.evaluation.metrics`):
-- ``*_human`` / ``*_object``: the generated image, cropped to the **request's** box when the request
-  has one (the whole image otherwise), against the human / object reference image. Only what a
-  method was asked for is used; ground-truth masks or boxes of the target never enter, so a method
-  cannot be scored on information it was not given.
+- ``*_human`` / ``*_object``: the person / object region of the generated image, found by choi's
+  own segmenters on that image and the request's box (:mod:`choi.evaluation.regions`), against the
+  human / object reference image. Without regions, the whole generated image. Ground-truth masks or
+  boxes of the target never enter, so a method cannot be scored on information it was not given.
 - ``*_pair``: the whole generated image against the pair reference when one is given (the paper's
   CLIP-I), else the mean of ``*_human`` and ``*_object``.
+- ``clip_t``: the whole generated image against the CLIP text embedding of the interaction's sentence.
 
 Example:
     >>> dino = load_dino("weights/dinov2-base")  # doctest: +SKIP
-    >>> scores = dino_scores(dino, generated, human_refs, object_refs, boxes=request_boxes)  # doctest: +SKIP
+    >>> regions = find_regions(generated, request_boxes)  # doctest: +SKIP
+    >>> scores = dino_scores(dino, generated, human_refs, object_refs, regions=regions)  # doctest: +SKIP
     >>> float(scores["dino_human"].mean())  # doctest: +SKIP
 """
 
@@ -23,6 +26,7 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -31,9 +35,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from choi.data.schema import Box
 from choi.errors import ChoiError
-from choi.evaluation.metrics import box_to_pixels, cosine_similarity, pair_similarity
+from choi.evaluation.metrics import cosine_similarity, pair_similarity
+from choi.evaluation.regions import Regions
 
 logger = logging.getLogger(__name__)
 
@@ -69,6 +73,19 @@ class _ClipImage(nn.Module):
         return self.visual_projection(pooled)  # (N, D_proj)
 
 
+class _ClipText(nn.Module):
+    """CLIP text tower + text projection -> the text embedding CLIP-T uses."""
+
+    def __init__(self, text_model: nn.Module, text_projection: nn.Module) -> None:
+        super().__init__()
+        self.text_model = text_model
+        self.text_projection = text_projection
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        pooled = self.text_model(input_ids=input_ids, attention_mask=attention_mask).pooler_output  # (N, D_text)
+        return self.text_projection(pooled)  # (N, D_proj)
+
+
 class FoundationEmbedder:
     """Unit-norm image embeddings from a frozen foundation model (DINOv2 CLS or CLIP image embed).
 
@@ -82,7 +99,13 @@ class FoundationEmbedder:
     """
 
     def __init__(
-        self, kind: str, model: nn.Module, processor: Any, device: str | torch.device = "cpu", batch_size: int = 16
+        self,
+        kind: str,
+        model: nn.Module,
+        processor: Any,
+        device: str | torch.device = "cpu",
+        batch_size: int = 16,
+        text: tuple[nn.Module, Any, int] | None = None,
     ) -> None:
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
@@ -91,6 +114,32 @@ class FoundationEmbedder:
         self.processor = processor
         self.device = torch.device(device)
         self.batch_size = batch_size
+        # CLIP with its text tower and tokenizer: (text model, tokenizer, max tokens); None otherwise
+        self.text = None if text is None else (text[0].eval().to(device), *text[1:])
+
+    @torch.inference_mode()
+    def embed_text(self, texts: Sequence[str]) -> np.ndarray:
+        """Embed ``N`` sentences; returns ``(N, D)`` float32, each row of unit length."""
+        if self.text is None:
+            raise ChoiError(
+                f"this {self.kind} embedder has no text tower or tokenizer: CLIP-T needs a full CLIP folder"
+            )
+        model, tokenizer, max_tokens = self.text
+        texts = list(texts)
+        if not texts or not all(isinstance(t, str) and t.strip() for t in texts):
+            raise ValueError("texts must be a non-empty list of non-empty sentences")
+        out = []
+        for start in range(0, len(texts), self.batch_size):
+            tokens = tokenizer(
+                texts[start : start + self.batch_size],
+                padding="max_length",
+                max_length=max_tokens,
+                truncation=True,
+                return_tensors="pt",
+            )
+            feats = model(tokens["input_ids"].to(self.device), tokens["attention_mask"].to(self.device))  # (B, D)
+            out.append(F.normalize(feats.float(), dim=-1).cpu().numpy())
+        return np.concatenate(out, axis=0)
 
     @torch.inference_mode()
     def __call__(self, images: Images) -> np.ndarray:
@@ -190,10 +239,15 @@ def load_clip(path: str | Path, device: str | torch.device = "cpu", batch_size: 
     from transformers.image_utils import OPENAI_CLIP_MEAN, OPENAI_CLIP_STD, PILImageResampling
 
     folder, config = _read_config(path, "CLIP", ("clip", "clip_vision_model"))
+    text = None
     if config["model_type"] == "clip":
         full = _from_pretrained(CLIPModel, folder, "CLIP")
         embed = _ClipImage(full.vision_model, full.visual_projection)
         image_size = full.config.vision_config.image_size
+        tokenizer = _load_tokenizer(folder)
+        if tokenizer is not None:
+            max_tokens = min(tokenizer.model_max_length, full.config.text_config.max_position_embeddings)
+            text = (_ClipText(full.text_model, full.text_projection), tokenizer, max_tokens)
     else:
         vision = _from_pretrained(CLIPVisionModelWithProjection, folder, "CLIP")
         embed = _ClipImage(vision.vision_model, vision.visual_projection)
@@ -208,7 +262,24 @@ def load_clip(path: str | Path, device: str | torch.device = "cpu", batch_size: 
             image_std=OPENAI_CLIP_STD,
         )
 
-    return FoundationEmbedder("clip", embed, _load_processor(folder, default), device, batch_size)
+    return FoundationEmbedder("clip", embed, _load_processor(folder, default), device, batch_size, text)
+
+
+def _load_tokenizer(folder: Path) -> Any:
+    """CLIP's BPE tokenizer from ``vocab.json`` + ``merges.txt`` (or ``tokenizer.json``); None without them."""
+    from transformers import CLIPTokenizer
+
+    if (
+        not ((folder / "vocab.json").is_file() and (folder / "merges.txt").is_file())
+        and not (folder / "tokenizer.json").is_file()
+    ):
+        logger.info("%s has no tokenizer files (vocab.json, merges.txt): CLIP-T is not available", folder)
+        return None
+    try:
+        return CLIPTokenizer.from_pretrained(folder, local_files_only=True)
+    except (OSError, ValueError) as err:
+        first_line = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise ChoiError(f"cannot read the CLIP tokenizer in {folder}: {first_line}") from None
 
 
 # --- scores -----------------------------------------------------------------------------------
@@ -227,28 +298,19 @@ def _as_images(images: Images, name: str) -> list[np.ndarray]:
     return items
 
 
-def _crop(image: np.ndarray, box: Box | np.ndarray | None, index: int) -> np.ndarray:
-    if box is None:
-        return image
-    h, w = image.shape[:2]
-    x1, y1, x2, y2 = box_to_pixels(box, h, w)
-    if x2 <= x1 or y2 <= y1:
-        raise ValueError(f"request box {index} {tuple(box)} covers no pixel of a {w}x{h} image")
-    return image[y1:y2, x1:x2]
-
-
 def identity_scores(
     embedder: FoundationEmbedder,
     generated: Images,
     human_refs: Images,
     object_refs: Images,
     pair_refs: Images | None = None,
-    boxes: Sequence[Box | None] | np.ndarray | None = None,
+    regions: Regions | None = None,
 ) -> dict[str, np.ndarray]:
     """Per-sample ``human`` / ``object`` / ``pair`` cosine similarities (percent, each ``(N,)``).
 
-    ``boxes`` are the requests' normalised boxes (``None`` entries, or ``boxes=None``, for requests
-    without one); see the module docstring for what is compared with what.
+    ``regions`` are the person and object regions found in ``generated``
+    (:func:`~choi.evaluation.regions.find_regions`); without them the whole image stands for both.
+    See the module docstring for what is compared with what.
     """
     gen = _as_images(generated, "generated")
     humans = _as_images(human_refs, "human_refs")
@@ -256,14 +318,15 @@ def identity_scores(
     n = len(gen)
     if len(humans) != n or len(objects) != n:
         raise ValueError(f"got {n} generated images but {len(humans)} human and {len(objects)} object refs")
-    box_list = [None] * n if boxes is None else list(boxes)
-    if len(box_list) != n:
-        raise ValueError(f"got {n} generated images but {len(box_list)} boxes")
-
-    crops = [_crop(im, b, i) for i, (im, b) in enumerate(zip(gen, box_list, strict=True))]
-    crop_emb = embedder(crops)
-    human = cosine_similarity(crop_emb, embedder(humans))
-    obj = cosine_similarity(crop_emb, embedder(objects))
+    if regions is None:
+        human_regions, object_regions = gen, gen
+    else:
+        human_regions = _as_images(regions.human, "regions.human")
+        object_regions = _as_images(regions.object, "regions.object")
+        if len(human_regions) != n or len(object_regions) != n:
+            raise ValueError(f"got {n} generated images but regions for {len(human_regions)}")
+    human = cosine_similarity(embedder(human_regions), embedder(humans))
+    obj = cosine_similarity(embedder(object_regions), embedder(objects))
     if pair_refs is None:
         pair = pair_similarity(human, obj)
     else:
@@ -288,10 +351,10 @@ def dino_scores(
     human_refs: Images,
     object_refs: Images,
     pair_refs: Images | None = None,
-    boxes: Sequence[Box | None] | np.ndarray | None = None,
+    regions: Regions | None = None,
 ) -> dict[str, np.ndarray]:
     """The paper's DINO-human / DINO-object / DINO-pair: ``dino_human``, ``dino_object``, ``dino_pair``."""
-    return _scores_for("dino", "dino", embedder, generated, human_refs, object_refs, pair_refs, boxes)
+    return _scores_for("dino", "dino", embedder, generated, human_refs, object_refs, pair_refs, regions)
 
 
 def clip_scores(
@@ -300,7 +363,63 @@ def clip_scores(
     human_refs: Images,
     object_refs: Images,
     pair_refs: Images | None = None,
-    boxes: Sequence[Box | None] | np.ndarray | None = None,
+    regions: Regions | None = None,
 ) -> dict[str, np.ndarray]:
     """CLIP-I: ``clip_i_pair`` (the paper's CLIP-I with a pair reference), ``clip_i_human``, ``clip_i_object``."""
-    return _scores_for("clip", "clip_i", embedder, generated, human_refs, object_refs, pair_refs, boxes)
+    return _scores_for("clip", "clip_i", embedder, generated, human_refs, object_refs, pair_refs, regions)
+
+
+def clip_t_scores(embedder: FoundationEmbedder, generated: Images, texts: Sequence[str]) -> dict[str, np.ndarray]:
+    """CLIP-T: ``clip_t``, the whole image against the sentence of its interaction (percent, ``(N,)``)."""
+    if embedder.kind != "clip":
+        raise ValueError(f"clip_t scores need a 'clip' embedder, got a {embedder.kind!r} one")
+    gen = _as_images(generated, "generated")
+    if len(texts) != len(gen):
+        raise ValueError(f"got {len(gen)} generated images but {len(texts)} texts")
+    return {"clip_t": cosine_similarity(embedder(gen), embedder.embed_text(texts))}
+
+
+# --- choi eval ----------------------------------------------------------------------------------
+
+
+@dataclass
+class FoundationMetrics:
+    """The DINO / CLIP rows of ``choi eval``: the encoders the user gave, scoring a method's images.
+
+    Example:
+        >>> metrics = FoundationMetrics.load("weights/dinov2-base", "weights/clip-vit-large-patch14")  # doctest: +SKIP
+        >>> metrics(images, regions, human_refs, object_refs, texts)["dino_human"]  # doctest: +SKIP
+    """
+
+    dino: FoundationEmbedder | None = None
+    clip: FoundationEmbedder | None = None
+
+    @classmethod
+    def load(cls, dino: str | Path | None = None, clip: str | Path | None = None) -> FoundationMetrics | None:
+        """The encoders in the given folders; None when neither is given."""
+        if dino is None and clip is None:
+            return None
+        metrics = cls(load_dino(dino) if dino else None, load_clip(clip) if clip else None)
+        if metrics.clip is not None and metrics.clip.text is None:
+            logger.warning("--clip %s has no text tower or tokenizer: CLIP-T is skipped", clip)
+        return metrics
+
+    def __call__(
+        self,
+        images: Images,
+        regions: Regions,
+        human_refs: Images,
+        object_refs: Images,
+        texts: Sequence[str],
+    ) -> dict[str, np.ndarray]:
+        """Per-sample scores, each ``(N,)`` in percent, plus ``human_found`` / ``object_found`` (0 or 100)."""
+        scores: dict[str, np.ndarray] = {}
+        if self.dino is not None:
+            scores |= dino_scores(self.dino, images, human_refs, object_refs, regions=regions)
+        if self.clip is not None:
+            scores |= clip_scores(self.clip, images, human_refs, object_refs, regions=regions)
+            if self.clip.text is not None:
+                scores |= clip_t_scores(self.clip, images, texts)
+        scores["human_found"] = 100.0 * regions.human_found
+        scores["object_found"] = 100.0 * regions.object_found
+        return scores

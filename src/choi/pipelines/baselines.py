@@ -18,7 +18,7 @@ import numpy as np
 from choi.data.schema import Box, Sample
 from choi.errors import ChoiError
 
-DEFAULT_MODEL = "choi-tiny"  # the model the choi-tiny, single-stage and gt-mask rows run by default
+DEFAULT_MODEL = "choi-tiny"  # the model the two-stage, choi-tiny, single-stage and gt-mask rows run by default
 
 
 @dataclass
@@ -123,7 +123,8 @@ def request_seed(request: Request) -> int:
 
 
 def two_stage(request: Request, sample: Sample | None = None, model: str = DEFAULT_MODEL) -> MethodOutput:
-    """choi-tiny (or ``model``) end to end: stage-1 masks, then stage 2 inside them."""
+    """``model`` (choi-tiny, or a model folder of any family, choi-sd included) end to end: stage-1
+    masks, then stage 2 inside them."""
     out = _pipeline(model)(
         human=request.human_ref,
         object=request.object_ref,
@@ -141,9 +142,12 @@ def _render(request: Request, masks: tuple[np.ndarray, np.ndarray] | None, model
 
     from choi.pipelines.inputs import read_reference
 
+    pipe = _pipeline(model)
+    if pipe.family != "choi-tiny":
+        raise MethodUnavailable(f"{model} is a {pipe.family} model: this row runs choi-tiny's stage 2 alone")
     human, human_sil = read_reference(request.human_ref, None, "human reference")
     obj, object_sil = read_reference(request.object_ref, None, "object reference")
-    return _pipeline(model).image_stage.renderer(
+    return pipe.image_stage.renderer(
         human, human_sil, obj, object_sil, request.text, [torch.Generator().manual_seed(request_seed(request))],
         layout_masks=masks,
         box=request.box if request.box is not None or masks is not None else (0.0, 0.0, 1.0, 1.0),
@@ -168,6 +172,7 @@ def available_methods() -> dict[str, Method]:
     return {
         "gt": Method("gt", "ground-truth HOI-World renders (ceiling)", ground_truth, oracle=True),
         "choi-tiny": Method("choi-tiny", "two-stage choi-tiny", two_stage, uses_model=True),
+        "two-stage": Method("two-stage", "the two-stage pipeline of --model, any family", two_stage, uses_model=True),
         "single-stage": Method(
             "single-stage", "choi-tiny stage 2 with the box only (AnyDoor-like)", single_stage, uses_model=True
         ),
