@@ -102,7 +102,7 @@ def _generate(args: argparse.Namespace) -> None:
             raise ChoiError(f"--jobs takes the requests from the file; drop {', '.join(given)}")
         summary = run_jobs(read_jobs(args.jobs, defaults=values), args.out,
                            lambda: load_pipeline(args.model, args.device, args.dtype))  # fmt: skip
-        if summary.failed:
+        if summary.failed and summary.reports:
             raise ChoiError(
                 f"{len(summary.failed)} of {summary.total} jobs failed: {', '.join(i for i, _ in summary.failed)}"
             )

@@ -102,6 +102,7 @@ class Summary:
     done: list[str] = field(default_factory=list)
     skipped: list[str] = field(default_factory=list)  # already done by an earlier run
     failed: list[tuple[str, str]] = field(default_factory=list)  # (job id, one-line reason)
+    reports: bool = True  # False on a process that is not the main one: the main process reports the batch
 
     def __str__(self) -> str:
         text = f"{self.total} jobs: {len(self.done)} done, {len(self.skipped)} already done, {len(self.failed)} failed"
@@ -183,6 +184,7 @@ def run_jobs(
     if errors:
         raise ChoiError(errors[0])
     if not state.is_main_process:
+        summary.reports = False
         return summary
     merged = merge_summaries(jobs, [s for s, _ in parts])
     log.info("%s (%d processes)", merged, state.num_processes)
