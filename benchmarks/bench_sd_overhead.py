@@ -1,7 +1,7 @@
 """What choi-sd's wrapper costs over the bare diffusers call it makes, on the same components and steps.
 
 Usage:
-    python benchmarks/bench_sd_overhead.py [--model FOLDER] [--size 128] [--steps 4] [--runs 7] [--threads 2]
+    python benchmarks/bench_sd_overhead.py [--model FOLDER] [--size 128] [--steps 4] [--runs 7] [--threads 1]
 
 Without ``--model`` it writes tiny random SD 1.x parts (tests/sd_components.py) and a choi-sd folder
 at ``--size``. Three timings, medians of ``--runs`` interleaved calls after a warm-up:
@@ -54,7 +54,8 @@ def main() -> None:
     parser.add_argument("--size", type=int, default=128, help="background side = stage 2's working size")
     parser.add_argument("--steps", type=int, default=4)
     parser.add_argument("--runs", type=int, default=7)
-    parser.add_argument("--threads", type=int, default=2)
+    # one thread: on a shared 2-core machine two OpenMP threads made both calls ~7x slower and noisy
+    parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--out", default=None, help="JSON file to write")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
@@ -93,16 +94,20 @@ def main() -> None:
     def stage1(seed: int) -> None:
         pipe.generate_masks(human=human, object=obj, interaction=interaction, background=bg, seed=seed)
 
-    timings: dict[str, list[float]] = {"bare": [], "choi": [], "stage1": []}
     calls = {"bare": bare, "choi": choi, "stage1": stage1}
+    wall: dict[str, list[float]] = {name: [] for name in calls}
+    cpu: dict[str, list[float]] = {name: [] for name in calls}
     for fn in calls.values():
         fn(0)  # warm-up
     for run in range(args.runs):
-        for name, fn in calls.items():  # interleaved: machine noise hits all three alike
-            t0 = time.perf_counter()
-            fn(run)
-            timings[name].append(time.perf_counter() - t0)
-    median = {k: statistics.median(v) for k, v in timings.items()}
+        order = list(calls) if run % 2 == 0 else list(reversed(calls))  # ABC CBA: drifts in load hit all alike
+        for name in order:
+            t0, c0 = time.perf_counter(), time.process_time()
+            calls[name](run)
+            wall[name].append(time.perf_counter() - t0)
+            cpu[name].append(time.process_time() - c0)
+    median = {k: statistics.median(v) for k, v in wall.items()}
+    median_cpu = {k: statistics.median(v) for k, v in cpu.items()}
     result = {
         "model": str(args.model or "tiny random SD 1.x parts (tests/sd_components.py)"),
         "size": n,
@@ -114,6 +119,12 @@ def main() -> None:
         "median_choi_s": round(median["choi"], 4),
         "ratio_choi_over_bare": round(median["choi"] / median["bare"], 3),
         "median_stage1_s": round(median["stage1"], 4),
+        # CPU time is steadier than wall time on a shared machine (other processes' turns are not counted)
+        "median_cpu_bare_s": round(median_cpu["bare"], 4),
+        "median_cpu_choi_s": round(median_cpu["choi"], 4),
+        "cpu_ratio_choi_over_bare": round(median_cpu["choi"] / median_cpu["bare"], 3),
+        "median_cpu_stage1_s": round(median_cpu["stage1"], 4),
+        "wall_runs_s": {k: [round(v, 3) for v in vs] for k, vs in wall.items()},
     }
     print(json.dumps(result, indent=2))
     if args.out:
