@@ -7,6 +7,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from scipy.ndimage import binary_dilation
 
 from choi.cli import main
 from choi.errors import ChoiError
@@ -108,6 +109,21 @@ def test_each_reference_and_the_interaction_change_the_image(sd_pipe):
                    {"object": EXAMPLES / "kick_ball_object.png"}):  # fmt: skip
         other = sd_pipe(**{**request, **change}).images[0]
         assert not np.array_equal(base, other), change
+
+
+def test_a_small_region_of_a_big_background_is_painted_in_a_window_around_it(sd_pipe):
+    background = np.random.default_rng(1).integers(0, 256, (160, 240, 3), dtype=np.uint8)
+    hm, om = np.zeros((160, 240), bool), np.zeros((160, 240), bool)
+    hm[100:140, 30:45], om[120:140, 45:60] = True, True
+    request = dict(human=HUMAN, object=OBJECT, interaction="ride bicycle", background=background, mask=(hm, om), seed=0)
+    out = sd_pipe(**request, **FAST)
+    window = out.metadata["stage2"]["windows"][0]
+    # the grown region (44 x 34 px) doubled: 88 x 88, centred, moved up 4 px to stay inside the frame
+    assert window == {"box": [72, 1, 160, 89], "working_size": [64, 64]}
+    outside = ~binary_dilation(hm | om, iterations=OPTIONS["mask_grow"])
+    np.testing.assert_array_equal(out.images[0][outside], background[outside])
+    whole = sd_pipe(**request, options={"crop_context": "none"}, **FAST).metadata["stage2"]["windows"][0]
+    assert whole == {"box": [0, 0, 160, 240], "working_size": [44, 64]}  # the background's aspect, long side 64
 
 
 def test_stage1_draws_masks_at_the_output_size(sd_pipe):

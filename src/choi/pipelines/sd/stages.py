@@ -44,6 +44,9 @@ class SDOptions:
     ip_scale_object: float = 0.6
     mask_grow: int = 8  # px of the output: stage 2 repaints the masks grown this much, so edges blend
     strength: float = 1.0  # with a background: how far the region is taken to noise (1: repainted anew)
+    # with a background: paint a window around the region, this times its side added each way, at the
+    # model's resolution (detail for a small person in a big photo); none: the whole background
+    crop_context: float | None = 0.5
     scheduler: str = "dpm++"  # or "base" (the folder's own), "ddim", "euler"
     # stage 1 (choi-tiny's mask model): see choi.pipelines.tiny.TinyOptions
     layout_candidates: int = 4
@@ -61,6 +64,8 @@ class SDOptions:
         check_number("option mask_grow", self.mask_grow, 0, 256, integer=True)
         if isinstance(self.strength, bool) or not isinstance(self.strength, int | float) or not 0 < self.strength <= 1:
             raise ChoiError(f"option strength must be a number in (0, 1], got {self.strength!r}")
+        if self.crop_context is not None:
+            check_number("option crop_context", self.crop_context, 0, 10)
         if self.scheduler not in SCHEDULERS:
             raise ChoiError(f"option scheduler must be one of {', '.join(SCHEDULERS)}, got {self.scheduler!r}")
         self.stage1()  # checks layout_candidates, fit_object and zoom
@@ -103,6 +108,21 @@ def reference_image(rgb: np.ndarray, silhouette: np.ndarray) -> Image.Image:
     canvas = np.full((side, side, 3), REFERENCE_FILL, np.uint8)
     canvas[(side - h) // 2 : (side - h) // 2 + h, (side - w) // 2 : (side - w) // 2 + w] = crop
     return Image.fromarray(canvas)
+
+
+def context_window(region: np.ndarray, context: float) -> tuple[int, int, int, int]:
+    """(top, left, bottom, right): the box around ``region`` with ``context`` times its side added each way,
+    square where the frame allows, moved (not cut) to stay inside the frame."""
+    ys, xs = np.nonzero(region)
+    height, width = region.shape
+    if ys.size == 0:
+        return 0, 0, height, width
+    y0, y1, x0, x1 = ys.min(), ys.max() + 1, xs.min(), xs.max() + 1
+    side = round(max(y1 - y0, x1 - x0) * (1 + 2 * context))
+    h, w = min(side, height), min(side, width)
+    top = int(np.clip(round((y0 + y1 - h) / 2), 0, height - h))
+    left = int(np.clip(round((x0 + x1 - w) / 2), 0, width - w))
+    return top, left, top + h, left + w
 
 
 def working_size(height: int, width: int, resolution: int, multiple: int) -> tuple[int, int]:
@@ -174,17 +194,24 @@ class SDImageStage:
                       reference_image(inputs.object, inputs.object_silhouette)]  # fmt: skip
         embeds = pipe.prepare_ip_adapter_image_embeds(references, None, pipe._execution_device, 1, guidance > 1)
         height, width = inputs.height, inputs.width
-        h, w = working_size(height, width, self.default_size, self.multiple)
         background = inputs.background
-        init = Image.fromarray(background).resize((w, h), Image.LANCZOS) if background is not None else None
         strength = options.strength if background is not None else 1.0
 
-        images = []
+        images, windows = [], []
         for k, seed in enumerate(inputs.seeds):
-            # 2. The region to repaint (the grown union; everything without a background) and the role masks
+            # 2. The region to repaint (the grown union; everything without a background), the window
+            #    painted (around the region, or the whole frame) at the working size, the role masks in it
             human, obj = layouts.human_masks[k], layouts.object_masks[k]
             region = grow(human | obj, options.mask_grow) if background is not None else np.ones_like(human)
-            roles = self._mask_processor.preprocess([_mask_image(human, w, h), _mask_image(obj, w, h)], h, w)
+            around = background is not None and options.crop_context is not None
+            top, left, bottom, right = context_window(region, options.crop_context) if around else (0, 0, height, width)
+            win = np.s_[top:bottom, left:right]
+            h, w = working_size(bottom - top, right - left, self.default_size, self.multiple)
+            if background is not None:
+                init = Image.fromarray(background[win]).resize((w, h), Image.LANCZOS)
+            else:
+                init = Image.new("RGB", (w, h), (127, 127, 127))  # unused: the whole frame is repainted from noise
+            roles = self._mask_processor.preprocess([_mask_image(human[win], w, h), _mask_image(obj[win], w, h)], h, w)
             # 3. The stock inpainting call
             step_callback = None
             if callback is not None:
@@ -197,8 +224,8 @@ class SDImageStage:
             out = pipe(
                 prompt=prompt,
                 negative_prompt=options.negative_prompt or None,
-                image=init if init is not None else Image.new("RGB", (w, h), (127, 127, 127)),
-                mask_image=_mask_image(region, w, h),
+                image=init,
+                mask_image=_mask_image(region[win], w, h),
                 height=h,
                 width=w,
                 strength=strength,
@@ -210,20 +237,24 @@ class SDImageStage:
                 callback_on_step_end=step_callback,
                 output_type="np",
             )
-            image = (out.images[0] * 255).round().clip(0, 255).astype(np.uint8)
-            # 4. Back to the output size; the background's own pixels outside the region
-            if (h, w) != (height, width):
-                image = np.asarray(Image.fromarray(image).resize((width, height), Image.LANCZOS))
-            if background is not None:
-                image = np.where(region[..., None], image, background)
+            painted = (out.images[0] * 255).round().clip(0, 255).astype(np.uint8)
+            # 4. Back to the window's size; the background's own pixels outside the region
+            if (h, w) != (bottom - top, right - left):
+                painted = np.asarray(Image.fromarray(painted).resize((right - left, bottom - top), Image.LANCZOS))
+            if background is None:
+                image = painted
+            else:
+                image = background.copy()
+                image[win] = np.where(region[win][..., None], painted, background[win])
             images.append(np.ascontiguousarray(image))
+            windows.append({"box": [top, left, bottom, right], "working_size": [h, w]})
         record = {
             "steps": steps,
             "guidance": guidance,
             "prompt": prompt,
             "negative_prompt": options.negative_prompt,
             "scheduler": type(pipe.scheduler).__name__,
-            "working_size": [h, w],
+            "windows": windows,  # per image: the part of the output painted (top, left, bottom, right) and at what size
             "mask_grow": options.mask_grow if background is not None else None,
             "unet": "inpainting" if self.inpainting else "plain (blended inpainting)",
             "model": dict(self.sources),
