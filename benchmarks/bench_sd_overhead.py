@@ -11,7 +11,8 @@ at ``--size``. Three timings, medians of ``--runs`` interleaved calls after a wa
   reference cut-outs as ``ip_adapter_image`` and their masks as ``ip_adapter_masks``.
 - ``choi``: ``CHOIPipeline(...)`` with the same request and a user layout, so stage 1 is skipped:
   reading and segmenting the references, growing the masks, the same diffusers call, composite,
-  metadata. ``ratio = choi / bare`` is the wrapper's cost (DESIGN §7 aims at <= 1.10).
+  metadata (``crop_context=None``: the same frame as the bare call). ``ratio = choi / bare`` is the
+  wrapper's cost (DESIGN §7 aims at <= 1.10).
 - ``stage1``: choi-tiny's mask stage alone (``generate_masks``): extra work the bare call does not
   do at all, so it is reported on its own, not in the ratio.
 """
@@ -72,7 +73,8 @@ def main() -> None:
     hm[n // 4 : 7 * n // 8, n // 4 : n // 2] = True
     om[n // 2 : 7 * n // 8, n // 2 : 3 * n // 4] = True
     interaction = "kick ball"
-    request = dict(human=human, object=obj, interaction=interaction, background=bg, mask=(hm, om), steps=args.steps)
+    request = dict(human=human, object=obj, interaction=interaction, background=bg, mask=(hm, om), steps=args.steps,
+                   options={"crop_context": None})  # the whole background, as the bare call paints  # fmt: skip
 
     # The bare call, built by hand once (what a user of diffusers would prepare)
     refs = [reference_image(*read_reference(human, None, "human")), reference_image(*read_reference(obj, None, "o"))]
