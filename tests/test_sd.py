@@ -161,3 +161,18 @@ def test_offload_on_the_cpu_is_one_line(parts, tmp_path, capsys):
     code = main(["generate", "--model", str(tmp_path), "--human", str(HUMAN), "--object", str(OBJECT),
                  "--interaction", "ride bicycle", "--offload", "--out", str(tmp_path / "o")])  # fmt: skip
     assert "--offload" in _one_line_error(capsys, code)
+
+
+def test_the_app_runs_choi_sd(sd_pipe, tmp_path):
+    pytest.importorskip("gradio")
+    from choi.app import Handlers
+
+    class Progress:
+        def __call__(self, value, desc=None, unit=None):
+            pass
+
+    app = Handlers(sd_pipe, tmp_path / "outputs")
+    form = [str(HUMAN), str(OBJECT), "ride bicycle", None, None, None, None, None]
+    _, editor, _ = app.generate_masks(*form, 1, 0, 0, -1, 0, -1, "", progress=Progress())
+    gallery, downloads = app.generate_images(*form, editor, 1, 0, 0, -1, 2, -1, "mask_grow=1", progress=Progress())
+    assert [caption for _, caption in gallery] == ["seed 0"] and any(d.endswith("choi.json") for d in downloads)
