@@ -39,9 +39,21 @@ def _model(parts, out: Path, base: str) -> Path:
     return folder
 
 
-@pytest.fixture(scope="module", params=["inpaint", "plain"])
-def sd_pipe(request, parts, tmp_path_factory):
-    return CHOIPipeline.from_pretrained(_model(parts, tmp_path_factory.mktemp("model"), request.param))
+@pytest.fixture(scope="module")
+def pipes(parts, tmp_path_factory):
+    return {base: CHOIPipeline.from_pretrained(_model(parts, tmp_path_factory.mktemp("model"), base))
+            for base in ("inpaint", "plain")}  # fmt: skip
+
+
+@pytest.fixture(params=["inpaint", "plain"])
+def sd_pipe(request, pipes):
+    """Each base: SD 1.x inpainting (9-channel UNet) and plain (4-channel: blended inpainting)."""
+    return pipes[request.param]
+
+
+@pytest.fixture
+def inpaint_pipe(pipes):
+    return pipes["inpaint"]
 
 
 def _one_line_error(capsys, code: int) -> str:
@@ -111,32 +123,32 @@ def test_each_reference_and_the_interaction_change_the_image(sd_pipe):
         assert not np.array_equal(base, other), change
 
 
-def test_a_small_region_of_a_big_background_is_painted_in_a_window_around_it(sd_pipe):
+def test_a_small_region_of_a_big_background_is_painted_in_a_window_around_it(inpaint_pipe):
     background = np.random.default_rng(1).integers(0, 256, (160, 240, 3), dtype=np.uint8)
     hm, om = np.zeros((160, 240), bool), np.zeros((160, 240), bool)
     hm[100:140, 30:45], om[120:140, 45:60] = True, True
     request = dict(human=HUMAN, object=OBJECT, interaction="ride bicycle", background=background, mask=(hm, om), seed=0)
-    out = sd_pipe(**request, **FAST)
+    out = inpaint_pipe(**request, **FAST)
     window = out.metadata["stage2"]["windows"][0]
     # the grown region (44 x 34 px) doubled: 88 x 88, centred, moved up 4 px to stay inside the frame
     assert window == {"box": [72, 1, 160, 89], "working_size": [64, 64]}
     outside = ~binary_dilation(hm | om, iterations=OPTIONS["mask_grow"])
     np.testing.assert_array_equal(out.images[0][outside], background[outside])
-    whole = sd_pipe(**request, options={"crop_context": "none"}, **FAST).metadata["stage2"]["windows"][0]
+    whole = inpaint_pipe(**request, options={"crop_context": "none"}, **FAST).metadata["stage2"]["windows"][0]
     assert whole == {"box": [0, 0, 160, 240], "working_size": [44, 64]}  # the background's aspect, long side 64
 
 
-def test_stage1_draws_masks_at_the_output_size(sd_pipe):
-    out = sd_pipe.generate_masks(human=HUMAN, object=OBJECT, interaction="ride bicycle", seed=0, num_images=2)
+def test_stage1_draws_masks_at_the_output_size(inpaint_pipe):
+    out = inpaint_pipe.generate_masks(human=HUMAN, object=OBJECT, interaction="ride bicycle", seed=0, num_images=2)
     assert out.human_masks.shape == (2, 64, 64) and out.object_masks.any()
     assert out.metadata["family"] == "choi-sd"
 
 
-def test_options_are_checked_in_one_line(sd_pipe):
+def test_options_are_checked_in_one_line(inpaint_pipe):
     for bad, message in (({"prompt": "a person"}, "{interaction}"), ({"scheduler": "lms"}, "dpm++"),
                          ({"ip_scale_human": -1}, "ip_scale_human"), ({"guidance": 1}, "no option")):  # fmt: skip
         with pytest.raises(ChoiError, match=message.replace("+", r"\+")):
-            sd_pipe(human=HUMAN, object=OBJECT, interaction="ride bicycle", options=bad, seed=0, **FAST)
+            inpaint_pipe(human=HUMAN, object=OBJECT, interaction="ride bicycle", options=bad, seed=0, **FAST)
 
 
 def test_generate_through_the_cli_writes_every_output(parts, tmp_path, capsys):
@@ -163,7 +175,7 @@ def test_offload_on_the_cpu_is_one_line(parts, tmp_path, capsys):
     assert "--offload" in _one_line_error(capsys, code)
 
 
-def test_the_app_runs_choi_sd(sd_pipe, tmp_path):
+def test_the_app_runs_choi_sd(inpaint_pipe, tmp_path):
     pytest.importorskip("gradio")
     from choi.app import Handlers
 
@@ -171,7 +183,7 @@ def test_the_app_runs_choi_sd(sd_pipe, tmp_path):
         def __call__(self, value, desc=None, unit=None):
             pass
 
-    app = Handlers(sd_pipe, tmp_path / "outputs")
+    app = Handlers(inpaint_pipe, tmp_path / "outputs")
     form = [str(HUMAN), str(OBJECT), "ride bicycle", None, None, None, None, None]
     _, editor, _ = app.generate_masks(*form, 1, 0, 0, -1, 0, -1, "", progress=Progress())
     gallery, downloads = app.generate_images(*form, editor, 1, 0, 0, -1, 2, -1, "mask_grow=1", progress=Progress())
