@@ -60,8 +60,8 @@ def _add_request_flags(parser: argparse.ArgumentParser, skip: tuple[str, ...] = 
 def add_model_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--model", default="choi-tiny", help="choi-tiny (shipped) or a model folder")
     parser.add_argument("--device", default="cpu", choices=("cpu", "cuda", "mps"), help="where the model runs")
-    parser.add_argument("--dtype", default="float32", choices=("fp32", "fp16", "bf16", "float32", "float16", "bfloat16"),
-                        help="model weights' dtype (fp16/bf16: GPUs)")  # fmt: skip
+    dtypes = ("fp32", "fp16", "bf16", "float32", "float16", "bfloat16")
+    parser.add_argument("--dtype", default="float32", choices=dtypes, help="model weights' dtype (fp16/bf16: GPUs)")
     parser.add_argument("--offload", action="store_true",
                         help="keep each model on the GPU only while it runs (choi-sd on small GPUs)")  # fmt: skip
 
