@@ -210,7 +210,7 @@ class SDImageStage:
             if background is not None:
                 init = Image.fromarray(background[win]).resize((w, h), Image.LANCZOS)
             else:
-                init = Image.new("RGB", (w, h), (127, 127, 127))  # unused: the whole frame is repainted from noise
+                init = Image.new("RGB", (w, h), (127, 127, 127))  # masked out whole: the frame is drawn from noise
             roles = self._mask_processor.preprocess([_mask_image(human[win], w, h), _mask_image(obj[win], w, h)], h, w)
             # 3. The stock inpainting call
             step_callback = None
