@@ -27,14 +27,14 @@ import torch
 from choi import __version__
 from choi.errors import ChoiError
 from choi.io import atomic_write_bytes, png_bytes
-from choi.pipelines import tiny
+from choi.pipelines import sd, tiny
 from choi.pipelines.inputs import mask_preview, read_background, read_layout_mask, rgba_cutout, segment
 from choi.pipelines.request import GenerationRequest
 from choi.pipelines.sampling import make_generators
 from choi.pipelines.stages import Callback, ImageStage, Layouts, MaskStage, StageInputs, parse_options
 
 # family name → loader(folder, index, model_id, torch_dtype) → (mask stage, image stage, options class)
-FAMILIES: dict[str, Callable[..., tuple[MaskStage, ImageStage, type]]] = {tiny.FAMILY: tiny.load}
+FAMILIES: dict[str, Callable[..., tuple[MaskStage, ImageStage, type]]] = {tiny.FAMILY: tiny.load, sd.FAMILY: sd.load}
 INDEX_FILE = "model_index.json"
 
 
