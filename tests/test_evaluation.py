@@ -352,3 +352,11 @@ def test_model_methods_run_the_real_pipeline_and_its_stage_two(tiny_model_dir):
     for image in (gt.image, one.image):
         assert (image == sample.background).all(-1).mean() > 0.3  # background kept outside the painted region
         assert not np.array_equal(image, sample.background)
+
+
+def test_the_choi_sd_row_needs_a_model_folder(tmp_path, capsys):
+    from choi.cli import main
+
+    assert main(["eval", "--data", str(tmp_path), "--methods", "gt,choi-sd", "--out", str(tmp_path / "r")]) == 2
+    err = capsys.readouterr().err
+    assert "the choi-sd row runs --model" in err and err.count("\n") == 1 and not (tmp_path / "r").exists()

@@ -319,10 +319,13 @@ def _eval(args: argparse.Namespace) -> None:
 
     if args.n <= 0:
         raise ChoiError(f"--n must be positive, got {args.n}")
+    methods = tuple(m.strip() for m in args.methods.split(",") if m.strip()) if args.methods else None
+    if methods and "choi-sd" in methods and args.model in (None, "choi-tiny"):
+        raise ChoiError("the choi-sd row runs --model: give a choi-sd model folder (`choi model sd ... --out DIR`)")
     cfg = EvalConfig(
         data=args.data,
         out=args.out,
-        methods=tuple(m.strip() for m in args.methods.split(",") if m.strip()) if args.methods else None,
+        methods=methods,
         n=args.n,
         seed=args.seed,
         split=args.split,

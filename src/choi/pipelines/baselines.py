@@ -173,6 +173,8 @@ def available_methods() -> dict[str, Method]:
         "gt": Method("gt", "ground-truth HOI-World renders (ceiling)", ground_truth, oracle=True),
         "choi-tiny": Method("choi-tiny", "two-stage choi-tiny", two_stage, uses_model=True),
         "two-stage": Method("two-stage", "the two-stage pipeline of --model, any family", two_stage, uses_model=True),
+        # the same row under the name a choi-sd user looks for (`choi eval --methods choi-sd --model models/sd`)
+        "choi-sd": Method("choi-sd", "choi-sd's two stages (--model: a choi-sd folder)", two_stage, uses_model=True),
         "single-stage": Method(
             "single-stage", "choi-tiny stage 2 with the box only (AnyDoor-like)", single_stage, uses_model=True
         ),
