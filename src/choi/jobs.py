@@ -31,7 +31,7 @@ from typing import Any
 
 from tqdm.auto import tqdm
 
-from choi.errors import ChoiError
+from choi.errors import ChoiError, quote
 from choi.pipelines.request import PATH_FIELDS, GenerationRequest
 
 log = logging.getLogger(__name__)
@@ -47,7 +47,7 @@ def check_files(request: GenerationRequest) -> None:
     for name in PATH_FIELDS:
         value = getattr(request, name)
         if isinstance(value, str | os.PathLike) and not Path(value).is_file():
-            raise ChoiError(f"{name.replace('_', ' ')} not found: {str(value)[:200]}")
+            raise ChoiError(f"{name.replace('_', ' ')} not found: {quote(value, path=True)}")
 
 
 def generate(pipe: Any, request: GenerationRequest, out_dir: str | os.PathLike, progress: bool = False) -> Any:
