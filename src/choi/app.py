@@ -14,6 +14,8 @@ Example:
 
 from __future__ import annotations
 
+import ctypes
+import ctypes.util
 import dataclasses
 import functools
 import gc
@@ -84,6 +86,18 @@ def draw_box(background: np.ndarray, box: tuple[float, float, float, float] | No
         width = max(2, round(max(w, h) / 128))
         ImageDraw.Draw(im).rectangle((x1 * w, y1 * h, x2 * w - 1, y2 * h - 1), outline=(255, 220, 0), width=width)
     return np.asarray(im)
+
+
+def release_memory() -> None:
+    """Free what a request left: collect cycles, then hand glibc's freed heap back to the system.
+
+    Without the trim, a burst of decodes leaves the process hundreds of MB larger for good (freed, not returned).
+    """
+    gc.collect()
+    libc = ctypes.util.find_library("c")
+    trim = getattr(ctypes.CDLL(libc), "malloc_trim", None) if libc else None  # glibc only
+    if trim is not None:
+        trim(0)
 
 
 def clean_outputs(folder: str | os.PathLike, keep_hours: float) -> int:
@@ -223,6 +237,7 @@ class Handlers:
         """On upload: read the file now, so a bad one is reported at once rather than at generation."""
         if path is not None:
             _load(path, what, PREVIEW_SIDE)  # the whole file is decoded (a JPEG at 1/8 scale), kept small
+            release_memory()
 
     # --- box ------------------------------------------------------------------------------------
 
@@ -235,7 +250,10 @@ class Handlers:
             box = self._box(x1, y1, x2, y2)
         except ChoiError:
             box = None  # half-typed: show the background without a box until the four values are valid
-        return draw_box(bg, box)
+        preview = draw_box(bg, box)
+        del bg
+        release_memory()
+        return preview
 
     @_user_errors
     def click_corner(self, background, corner, evt: gr.SelectData):
@@ -312,7 +330,7 @@ class Handlers:
         downloads.append(str(run / "choi.json"))
         references = self._references(out)
         del out, request, mask, composite, editor
-        gc.collect()  # the request's full-size images go now: memory back near its baseline after a burst
+        release_memory()  # the request's full-size images go now: memory back near its baseline after a burst
         return gallery, downloads, references
 
     @staticmethod
@@ -422,7 +440,8 @@ def build_app(
         light = {"concurrency_limit": None, "show_progress": "hidden"}
         decode = {"concurrency_limit": DECODE_LIMIT, "concurrency_id": DECODE_GROUP, "show_progress": "hidden"}
         for component, what in ((human, "person image"), (obj, "object image"), (background, "background image")):
-            component.upload(functools.partial(h.check_upload, what=what), component, None, **decode)
+            check = functools.partial(h.check_upload, what=what)
+            component.upload(check, component, None, api_name=f"check_{what.split()[0]}", **decode)
         box_fields = [x1, y1, x2, y2]
         for trigger in (background.change, *(f.change for f in box_fields)):
             trigger(h.show_box, [background, *box_fields], box_view, **decode)

@@ -310,10 +310,8 @@ def segment_reference(
     what = f"{role} reference"
     box = None if box is None else _checked_box(box, role)
     if mask is not None:
-        full = _read(image, what, None)
-        sil = _read_mask(mask, full.shape[:2], role)
-        arr = downscale(full, REFERENCE_SIDE)
-        sil = downscale(sil.astype(np.uint8) * 255, REFERENCE_SIDE) > 127
+        arr = _read(image, what, REFERENCE_SIDE)
+        sil = _read_mask(mask, arr.shape[:2], role)
         if not sil.any():
             raise ChoiError(f"the {role} mask marks too few pixels to survive shrinking the photo: paint more")
         rule = "user-mask"
@@ -398,12 +396,14 @@ def _read_mask(mask: _ImageInput, shape: tuple[int, ...], role: str) -> np.ndarr
         values = values[..., 3] if has_alpha else values[..., :3].max(-1)
     if values.ndim != 2:
         raise ChoiError(f"the {what} must be an (H, W) image, got an array of shape {values.shape}")
-    if values.shape != tuple(shape[:2]):
-        (mh, mw), (h, w) = values.shape, shape[:2]
+    (mh, mw), (h, w) = values.shape, shape[:2]
+    if abs(mh * w - mw * h) > max(mh, mw, h, w):  # not the photo at another scale (the photo may be shrunk)
         raise ChoiError(f"the {what} is {mw}x{mh} pixels but the photo is {w}x{h}: give a mask the photo's size")
     sil = values.astype(bool) if values.dtype == bool else values > (0.5 if values.max() <= 1 else 127)
     if not sil.any():
         raise ChoiError(f"the {what} is empty: paint the {'person' if role == 'human' else 'object'} white")
+    if sil.shape != (h, w):
+        sil = cv2.resize(sil.astype(np.uint8) * 255, (w, h), interpolation=cv2.INTER_AREA) > 127
     return sil
 
 
