@@ -222,6 +222,8 @@ def cli(monkeypatch, tiny_pipeline):
         (["--set", "prior_strength=nan,1"], "prior strength"),
         (["--set", "composite_margin=inf"], "composite_margin"),
         (["--max-output-side", "100000"], "max_output_side"),
+        (["--background", "b" * 5000], "not found"),  # a name too long for the file system
+        (["--background", "/nowhere/" + "b" * 300 + "/bg.png"], "bg.png"),
     ],
 )
 def test_cli_refuses_in_one_line(refs, cli, tmp_path, capsys, flags, message):
@@ -346,4 +348,3 @@ def test_the_app_serves_its_own_uploads_not_the_shared_gradio_folder(tiny_pipeli
     finally:
         demo.close()
         planted.unlink()
-
