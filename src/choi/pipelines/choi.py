@@ -50,7 +50,7 @@ from choi.pipelines.stages import Callback, ImageStage, Layouts, MaskStage, Stag
 FAMILIES: dict[str, Callable[..., tuple[MaskStage, ImageStage, type]]] = {tiny.FAMILY: tiny.load}
 INDEX_FILE = "model_index.json"
 # The stages draw at most this long (or the family's own size, if larger); only the final composite
-# touches the output's pixels, so a phone-sized background costs what a 1 MP one does (docs/real-photos.md).
+# touches the output's pixels, so a phone photo costs little more than a 1 MP one (docs/real-photos.md).
 WORK_SIDE = 1024
 
 log = logging.getLogger(__name__)
