@@ -50,7 +50,7 @@ def fake(monkeypatch, tiny_pipeline):
             raise RuntimeError("simulated model failure\nsecond line")
         return stage(inputs, layouts, steps, guidance, options, callback)
 
-    def load_pipeline(model=None, device="cpu", dtype="float32"):
+    def load_pipeline(model=None, device="cpu", dtype="float32", offload=False):
         loads.append((model, device, dtype))
         return tiny_pipeline
 

@@ -12,6 +12,7 @@ from collections.abc import Sequence
 
 from choi import __version__
 from choi.cli_generate import add_app, add_generate, add_mask
+from choi.cli_model import add_model
 from choi.errors import ChoiError
 
 log = logging.getLogger("choi")
@@ -348,6 +349,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_generate(sub)
     _add_data(sub)
     add_mask(sub)
+    add_model(sub)
     _add_train(sub)
     _add_eval(sub)
     add_app(sub)

@@ -61,8 +61,11 @@ def _add_request_flags(parser: argparse.ArgumentParser, skip: tuple[str, ...] = 
 
 def add_model_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--model", default="choi-tiny", help="choi-tiny (shipped) or a model folder")
-    parser.add_argument("--device", default="cpu", choices=("cpu", "cuda"), help="where the model runs")
-    parser.add_argument("--dtype", default="float32", choices=("float32", "bfloat16"), help="model weights' dtype")
+    parser.add_argument("--device", default="cpu", choices=("cpu", "cuda", "mps"), help="where the model runs")
+    dtypes = ("fp32", "fp16", "bf16", "float32", "float16", "bfloat16")
+    parser.add_argument("--dtype", default="float32", choices=dtypes, help="model weights' dtype (fp16/bf16: GPUs)")
+    parser.add_argument("--offload", action="store_true",
+                        help="keep each model on the GPU only while it runs (choi-sd on small GPUs)")  # fmt: skip
 
 
 def _request_values(args: argparse.Namespace, skip: tuple[str, ...] = ()) -> dict[str, Any]:
@@ -102,7 +105,7 @@ def _generate(args: argparse.Namespace) -> None:
         if given:
             raise ChoiError(f"--jobs takes the requests from the file; drop {', '.join(given)}")
         summary = run_jobs(read_jobs(args.jobs, defaults=values), args.out,
-                           lambda: load_pipeline(args.model, args.device, args.dtype))  # fmt: skip
+                           lambda: load_pipeline(args.model, args.device, args.dtype, args.offload))  # fmt: skip
         if summary.failed and summary.reports:
             raise ChoiError(
                 f"{len(summary.failed)} of {summary.total} jobs failed: {', '.join(i for i, _ in summary.failed)}"
@@ -113,7 +116,7 @@ def _generate(args: argparse.Namespace) -> None:
         raise ChoiError(f"give {', '.join(missing)} (or --jobs FILE)")
     request = GenerationRequest.from_dict(values)
     check_files(request)  # before the model loads; the pipeline reads everything before it writes anything
-    out = generate(load_pipeline(args.model, args.device, args.dtype), request, args.out, progress=True)
+    out = generate(load_pipeline(args.model, args.device, args.dtype, args.offload), request, args.out, progress=True)
     log.info("wrote %d image(s) to %s (seeds %s)", len(out.images), args.out, out.metadata["seeds"])
 
 
@@ -141,7 +144,7 @@ def _mask(args: argparse.Namespace) -> None:
 
     request = GenerationRequest.from_dict(_request_values(args, skip=("mask", *STAGE2_FIELDS)))
     check_files(request)
-    out = load_pipeline(args.model, args.device, args.dtype).generate_masks(request)
+    out = load_pipeline(args.model, args.device, args.dtype, args.offload).generate_masks(request)
     out.save(args.out)
     log.info("wrote %d mask set(s) to %s (seeds %s)", len(out.human_masks), args.out, out.metadata["seeds"])
 
@@ -175,5 +178,5 @@ def _app(args: argparse.Namespace) -> None:
         from choi.app import launch
     except ImportError as err:
         raise ChoiError(f"the app needs gradio ({err}); install choi with its dependencies") from err
-    launch(load_pipeline(args.model, args.device, args.dtype), host=args.host, port=args.port, outputs=args.outputs,
-           keep_outputs_hours=args.keep_outputs_hours)  # fmt: skip
+    pipe = load_pipeline(args.model, args.device, args.dtype, args.offload)
+    launch(pipe, host=args.host, port=args.port, outputs=args.outputs, keep_outputs_hours=args.keep_outputs_hours)

@@ -37,8 +37,9 @@ from choi.pipelines.request import PATH_FIELDS, GenerationRequest
 log = logging.getLogger(__name__)
 
 DONE_FILE = "choi.json"  # written last by CHOIOutput.save: its presence means the job is complete
-DTYPES = ("float32", "bfloat16")
-DEVICES = ("cpu", "cuda")
+DTYPES = {"fp32": "float32", "fp16": "float16", "bf16": "bfloat16", "float32": "float32", "float16": "float16",
+          "bfloat16": "bfloat16"}  # fmt: skip
+DEVICES = ("cpu", "cuda", "mps")
 _JOB_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}")  # a safe folder name: no "/", no "..", no hidden files
 
 
@@ -75,8 +76,12 @@ def generate(pipe: Any, request: GenerationRequest, out_dir: str | os.PathLike, 
     return out
 
 
-def load_pipeline(model: str | None = None, device: str = "cpu", dtype: str = "float32") -> Any:
-    """:class:`~choi.pipelines.choi.CHOIPipeline` from a name (``choi-tiny``) or folder, on ``device``."""
+def load_pipeline(model: str | None = None, device: str = "cpu", dtype: str = "float32", offload: bool = False) -> Any:
+    """:class:`~choi.pipelines.choi.CHOIPipeline` from a name (``choi-tiny``) or folder, on ``device``.
+
+    ``offload``: stage 2's models sit in CPU memory and each visits ``device`` only while it runs
+    (diffusers' model CPU offload; families that support it).
+    """
     import torch
 
     if device not in DEVICES:
@@ -85,9 +90,21 @@ def load_pipeline(model: str | None = None, device: str = "cpu", dtype: str = "f
         raise ChoiError(f"unknown dtype {dtype!r}; allowed: {', '.join(DTYPES)}")
     if device == "cuda" and not torch.cuda.is_available():
         raise ChoiError("--device cuda: no CUDA GPU is available to this torch build; use --device cpu")
+    if device == "mps" and not torch.backends.mps.is_available():
+        raise ChoiError("--device mps: no Apple GPU is available to this torch build; use --device cpu")
+    if offload and device == "cpu":
+        raise ChoiError("--offload moves models to a GPU only while they run; give --device cuda or mps")
     from choi.pipelines.choi import CHOIPipeline
 
-    return CHOIPipeline.from_pretrained(model or "choi-tiny", device=device, torch_dtype=getattr(torch, dtype))
+    torch_dtype = getattr(torch, DTYPES[dtype])
+    pipe = CHOIPipeline.from_pretrained(model or "choi-tiny", device="cpu" if offload else device,
+                                        torch_dtype=torch_dtype)  # fmt: skip
+    if offload:
+        if not hasattr(pipe.image_stage, "enable_model_cpu_offload"):
+            raise ChoiError(f"--offload: the {pipe.family} family is small enough to run whole on {device}; drop it")
+        pipe.mask_stage.to(device)
+        pipe.image_stage.enable_model_cpu_offload(device)
+    return pipe
 
 
 # --- batches --------------------------------------------------------------------------------------

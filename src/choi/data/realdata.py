@@ -26,7 +26,7 @@ from PIL import Image
 
 from choi.data.schema import Sample
 from choi.data.segmenters import PersonResult, PixelBox, clip_box, grow_box
-from choi.world.palette import REF_BACKGROUND
+from choi.world.palette import REF_BACKGROUND, REFERENCE_FILL
 
 log = logging.getLogger(__name__)
 
@@ -221,8 +221,10 @@ def assemble_sample(
     outside = (kp[:, 0] < 0) | (kp[:, 0] > 1) | (kp[:, 1] < 0) | (kp[:, 1] > 1)
     kp[outside, 2] = 0.0
     kp[:, :2] = kp[:, :2].clip(0, 1)
-    human_ref, human_ref_mask = reference(ref.image, ref.human_mask & ~ref.object_mask, resolution, 0.88)
-    object_ref, object_ref_mask = reference(ref.image, ref.object_mask, resolution, 0.78)
+    human_ref, human_ref_mask = reference(
+        ref.image, ref.human_mask & ~ref.object_mask, resolution, REFERENCE_FILL["human"]
+    )
+    object_ref, object_ref_mask = reference(ref.image, ref.object_mask, resolution, REFERENCE_FILL["object"])
     return Sample(
         key=key,
         image=image,

@@ -209,21 +209,26 @@ def load_dino(path: str | Path, device: str | torch.device = "cpu", batch_size: 
     invalid folder.
     """
     from transformers import BitImageProcessor, Dinov2Model
-    from transformers.image_utils import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD, PILImageResampling
+    from transformers.image_utils import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
 
     folder, _ = _read_config(path, "DINOv2", ("dinov2",))
     model = _from_pretrained(Dinov2Model, folder, "DINOv2")
 
-    def default() -> Any:
-        return BitImageProcessor(
-            size={"shortest_edge": _DINO_RESIZE},
-            crop_size={"height": _DINO_CROP, "width": _DINO_CROP},
-            resample=PILImageResampling.BICUBIC,
-            image_mean=IMAGENET_DEFAULT_MEAN,
-            image_std=IMAGENET_DEFAULT_STD,
-        )
-
+    default = _bicubic_processor(
+        BitImageProcessor, _DINO_RESIZE, _DINO_CROP, IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
+    )
     return FoundationEmbedder("dino", _DinoCls(model), _load_processor(folder, default), device, batch_size)
+
+
+def _bicubic_processor(kind: Any, short_edge: int, crop: int, mean: Any, std: Any) -> Any:
+    """A function making ``kind`` (an image processor class): bicubic short-side resize, centre crop, mean/std."""
+    from transformers.image_utils import PILImageResampling
+
+    def default() -> Any:
+        return kind(size={"shortest_edge": short_edge}, crop_size={"height": crop, "width": crop},
+                    resample=PILImageResampling.BICUBIC, image_mean=mean, image_std=std)  # fmt: skip
+
+    return default
 
 
 def load_clip(path: str | Path, device: str | torch.device = "cpu", batch_size: int = 16) -> FoundationEmbedder:
@@ -236,7 +241,7 @@ def load_clip(path: str | Path, device: str | torch.device = "cpu", batch_size: 
     :class:`ChoiError` for a missing or invalid folder.
     """
     from transformers import CLIPImageProcessor, CLIPModel, CLIPVisionModelWithProjection
-    from transformers.image_utils import OPENAI_CLIP_MEAN, OPENAI_CLIP_STD, PILImageResampling
+    from transformers.image_utils import OPENAI_CLIP_MEAN, OPENAI_CLIP_STD
 
     folder, config = _read_config(path, "CLIP", ("clip", "clip_vision_model"))
     text = None
@@ -253,15 +258,7 @@ def load_clip(path: str | Path, device: str | torch.device = "cpu", batch_size: 
         embed = _ClipImage(vision.vision_model, vision.visual_projection)
         image_size = vision.config.image_size
 
-    def default() -> Any:
-        return CLIPImageProcessor(
-            size={"shortest_edge": image_size},
-            crop_size={"height": image_size, "width": image_size},
-            resample=PILImageResampling.BICUBIC,
-            image_mean=OPENAI_CLIP_MEAN,
-            image_std=OPENAI_CLIP_STD,
-        )
-
+    default = _bicubic_processor(CLIPImageProcessor, image_size, image_size, OPENAI_CLIP_MEAN, OPENAI_CLIP_STD)
     return FoundationEmbedder("clip", embed, _load_processor(folder, default), device, batch_size, text)
 
 
@@ -345,28 +342,14 @@ def _scores_for(
     return {f"{prefix}_{k}": v for k, v in identity_scores(embedder, *args, **kwargs).items()}
 
 
-def dino_scores(
-    embedder: FoundationEmbedder,
-    generated: Images,
-    human_refs: Images,
-    object_refs: Images,
-    pair_refs: Images | None = None,
-    regions: Regions | None = None,
-) -> dict[str, np.ndarray]:
-    """The paper's DINO-human / DINO-object / DINO-pair: ``dino_human``, ``dino_object``, ``dino_pair``."""
-    return _scores_for("dino", "dino", embedder, generated, human_refs, object_refs, pair_refs, regions)
+def dino_scores(embedder: FoundationEmbedder, *args: Any, **kwargs: Any) -> dict[str, np.ndarray]:
+    """The paper's DINO-human / DINO-object / DINO-pair (``dino_*``): :func:`identity_scores`'s arguments."""
+    return _scores_for("dino", "dino", embedder, *args, **kwargs)
 
 
-def clip_scores(
-    embedder: FoundationEmbedder,
-    generated: Images,
-    human_refs: Images,
-    object_refs: Images,
-    pair_refs: Images | None = None,
-    regions: Regions | None = None,
-) -> dict[str, np.ndarray]:
-    """CLIP-I: ``clip_i_pair`` (the paper's CLIP-I with a pair reference), ``clip_i_human``, ``clip_i_object``."""
-    return _scores_for("clip", "clip_i", embedder, generated, human_refs, object_refs, pair_refs, regions)
+def clip_scores(embedder: FoundationEmbedder, *args: Any, **kwargs: Any) -> dict[str, np.ndarray]:
+    """CLIP-I (``clip_i_human``, ``clip_i_object``, ``clip_i_pair``): :func:`identity_scores`'s arguments."""
+    return _scores_for("clip", "clip_i", embedder, *args, **kwargs)
 
 
 def clip_t_scores(embedder: FoundationEmbedder, generated: Images, texts: Sequence[str]) -> dict[str, np.ndarray]:

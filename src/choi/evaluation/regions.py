@@ -28,12 +28,14 @@ from dataclasses import dataclass
 import numpy as np
 from tqdm.auto import tqdm
 
-from choi.data.realdata import PersonSegmenter, grabcut_mask, reference
+from choi.data.realdata import reference
 from choi.data.schema import Box, mask_box
+from choi.data.segmenters import PersonSegmenter, grabcut_mask
 from choi.evaluation.metrics import box_to_pixels
+from choi.world.palette import REFERENCE_FILL
 
 # References are cut with the subject filling this much of the square (see realdata.assemble_sample).
-HUMAN_FILL, OBJECT_FILL = 0.88, 0.78
+HUMAN_FILL, OBJECT_FILL = REFERENCE_FILL["human"], REFERENCE_FILL["object"]
 MIN_REGION = 0.002  # least fraction of the image a found region covers; less is a speck, not a subject
 
 PersonMask = Callable[[np.ndarray], np.ndarray | None]  # image -> (H, W) bool, None when no person

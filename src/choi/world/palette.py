@@ -32,6 +32,7 @@ PAINT = (
 WOOD = ((150, 98, 52), (196, 148, 90), (110, 66, 36), (222, 184, 130), (90, 56, 36), (170, 120, 70))
 
 OUTLINE_FACTOR = 0.5  # rim colour = fill * this
+REFERENCE_FILL = {"human": 0.88, "object": 0.78}  # of the side a reference's subject spans: room for its outline
 FAR_FACTOR = 0.78  # limbs on the far side of the body are in shadow
 HIGHLIGHT_FACTOR = 1.12
 

@@ -25,7 +25,7 @@ from choi.world.canvas import Drawing
 from choi.world.figure import OBJECT_LABEL, draw_human
 from choi.world.interactions import PROGRAMMES
 from choi.world.objects import N_OBJECT_IDENTITIES, ObjectIdentity, ObjectPose, draw_object
-from choi.world.palette import REF_BACKGROUND
+from choi.world.palette import REF_BACKGROUND, REFERENCE_FILL
 from choi.world.poses import REF_POSES, Ctx, Layout, pose_distance, reference_pose
 from choi.world.scenes import SCENES, backdrop
 from choi.world.skeleton import MIRROR_INDEX
@@ -159,7 +159,7 @@ def _human_reference(rng, human: HumanIdentity, target_pose, resolution: int):
             break
     facing = FACINGS[int(rng.integers(2))]
     drawing = draw_human(human, pose)
-    canvas, labels, placement = _alone(drawing, facing, resolution, 0.88)
+    canvas, labels, placement = _alone(drawing, facing, resolution, REFERENCE_FILL["human"])
     keypoints = _keypoints(pose.joints, placement, labels, facing).round(4).tolist()
     return canvas, labels > 0, {"name": pose.name, "facing": facing, "keypoints": keypoints}
 
@@ -180,7 +180,7 @@ def _object_reference(rng, obj: ObjectIdentity, target: ObjectPose, target_facin
         angle *= 0.3  # upright things stay near upright; the mirror changes the view
     facing = "right" if target_facing == "left" else "left"
     drawing, _ = draw_object(obj, ObjectPose(0.0, 0.0, angle, 1.0, False, state), 0.0)
-    canvas, labels, _ = _alone(drawing, facing, resolution, 0.78)
+    canvas, labels, _ = _alone(drawing, facing, resolution, REFERENCE_FILL["object"])
     return canvas, labels > 0, {"angle": round(angle, 4), "facing": facing, "state": _jsonable(state)}
 
 

@@ -8,8 +8,9 @@ from typing import Any
 import torch
 
 from choi.models.text_encoder import TextEncoder
-from choi.pipelines.tiny.mask import MaskPipeline, shipped_weights
+from choi.pipelines.tiny.mask import MaskPipeline
 from choi.pipelines.tiny.render import ImageRenderer
+from choi.pipelines.tiny.runner import shipped_weights
 from choi.pipelines.tiny.stages import TinyImageStage, TinyMaskStage, TinyOptions
 
 FAMILY = "choi-tiny"

@@ -9,13 +9,11 @@ Example:
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from importlib import resources
 from pathlib import Path
 from typing import Any
 
@@ -28,7 +26,6 @@ from choi.errors import ChoiError, quote
 from choi.io import atomic_write_bytes, png_bytes
 from choi.models.conditioning import box_in_window, zoom_window
 from choi.models.mask_generator import MaskConditions, MaskGenerator
-from choi.models.text_encoder import TEXT_ENCODER_NAME, TextEncoder
 from choi.pipelines.inputs import (
     ImageInput,
     image_tensor,
@@ -41,6 +38,7 @@ from choi.pipelines.inputs import (
 from choi.pipelines.request import MAX_GUIDANCE, MAX_IMAGES, MAX_STEPS
 from choi.pipelines.sampling import denoise, get_noise, make_generators, make_scheduler
 from choi.pipelines.stages import check_number
+from choi.pipelines.tiny.runner import ModelRunner
 from choi.vocabulary import resolve
 
 log = logging.getLogger(__name__)
@@ -157,20 +155,7 @@ def to_masks(
     return human, obj, soft.cpu().numpy()
 
 
-def shipped_weights() -> Path:
-    """choi-tiny's folder inside the package: ``model_index.json``, ``mask/`` (stage 1) and ``image/`` (stage 2)."""
-    return Path(str(resources.files("choi") / "weights"))
-
-
-def weights_digest(folder: Path) -> str:
-    files = sorted(folder.glob("*.safetensors"))
-    digest = hashlib.sha256()
-    for f in files:
-        digest.update(f.read_bytes())
-    return digest.hexdigest()[:16] if files else "unknown"
-
-
-class MaskPipeline:
+class MaskPipeline(ModelRunner):
     """Stage 1: reference photos + interaction (+ background, box) → human and object masks.
 
     The references are segmented (plain backgrounds: :func:`choi.data.segment.silhouette`) unless
@@ -182,46 +167,7 @@ class MaskPipeline:
         >>> out.human_masks[0].shape  # (H, W) of the human reference (or of the background)
     """
 
-    def __init__(
-        self,
-        model: MaskGenerator,
-        text_encoder: TextEncoder | None = None,
-        model_id: str = "unsaved",
-        model_version: str = "unsaved",
-    ):
-        if model.config.text_encoder != TEXT_ENCODER_NAME:
-            wanted = model.config.text_encoder
-            raise ChoiError(f"the mask model expects text encoder '{wanted}'; choi provides {TEXT_ENCODER_NAME}")
-        self.model = model.eval()
-        self.text_encoder = text_encoder or TextEncoder(max_length=model.config.max_text_tokens)
-        if self.text_encoder.max_length != model.config.max_text_tokens:
-            raise ChoiError("text encoder max_length does not match the mask model's max_text_tokens")
-        self.model_id, self.model_version = model_id, model_version
-
-    @classmethod
-    def from_pretrained(
-        cls,
-        path: str | os.PathLike | None = None,
-        torch_dtype: torch.dtype = torch.float32,
-        device: str | torch.device = "cpu",
-        text_encoder: TextEncoder | None = None,
-    ) -> MaskPipeline:
-        """Load a saved :class:`MaskGenerator` folder (default: the shipped choi-tiny weights)."""
-        folder = Path(path) if path is not None else shipped_weights() / "mask"
-        if not (folder / "config.json").is_file():
-            hint = "train one with `choi train mask`" if path is None else "expected a folder from `choi train mask`"
-            raise ChoiError(f"no mask model in {folder} ({hint}, e.g. RUN/model)")
-        try:
-            model = MaskGenerator.from_pretrained(folder, torch_dtype=torch_dtype)
-        except (OSError, ValueError, TypeError, KeyError) as err:
-            raise ChoiError(f"cannot load the mask model in {folder}: {err}") from err
-        model_id = "choi-tiny" if path is None else str(folder)
-        return cls(model.to(device), text_encoder, model_id, weights_digest(folder)).to(device)
-
-    def to(self, device: str | torch.device) -> MaskPipeline:
-        self.model.to(device)
-        self.text_encoder.to(device)
-        return self
+    model_class, what = MaskGenerator, "mask"
 
     @torch.no_grad()
     def __call__(

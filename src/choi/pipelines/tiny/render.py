@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable, Sequence
-from pathlib import Path
 
 import numpy as np
 import torch
@@ -14,10 +12,9 @@ from PIL import Image
 from choi.errors import ChoiError
 from choi.models.conditioning import generation_region, layout_region
 from choi.models.image_generator import ImageConditions, ImageGenerator, check_prior_strength
-from choi.models.text_encoder import TEXT_ENCODER_NAME, TextEncoder
 from choi.pipelines.inputs import pad_square
 from choi.pipelines.sampling import denoise, get_noise, make_scheduler
-from choi.pipelines.tiny.mask import weights_digest
+from choi.pipelines.tiny.runner import ModelRunner
 
 # One step, the clean-image estimate from pure noise: 8x8 patches turn more steps into speckle
 # (docs/experiments.md#steps).
@@ -29,7 +26,7 @@ def _to_tensor(image: np.ndarray) -> torch.Tensor:
     return torch.from_numpy(np.array(image, dtype=np.float32)).permute(2, 0, 1) / 255.0
 
 
-class ImageRenderer:
+class ImageRenderer(ModelRunner):
     """choi-tiny's image model as a renderer: references + interaction + layout → K images.
 
     Example:
@@ -37,31 +34,7 @@ class ImageRenderer:
         >>> images = render(h_rgb, h_sil, o_rgb, o_sil, "kick ball", layout_masks=(hm, om), generators=gens)
     """
 
-    def __init__(
-        self,
-        model: ImageGenerator,
-        text_encoder: TextEncoder | None = None,
-        model_id: str = "unsaved",
-        model_version: str = "unsaved",
-    ):
-        if model.config.text_encoder != TEXT_ENCODER_NAME:
-            raise ChoiError(f"the image model expects text encoder '{model.config.text_encoder}'")
-        self.model = model.eval()
-        self.text_encoder = text_encoder or TextEncoder(max_length=model.config.max_text_tokens)
-        self.model_id, self.model_version = model_id, model_version
-
-    @classmethod
-    def from_pretrained(
-        cls, path: str | os.PathLike, torch_dtype: torch.dtype = torch.float32, text_encoder: TextEncoder | None = None
-    ) -> ImageRenderer:
-        folder = Path(path)
-        if not (folder / "config.json").is_file():
-            raise ChoiError(f"no image model in {folder} (expected a folder from `choi train image`, e.g. RUN/model)")
-        try:
-            model = ImageGenerator.from_pretrained(folder, torch_dtype=torch_dtype)
-        except (OSError, ValueError, TypeError, KeyError) as err:
-            raise ChoiError(f"cannot load the image model in {folder}: {err}") from err
-        return cls(model, text_encoder, str(folder), weights_digest(folder))
+    model_class, what = ImageGenerator, "image"
 
     @torch.no_grad()
     def __call__(

@@ -17,6 +17,7 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
+from choi.data.realdata import reference
 from choi.data.segment import Reference
 from choi.errors import ChoiError, quote
 from choi.models.conditioning import snap_silhouettes
@@ -28,37 +29,23 @@ from choi.pipelines.tiny.mask import DEFAULT_STEPS as MASK_STEPS
 from choi.pipelines.tiny.mask import MaskPipeline, MaskPipelineOutput, check_strength
 from choi.pipelines.tiny.render import DEFAULT_GUIDANCE, DEFAULT_STEPS, ImageRenderer
 from choi.vocabulary import match_interaction
-from choi.world.palette import REF_BACKGROUND
+from choi.world.palette import REFERENCE_FILL
 
 OBJECT_FIT_TURNS = (
     48  # the turns (of 360°, mirrored or not) tried when fitting the outline (docs/experiments.md#object-fit)
 )
 OBJECT_FIT_SIZE = 128  # working size of that search
 MAX_LAYOUT_CANDIDATES = 64
-REFERENCE_FILL = {"human": 0.88, "object": 0.78}  # of the side, as HOI-World draws its references (world/renderer.py)
 
 log = logging.getLogger(__name__)
 
 
 def frame_reference(ref: Reference, role: str, side: int) -> tuple[np.ndarray, np.ndarray]:
-    """A photo's cut-out framed as a HOI-World reference: centred on the plain reference colour, ``side`` px square.
-
-    A plain-background reference is already one and is kept as it is.
-    """
+    """A photo's cut-out framed as a HOI-World reference (and as `choi data hico|video` frames theirs):
+    centred on the plain reference colour, ``side`` px square. A plain-background reference already is one."""
     if ref.rule == "plain-background":
         return ref.rgb, ref.silhouette
-    h, w = ref.silhouette.shape
-    scale = REFERENCE_FILL[role] * side / max(h, w)
-    size = (max(1, round(w * scale)), max(1, round(h * scale)))
-    cut = np.where(ref.silhouette[..., None], ref.rgb, np.array(REF_BACKGROUND, np.uint8))
-    cut = np.asarray(Image.fromarray(cut).resize(size, Image.LANCZOS))
-    sil = np.asarray(Image.fromarray(ref.silhouette.astype(np.uint8) * 255).resize(size, Image.BILINEAR)) > 127
-    rgb = np.full((side, side, 3), REF_BACKGROUND, np.uint8)
-    mask = np.zeros((side, side), bool)
-    top, left = (side - size[1]) // 2, (side - size[0]) // 2
-    rgb[top : top + size[1], left : left + size[0]] = cut
-    mask[top : top + size[1], left : left + size[0]] = sil
-    return rgb, mask
+    return reference(ref.rgb, ref.silhouette, side, REFERENCE_FILL[role])
 
 
 @dataclass(frozen=True)

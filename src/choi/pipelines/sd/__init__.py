@@ -1,0 +1,58 @@
+"""choi-sd: choi's two stages on the Stable Diffusion 1.x weights a user already has (zero-shot).
+
+A choi-sd model folder holds only a ``model_index.json`` that refers to the user's folders
+(``choi model sd`` writes it); see docs/choi-sd.md.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from choi.errors import ChoiError
+from choi.pipelines.sd.loading import (
+    DEFAULT_RESOLUTION,
+    FAMILY,
+    check_base,
+    check_image_encoder,
+    check_ip_adapter,
+    check_resolution,
+    load_inpaint_pipeline,
+    make_model_folder,
+    mask_folder,
+    size_multiple,
+)
+from choi.pipelines.sd.stages import SDImageStage, SDMaskStage, SDOptions
+
+__all__ = ["FAMILY", "SDImageStage", "SDMaskStage", "SDOptions", "load", "make_model_folder"]
+
+
+def load(folder: Path, index: dict[str, Any], model_id: str, torch_dtype: torch.dtype = torch.float32):
+    """A choi-sd folder's stages: its ``model_index.json`` names the base, IP-Adapter, encoder and stage 1."""
+    from choi.models.text_encoder import TextEncoder
+    from choi.pipelines.tiny.mask import MaskPipeline
+    from choi.pipelines.tiny.stages import TinyMaskStage
+
+    parts = index.get("components", {})
+    missing = [k for k in ("base", "ip_adapter") if not isinstance(parts.get(k), str)]
+    if missing:
+        raise ChoiError(f"{folder}/model_index.json lacks components {', '.join(missing)}; rerun `choi model sd`")
+    what = f"{folder.name}/model_index.json"
+    base = check_base(folder / parts["base"], f"{what} base")
+    ip_adapter = check_ip_adapter(folder / parts["ip_adapter"], f"{what} ip_adapter")
+    encoder = parts.get("image_encoder")
+    encoder = None if encoder is None else folder / encoder
+    image_encoder = check_image_encoder(encoder, ip_adapter, f"{what} image_encoder")
+    stage1 = parts.get("stage1", "choi-tiny")
+    # stage 1 is tiny: it stays in fp32 whatever dtype stage 2 runs in
+    masks = MaskPipeline.from_pretrained(mask_folder(stage1 if stage1 == "choi-tiny" else folder / stage1, what),
+                                         text_encoder=TextEncoder())  # fmt: skip
+    masks.model_id = f"{model_id}/stage1"
+    multiple = size_multiple(base)
+    resolution = check_resolution(index.get("resolution", DEFAULT_RESOLUTION), multiple, f"{what} resolution")
+    pipe = load_inpaint_pipeline(base, ip_adapter, image_encoder, torch_dtype)
+    sources = {"id": model_id, "base": str(base), "ip_adapter": str(ip_adapter), "image_encoder": str(image_encoder),
+               "stage1": str(stage1), "dtype": str(torch_dtype).removeprefix("torch.")}  # fmt: skip
+    return SDMaskStage(TinyMaskStage(masks)), SDImageStage(pipe, resolution, multiple, sources), SDOptions
