@@ -4,7 +4,8 @@ Upload a person and an object, pick or type an interaction, optionally upload a 
 click two corners of the box where the pair should go. "Generate masks" shows stage 1's layouts;
 pick one, edit it with the brush (red: person, blue: object, black: nothing) or upload your own,
 then "Generate images" renders candidates with their seeds. Every run is saved (images, masks,
-choi.json) in the outputs folder, the only folder the app serves files from.
+choi.json) in the outputs folder, the only folder the app serves files from besides its own
+uploads folder; runs older than ``keep_outputs_hours`` are removed.
 
 Example:
     >>> from choi.app import launch
@@ -13,11 +14,15 @@ Example:
 
 from __future__ import annotations
 
+import ctypes
+import ctypes.util
 import dataclasses
 import functools
 import logging
 import os
+import shutil
 import tempfile
+import time
 import uuid
 from collections.abc import Callable
 from pathlib import Path
@@ -27,10 +32,10 @@ import gradio as gr
 import numpy as np
 from PIL import Image, ImageDraw
 
-from choi.data.segment import as_rgb, load_image
-from choi.errors import ChoiError
+from choi.data.segment import REFERENCE_SIDE, as_rgb, load_image
+from choi.errors import ChoiError, quote
 from choi.pipelines.inputs import HUMAN_COLOUR, OBJECT_COLOUR, parse_box, read_layout_mask
-from choi.pipelines.request import MAX_IMAGES, GenerationRequest
+from choi.pipelines.request import MAX_IMAGES, MAX_OUTPUT_SIDE, GenerationRequest
 from choi.pipelines.stages import parse_set
 from choi.vocabulary import CLASSES
 
@@ -39,6 +44,10 @@ log = logging.getLogger(__name__)
 MAX_UPLOAD = "25mb"  # per file; the pixel limit (choi.data.segment.MAX_PIXELS) catches small decompression bombs
 PREVIEW_SIDE = 512  # the box-drawing preview is shown at most this large
 ERASE_COLOUR = (0, 0, 0)
+# Every handler that decodes an image shares this queue group: 8 phone photos at once would otherwise
+# decode 8 x 100 MB side by side. Two at a time keep the page responsive while a generation runs.
+DECODE_GROUP, DECODE_LIMIT = "decode", 2
+KEEP_OUTPUTS_HOURS = 24.0  # runs older than this are removed from the outputs folder
 
 
 def _hex(rgb: tuple[int, int, int]) -> str:
@@ -58,12 +67,12 @@ def _user_errors(fn: Callable) -> Callable:
     return wrapper
 
 
-def _load(path: str, what: str) -> np.ndarray:
-    """load_image, with messages naming the uploaded file rather than its path in Gradio's cache."""
+def _load(path: str, what: str, max_side: int | None = None) -> np.ndarray:
+    """load_image (shrunk to ``max_side``), with messages naming the uploaded file rather than its path in the cache."""
     try:
-        return load_image(path, what)
+        return load_image(path, what, max_side)
     except ChoiError as err:
-        raise ChoiError(str(err).replace(str(path), f"'{Path(path).name}'")) from err
+        raise ChoiError(str(err).replace(quote(str(path), path=True), quote(Path(path).name))) from err
 
 
 def draw_box(background: np.ndarray, box: tuple[float, float, float, float] | None) -> np.ndarray:
@@ -76,6 +85,39 @@ def draw_box(background: np.ndarray, box: tuple[float, float, float, float] | No
         width = max(2, round(max(w, h) / 128))
         ImageDraw.Draw(im).rectangle((x1 * w, y1 * h, x2 * w - 1, y2 * h - 1), outline=(255, 220, 0), width=width)
     return np.asarray(im)
+
+
+def release_memory() -> None:
+    """Hand glibc's freed heap back to the system (images are freed when their last reference goes).
+
+    Without it, a burst of decodes leaves the process hundreds of MB larger for good (freed, not returned).
+    No gc.collect(): it takes 0.3-0.7 s over the app's heap and images are not held in cycles.
+    """
+    trim = _malloc_trim()
+    if trim is not None:
+        trim(0)
+
+
+@functools.cache
+def _malloc_trim() -> Callable[[int], int] | None:
+    # Looked up once: find_library runs ldconfig in a subprocess.
+    libc = ctypes.util.find_library("c")
+    return getattr(ctypes.CDLL(libc), "malloc_trim", None) if libc else None  # glibc only
+
+
+def clean_outputs(folder: str | os.PathLike, keep_hours: float) -> int:
+    """Remove the runs (sub-folders) of ``folder`` last changed over ``keep_hours`` ago; how many were removed."""
+    cutoff, removed = time.time() - keep_hours * 3600, 0
+    for run in Path(folder).iterdir() if Path(folder).is_dir() else ():
+        try:
+            if run.is_dir() and not run.is_symlink() and run.stat().st_mtime < cutoff:
+                shutil.rmtree(run)
+                removed += 1
+        except OSError as err:  # removed by another worker meanwhile, or not ours to remove
+            log.debug("could not remove %s: %s", run, err)
+    if removed:
+        log.info("removed %d run(s) older than %g hours from %s", removed, keep_hours, folder)
+    return removed
 
 
 def _uploaded_path(payload: Any) -> str | None:
@@ -95,22 +137,39 @@ def image_upload(**kwargs: Any) -> gr.Image:
     return component
 
 
+def one_line_errors(component: gr.components.Component, what: str) -> gr.components.Component:
+    """A component whose own decoding (an ImageEditor opens uploads with Pillow) fails in one line, no traceback."""
+    decode = component.preprocess
+
+    def preprocess(payload: Any) -> Any:
+        try:
+            return decode(payload)
+        except Exception as err:  # Pillow raises many types on a file that is not an image
+            reason = str(err).strip().splitlines()[0][:120] if str(err).strip() else type(err).__name__
+            raise gr.Error(f"cannot read the {what}: not an image file Pillow can read ({reason})",
+                           print_exception=False) from err  # fmt: skip
+
+    component.preprocess = preprocess
+    return component
+
+
 class Handlers:
     """The app's event handlers as plain methods, so tests can call them with a fake pipeline."""
 
-    def __init__(self, pipeline: Any, outputs: str | os.PathLike):
+    def __init__(self, pipeline: Any, outputs: str | os.PathLike, keep_outputs_hours: float = KEEP_OUTPUTS_HOURS):
         self.pipe = pipeline
         self.outputs = Path(outputs)
+        self.keep_outputs_hours = keep_outputs_hours
 
     # --- inputs ---------------------------------------------------------------------------------
 
     @staticmethod
-    def _image(path: str | None, what: str, required: bool = True) -> np.ndarray | None:
+    def _image(path: str | None, what: str, max_side: int, required: bool = True) -> np.ndarray | None:
         if path is None:
             if required:
                 raise ChoiError(f"upload the {what}")
             return None
-        return _load(path, what)
+        return _load(path, what, max_side)
 
     @staticmethod
     def _box(x1, y1, x2, y2) -> tuple[float, float, float, float] | None:
@@ -166,10 +225,12 @@ class Handlers:
         self, human, obj, interaction, background, x1, y1, x2, y2, settings, fixes=None, mask=None
     ) -> GenerationRequest:
         values = {
-            "human": self._image(human, "person image"),
-            "object": self._image(obj, "object image"),
+            # Decoded once, at what the pipeline would shrink them to anyway (references are segmented at
+            # REFERENCE_SIDE; the output is at most MAX_OUTPUT_SIDE long), so a phone photo is never whole.
+            "human": self._image(human, "person image", REFERENCE_SIDE),
+            "object": self._image(obj, "object image", REFERENCE_SIDE),
             "interaction": interaction or "",
-            "background": self._image(background, "background image", required=False),
+            "background": self._image(background, "background image", MAX_OUTPUT_SIDE, required=False),
             "box": self._box(x1, y1, x2, y2),
             "mask": mask,
             **(fixes or {}),
@@ -180,7 +241,8 @@ class Handlers:
     def check_upload(self, path: str | None, what: str) -> None:
         """On upload: read the file now, so a bad one is reported at once rather than at generation."""
         if path is not None:
-            _load(path, what)
+            _load(path, what, PREVIEW_SIDE)  # the whole file is decoded (a JPEG at 1/8 scale), kept small
+            release_memory()
 
     # --- box ------------------------------------------------------------------------------------
 
@@ -188,19 +250,22 @@ class Handlers:
     def show_box(self, background, x1, y1, x2, y2) -> np.ndarray | None:
         if background is None:
             return None
-        bg = _load(background, "background image")
+        bg = _load(background, "background image", PREVIEW_SIDE)
         try:
             box = self._box(x1, y1, x2, y2)
         except ChoiError:
             box = None  # half-typed: show the background without a box until the four values are valid
-        return draw_box(bg, box)
+        preview = draw_box(bg, box)
+        del bg
+        release_memory()
+        return preview
 
     @_user_errors
     def click_corner(self, background, corner, evt: gr.SelectData):
         """Two clicks on the preview set the box: the first corner is kept in state until the second."""
         if background is None:
             raise ChoiError("upload a background first")
-        preview = draw_box(_load(background, "background image"), None)
+        preview = draw_box(_load(background, "background image", PREVIEW_SIDE), None)
         h, w = preview.shape[:2]
         x, y = (min(max(float(v), 0.0), 1.0) for v in (evt.index[0] / w, evt.index[1] / h))
         if corner is None:
@@ -258,6 +323,7 @@ class Handlers:
         request = self._request(human, obj, interaction, background, x1, y1, x2, y2, settings, fixes, mask)
         progress(0, desc="image stage" if mask is not None else "mask stage")
         out = self.pipe(request, callback=self._progress(progress))
+        clean_outputs(self.outputs, self.keep_outputs_hours)
         run = self.outputs / uuid.uuid4().hex[:12]
         files = out.save(run)
         seeds = out.metadata["seeds"]
@@ -267,14 +333,20 @@ class Handlers:
             str(f) for f in files if f.name.startswith(("image_", "reference_")) or f.name.endswith("_preview.png")
         ]
         downloads.append(str(run / "choi.json"))
-        return gallery, downloads, self._references(out)
+        references = self._references(out)
+        del out, request, mask, composite, editor
+        release_memory()  # the request's full-size images go now: memory back near its baseline after a burst
+        return gallery, downloads, references
 
     @staticmethod
     def photo_to_draw_on(path: str | None):
         """An uploaded reference photo becomes the canvas its silhouette can be drawn on (a bad file: none;
         :meth:`check_upload` reports it)."""
         try:
-            return None if path is None else {"background": _load(path, "photo"), "layers": [], "composite": None}
+            if path is None:
+                return None
+            # The reference's own working size: the silhouette drawn on it has the size the pipeline reads it at.
+            return {"background": _load(path, "photo", REFERENCE_SIDE), "layers": [], "composite": None}
         except ChoiError:
             return None
 
@@ -284,17 +356,22 @@ def _theme() -> gr.themes.Base:
     return gr.themes.Default(font=["ui-sans-serif", "system-ui", "sans-serif"], font_mono=["ui-monospace", "monospace"])
 
 
-def build_app(pipeline: Any, outputs: str | os.PathLike | None = None) -> gr.Blocks:
+def build_app(
+    pipeline: Any, outputs: str | os.PathLike | None = None, keep_outputs_hours: float = KEEP_OUTPUTS_HOURS
+) -> gr.Blocks:
     """The Gradio Blocks over ``pipeline`` (a CHOIPipeline, or anything with its interface)."""
     outputs = Path(outputs) if outputs is not None else Path(tempfile.mkdtemp(prefix="choi-app-"))
     outputs.mkdir(parents=True, exist_ok=True)
-    h = Handlers(pipeline, outputs)
+    clean_outputs(outputs, keep_outputs_hours)
+    h = Handlers(pipeline, outputs, keep_outputs_hours)
     options_class = getattr(pipeline, "options_class", None)
     family_options = ", ".join(f.name for f in dataclasses.fields(options_class)) if options_class else ""
     suggestions = [c.text for c in CLASSES]
     image = functools.partial(image_upload, height=220)
 
-    with gr.Blocks(title="choi", analytics_enabled=False) as demo:
+    # Gradio removes its own uploads as old as the outputs kept.
+    keep_s = max(60, round(keep_outputs_hours * 3600))
+    with gr.Blocks(title="choi", analytics_enabled=False, delete_cache=(min(keep_s, 3600), keep_s)) as demo:
         gr.Markdown(
             "## choi — a given person interacting with a given object\n"
             "Upload a photo of the person and one of the object; choose or type the interaction. "
@@ -356,26 +433,29 @@ def build_app(pipeline: Any, outputs: str | os.PathLike | None = None) -> gr.Blo
                                    default_color=_hex(HUMAN_COLOUR), color_mode="fixed"),
                     eraser=gr.Eraser(), transforms=(), elem_id="mask-editor",
                 )  # fmt: skip
+                one_line_errors(editor, "mask")
                 previews = gr.State([])
             with gr.Column():
                 image_button = gr.Button("2. Generate images", variant="primary", elem_id="generate-images")
                 gallery = gr.Gallery(label="Images (with seeds)", columns=2, height=320, elem_id="gallery")
                 downloads = gr.File(label="Download images, masks and choi.json", file_count="multiple")
 
-        # Light handlers run at once (no concurrency limit), never behind a generation in the queue;
-        # queued all the same, as only queued events show their errors in the page.
+        # Light handlers never wait behind a generation (their own queue group), but those that decode an
+        # image run DECODE_LIMIT at a time; queued all the same, as only queued events show their errors.
         light = {"concurrency_limit": None, "show_progress": "hidden"}
+        decode = {"concurrency_limit": DECODE_LIMIT, "concurrency_id": DECODE_GROUP, "show_progress": "hidden"}
         for component, what in ((human, "person image"), (obj, "object image"), (background, "background image")):
-            component.upload(functools.partial(h.check_upload, what=what), component, None, **light)
+            check = functools.partial(h.check_upload, what=what)
+            component.upload(check, component, None, api_name=f"check_{what.split()[0]}", **decode)
         box_fields = [x1, y1, x2, y2]
         for trigger in (background.change, *(f.change for f in box_fields)):
-            trigger(h.show_box, [background, *box_fields], box_view, **light)
-        box_view.select(h.click_corner, [background, corner], [corner, *box_fields], **light)
+            trigger(h.show_box, [background, *box_fields], box_view, **decode)
+        box_view.select(h.click_corner, [background, corner], [corner, *box_fields], **decode)
         request = [human, obj, interaction, background, *box_fields]
         settings = [num_images, seed, mask_steps, mask_guidance, steps, guidance, options]
         fixes = [human_draw, object_draw, human_file, object_file, object_box]
         for photo, canvas in ((human, human_draw), (obj, object_draw)):
-            photo.change(h.photo_to_draw_on, photo, canvas, **light)
+            photo.change(h.photo_to_draw_on, photo, canvas, **decode)
         mask_button.click(h.generate_masks, [*request, *settings, *fixes], [mask_gallery, editor, previews, references])
         mask_gallery.select(h.pick_mask, previews, editor, **light)
         image_button.click(h.generate_images, [*request, editor, *settings, *fixes], [gallery, downloads, references])
@@ -389,17 +469,25 @@ def launch(
     outputs: str | os.PathLike | None = None,
     concurrency: int = 1,
     block: bool = True,
+    keep_outputs_hours: float = KEEP_OUTPUTS_HOURS,
 ) -> gr.Blocks:
-    """Build and serve the app. One generation runs at a time per worker (``concurrency``); others queue."""
-    outputs = Path(outputs) if outputs is not None else Path(tempfile.mkdtemp(prefix="choi-app-"))
-    demo = build_app(pipeline, outputs)
+    """Build and serve the app. One generation runs at a time per worker (``concurrency``); others queue.
+
+    The app's files live in one new temporary folder: ``outputs/`` (unless given) and ``uploads/``,
+    Gradio's upload cache, which Gradio 6 takes from ``GRADIO_TEMP_DIR`` when the app is built; so
+    the app serves its own uploads, never the machine's shared ``/tmp/gradio``.
+    """
+    own = Path(tempfile.mkdtemp(prefix="choi-app-"))
+    outputs = Path(outputs) if outputs is not None else own / "outputs"
+    os.environ["GRADIO_TEMP_DIR"] = str(own / "uploads")  # read by gr.Blocks() and by launch()
+    demo = build_app(pipeline, outputs, keep_outputs_hours)
     demo.queue(default_concurrency_limit=concurrency, max_size=32)
     log.info("choi app on http://%s:%d (outputs in %s)", host, port, outputs)
     demo.launch(
         server_name=host,
         server_port=port,
         share=False,
-        allowed_paths=[str(outputs)],  # the only files served besides Gradio's own upload cache
+        allowed_paths=[str(outputs)],  # the only files served besides the app's own uploads
         max_file_size=MAX_UPLOAD,
         show_error=True,
         ssr_mode=False,

@@ -32,6 +32,7 @@ REQUEST_FLAGS: dict[str, tuple[type, str]] = {
     "mask_guidance": (float, "stage-1 guidance scale (default: the model's)"),
     "steps": (int, "stage-2 sampler steps (default: the model's)"),
     "guidance": (float, "stage-2 guidance scale (default: the model's)"),
+    "max_output_side": (int, "longest output side; a larger background is scaled down (default: 4096)"),
 }
 STAGE2_FIELDS = ("steps", "guidance")
 
@@ -159,6 +160,9 @@ def add_app(sub: argparse._SubParsersAction) -> None:
     app.add_argument("--host", default="127.0.0.1", help="address to bind; 0.0.0.0 exposes the app to your network")
     app.add_argument("--port", type=int, default=7860, help="port to listen on (default: 7860)")
     app.add_argument("--outputs", default=None, help="folder for generated files (default: a new temporary folder)")
+    app.add_argument("--keep-outputs-hours", type=float, default=24.0,
+                     help="runs older than this are removed from the outputs folder, at start and at each "
+                     "generation (default: 24)")  # fmt: skip
     add_model_options(app)
     app.set_defaults(func=_app)
 
@@ -168,9 +172,11 @@ def _app(args: argparse.Namespace) -> None:
 
     if not 0 < args.port < 65536:
         raise ChoiError(f"--port must be in [1, 65535], got {args.port}")
+    if not 0 < args.keep_outputs_hours <= 24 * 365:  # NaN fails too
+        raise ChoiError(f"--keep-outputs-hours must be in (0, 8760], got {args.keep_outputs_hours}")
     try:
         from choi.app import launch
     except ImportError as err:
         raise ChoiError(f"the app needs gradio ({err}); install choi with its dependencies") from err
     pipe = load_pipeline(args.model, args.device, args.dtype, args.offload)
-    launch(pipe, host=args.host, port=args.port, outputs=args.outputs)
+    launch(pipe, host=args.host, port=args.port, outputs=args.outputs, keep_outputs_hours=args.keep_outputs_hours)

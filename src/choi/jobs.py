@@ -31,7 +31,7 @@ from typing import Any
 
 from tqdm.auto import tqdm
 
-from choi.errors import ChoiError
+from choi.errors import ChoiError, quote
 from choi.pipelines.request import PATH_FIELDS, GenerationRequest
 
 log = logging.getLogger(__name__)
@@ -47,8 +47,15 @@ def check_files(request: GenerationRequest) -> None:
     """Every file the request names exists: checked before a model loads, so a typo fails fast."""
     for name in PATH_FIELDS:
         value = getattr(request, name)
-        if isinstance(value, str | os.PathLike) and not Path(value).is_file():
-            raise ChoiError(f"{name.replace('_', ' ')} not found: {str(value)[:200]}")
+        if isinstance(value, str | os.PathLike) and not _is_file(value):
+            raise ChoiError(f"{name.replace('_', ' ')} not found: {quote(value, path=True)}")
+
+
+def _is_file(path: str | os.PathLike) -> bool:
+    try:
+        return Path(path).is_file()
+    except (OSError, ValueError):  # a name too long for the file system, a NUL byte: not a file either
+        return False
 
 
 def generate(pipe: Any, request: GenerationRequest, out_dir: str | os.PathLike, progress: bool = False) -> Any:

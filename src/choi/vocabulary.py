@@ -21,7 +21,7 @@ import re
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from choi.errors import ChoiError
+from choi.errors import ChoiError, quote
 
 if TYPE_CHECKING:
     from choi.models.text_encoder import TextEncoder
@@ -202,9 +202,11 @@ def resolve(text: str) -> InteractionClass:
         return BY_NAME[f"{verb}_{obj}"]
     if obj is not None and verb is not None:
         known = ", ".join(f"'{c.text}'" for c in classes_for_object(obj))
-        raise UnknownInteractionError(f"unknown interaction '{text}': '{verb}' is not known for {obj}; known: {known}")
+        raise UnknownInteractionError(
+            f"unknown interaction {quote(text)}: '{verb}' is not known for {obj}; known: {known}"
+        )
     suggestions = ", ".join(f"'{s}'" for s in closest(text))
-    raise UnknownInteractionError(f"unknown interaction '{text}'; closest known: {suggestions}")
+    raise UnknownInteractionError(f"unknown interaction {quote(text)}; closest known: {suggestions}")
 
 
 # --- any phrasing: the nearest class by sentence similarity -------------------------------------
@@ -212,7 +214,6 @@ def resolve(text: str) -> InteractionClass:
 # MiniLM cosine similarity a text needs to its nearest class: the paraphrases in
 # tests/test_interaction_match.py score >= 0.47, the unrelated phrases <= 0.37 (see that file).
 INTERACTION_FLOOR = 0.42
-_QUOTE = 60  # characters of the user's text quoted in an error
 
 
 @dataclass(frozen=True)
@@ -248,10 +249,10 @@ def match_interaction(text: str, encoder: TextEncoder | None = None) -> Interact
     best, similarity = ranked[0]
     if similarity >= INTERACTION_FLOOR:
         return InteractionMatch(best, similarity, False)
-    quoted = text.strip() if len(text.strip()) <= _QUOTE else text.strip()[:_QUOTE] + "..."
     closest_known = ", ".join(f"'{c.text}' ({s:.2f})" for c, s in ranked[:3])
     raise UnknownInteractionError(
-        f"unknown interaction {quoted!r}: no known interaction is close enough; closest known: {closest_known}"
+        f"unknown interaction {quote(text.strip())}: no known interaction is close enough; "
+        f"closest known: {closest_known}"
     )
 
 

@@ -22,7 +22,7 @@ import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from choi.data.segmenters import PersonSegmenter, SamSegmenter, centre_box, grabcut_mask, grow_box
-from choi.errors import ChoiError
+from choi.errors import ChoiError, quote
 
 MIN_THRESHOLD = 4  # least colour distance (max over channels, 0-255) from the background; noisy photos raise it
 MAX_PIXELS = 40_000_000  # 40 MP: any phone photo; beyond that a file is a mistake or a decompression bomb
@@ -42,15 +42,16 @@ def load_image(path: str | os.PathLike, what: str = "image", max_side: int | Non
     one-line message.
     """
     path = Path(path)
+    shown = quote(str(path), path=True)
     try:
         is_dir, is_file = path.is_dir(), path.is_file()
     except (OSError, ValueError) as err:  # a name too long, a NUL byte
         reason = err.strerror if isinstance(err, OSError) and err.strerror else _one_line(err)
-        raise ChoiError(f"{what} path {str(path)[:80]!r}... is invalid ({reason})") from err
+        raise ChoiError(f"{what} path {shown} is invalid ({reason})") from err
     if is_dir:
-        raise ChoiError(f"{what} {path} is a folder, not an image file")
+        raise ChoiError(f"{what} {shown} is a folder, not an image file")
     if not is_file:
-        raise ChoiError(f"{what} {path} does not exist")
+        raise ChoiError(f"{what} {shown} does not exist")
     try:
         # Pillow warns (and only errors at twice its own limit) on decompression bombs; an error is
         # what a bad input deserves, and it keeps the CLI's message to one line. (catch_warnings is
@@ -58,7 +59,7 @@ def load_image(path: str | os.PathLike, what: str = "image", max_side: int | Non
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
             with Image.open(path) as im:
-                _check_pixels(im.size, f"{what} {path}")  # from the header, before decoding anything
+                _check_pixels(im.size, f"{what} {shown}")  # from the header, before decoding anything
                 if max_side is not None:
                     im.draft(None, (max_side, max_side))  # JPEG only; keeps both sides >= max_side
                 im.load()
@@ -67,12 +68,24 @@ def load_image(path: str | os.PathLike, what: str = "image", max_side: int | Non
         raise
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as err:
         limit = f"{MAX_PIXELS / 1e6:.0f} megapixels"
-        raise ChoiError(f"{what} {path} is over {limit}: refused as a possible decompression bomb") from err
+        raise ChoiError(f"{what} {shown} is over {limit}: refused as a possible decompression bomb") from err
     except UnidentifiedImageError as err:
-        raise ChoiError(f"cannot read {what} {path}: not an image file Pillow can read") from err
+        raise ChoiError(f"cannot read {what} {shown}: not an image file Pillow can read") from err
     except Exception as err:  # Pillow's decoders raise many types on corrupt data (OSError, SyntaxError, ...)
-        raise ChoiError(f"cannot read {what} {path}: truncated or corrupt image ({_one_line(err)})") from err
+        raise ChoiError(f"cannot read {what} {shown}: truncated or corrupt image ({_one_line(err)})") from err
     return arr if max_side is None else downscale(arr, max_side)
+
+
+def image_size(path: str | os.PathLike, what: str = "image") -> tuple[int, int]:
+    """(height, width) of an image file as :func:`load_image` would return it (EXIF turns applied), from its header."""
+    try:
+        with Image.open(path) as im:
+            width, height = im.size
+            turned = im.getexif().get(0x0112, 1) in (5, 6, 7, 8)  # the orientation tag: a quarter turn
+    except Exception:  # load_image says what is wrong with the file, in one line
+        load_image(path, what)
+        raise
+    return (width, height) if turned else (height, width)
 
 
 def downscale(image: np.ndarray, max_side: int) -> np.ndarray:
@@ -297,10 +310,8 @@ def segment_reference(
     what = f"{role} reference"
     box = None if box is None else _checked_box(box, role)
     if mask is not None:
-        full = _read(image, what, None)
-        sil = _read_mask(mask, full.shape[:2], role)
-        arr = downscale(full, REFERENCE_SIDE)
-        sil = downscale(sil.astype(np.uint8) * 255, REFERENCE_SIDE) > 127
+        arr = _read(image, what, REFERENCE_SIDE)
+        sil = _read_mask(mask, arr.shape[:2], role)
         if not sil.any():
             raise ChoiError(f"the {role} mask marks too few pixels to survive shrinking the photo: paint more")
         rule = "user-mask"
@@ -385,12 +396,14 @@ def _read_mask(mask: _ImageInput, shape: tuple[int, ...], role: str) -> np.ndarr
         values = values[..., 3] if has_alpha else values[..., :3].max(-1)
     if values.ndim != 2:
         raise ChoiError(f"the {what} must be an (H, W) image, got an array of shape {values.shape}")
-    if values.shape != tuple(shape[:2]):
-        (mh, mw), (h, w) = values.shape, shape[:2]
+    (mh, mw), (h, w) = values.shape, shape[:2]
+    if abs(mh * w - mw * h) > max(mh, mw, h, w):  # not the photo at another scale (the photo may be shrunk)
         raise ChoiError(f"the {what} is {mw}x{mh} pixels but the photo is {w}x{h}: give a mask the photo's size")
     sil = values.astype(bool) if values.dtype == bool else values > (0.5 if values.max() <= 1 else 127)
     if not sil.any():
         raise ChoiError(f"the {what} is empty: paint the {'person' if role == 'human' else 'object'} white")
+    if sil.shape != (h, w):
+        sil = cv2.resize(sil.astype(np.uint8) * 255, (w, h), interpolation=cv2.INTER_AREA) > 127
     return sil
 
 

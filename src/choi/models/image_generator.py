@@ -32,7 +32,7 @@ import torch
 from diffusers.configuration_utils import register_to_config
 from torch import nn
 
-from choi.errors import ChoiError
+from choi.errors import ChoiError, quote
 from choi.models.conditioning import box_coverage, drop_tokens, fit_to_box, warp_into_masks
 from choi.models.denoiser import ConditionalDenoiser, EncodedConditions
 from choi.models.text_encoder import TEXT_DIM, TEXT_ENCODER_NAME, TextEmbeddings
@@ -145,7 +145,7 @@ def check_prior_strength(value: Sequence[float] | str) -> tuple[float, float]:
     except (TypeError, ValueError):
         parts = []
     if len(parts) != 2 or not all(0.0 <= v <= 1.0 for v in parts):
-        raise ChoiError(f"prior strength must be two numbers in [0, 1] (human,object), got {value!r}")
+        raise ChoiError(f"prior strength must be two numbers in [0, 1] (human,object), got {quote(value)}")
     return parts[0], parts[1]
 
 

@@ -15,20 +15,33 @@ Example:
 from __future__ import annotations
 
 import json
+import logging
 import os
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import cv2
 import numpy as np
 import torch
 
 from choi import __version__
+from choi.data.segment import downscale
 from choi.errors import ChoiError
 from choi.io import atomic_write_bytes, png_bytes
 from choi.pipelines import sd, tiny
-from choi.pipelines.inputs import mask_preview, read_background, read_layout_mask, rgba_cutout, segment
+from choi.pipelines.inputs import (
+    fit_side,
+    given_size,
+    mask_preview,
+    read_background,
+    read_layout_mask,
+    resize_masks,
+    rgba_cutout,
+    segment,
+    upscale_onto,
+)
 from choi.pipelines.request import GenerationRequest
 from choi.pipelines.sampling import make_generators
 from choi.pipelines.stages import Callback, ImageStage, Layouts, MaskStage, StageInputs, parse_options
@@ -36,6 +49,11 @@ from choi.pipelines.stages import Callback, ImageStage, Layouts, MaskStage, Stag
 # family name → loader(folder, index, model_id, torch_dtype) → (mask stage, image stage, options class)
 FAMILIES: dict[str, Callable[..., tuple[MaskStage, ImageStage, type]]] = {tiny.FAMILY: tiny.load, sd.FAMILY: sd.load}
 INDEX_FILE = "model_index.json"
+# The stages draw at most this long (or the family's own size, if larger); only the final composite
+# touches the output's pixels, so a phone photo costs little more than a 1 MP one (docs/real-photos.md).
+WORK_SIDE = 1024
+
+log = logging.getLogger(__name__)
 
 
 def read_model_index(folder: Path) -> dict[str, Any]:
@@ -164,7 +182,8 @@ class CHOIPipeline:
         options = parse_options(self.options_class, {**self.default_options, **request.options}, self.family)
         interaction = dict(self.image_stage.check_interaction(request.interaction))
         text = interaction.pop("text", request.interaction.strip())  # what the family draws it as
-        background = read_background(request.background)
+        background = read_background(request.background, request.max_output_side)
+        original = () if background is None else given_size(request.background)
         refs = {
             "human": segment(request.human, "human", request.human_mask, None, request.sam_checkpoint),
             "object": segment(
@@ -177,12 +196,21 @@ class CHOIPipeline:
         )
         _, seeds = make_generators(request.num_images, request.seed, generator)
         layout = None if request.mask is None else read_layout_mask(request.mask)
-        # The output size: the background's, else the user layout's, else the family's default.
+        # The output size: the background's, else the user layout's, else the family's default; at most
+        # max_output_side long. The stages draw at the working size, at most WORK_SIDE long.
         size = self.image_stage.default_size
         height, width = background.shape[:2] if background is not None else (size, size)
         if layout is not None and background is None:
-            height, width = layout[0].shape
-        inputs = StageInputs(human_rgb, human_sil, object_rgb, object_sil, text, seeds, height, width, background,
+            original = layout[0].shape
+            height, width = fit_side(*original, request.max_output_side)
+        scaled = bool(original) and tuple(original) != (height, width)
+        if scaled:
+            what = "background" if background is not None else "layout mask"
+            log.info("the %s is %dx%d: the output is scaled to %dx%d (max_output_side %d)", what, original[1],
+                     original[0], width, height, request.max_output_side)  # fmt: skip
+        work_h, work_w = fit_side(height, width, max(WORK_SIDE, size))
+        work_bg = None if background is None else downscale(background, max(work_h, work_w))
+        inputs = StageInputs(human_rgb, human_sil, object_rgb, object_sil, text, seeds, work_h, work_w, work_bg,
                              request.box)  # fmt: skip
         metadata = {
             "request": request.record(),
@@ -195,12 +223,14 @@ class CHOIPipeline:
             "box": None if request.box is None else list(request.box),
             "background": background is not None,
             "size": [height, width],
+            **({"scaled_from": list(original)} if scaled else {}),
+            **({"work_size": [work_h, work_w]} if (work_h, work_w) != (height, width) else {}),
             "family": self.family,
             "options": _jsonable(vars(options)),
             "model": {"id": self.model_id},
             "choi_version": __version__,
         }
-        return inputs, options, {**metadata, "_layout": layout}
+        return inputs, options, {**metadata, "_layout": layout, "_background": background}
 
     def _layouts(self, request: GenerationRequest, inputs: StageInputs, options: Any, metadata, callback) -> Layouts:
         layout = metadata.pop("_layout")
@@ -209,11 +239,13 @@ class CHOIPipeline:
             layouts.metadata = {"source": "stage-1", **layouts.metadata}
             return layouts
         hm, om = layout
-        if hm.shape != (inputs.height, inputs.width):
-            raise ChoiError(f"the mask is {hm.shape[1]}x{hm.shape[0]}, the output {inputs.width}x{inputs.height}"
-                            + (" (the background's size)" if inputs.background is not None else ""))  # fmt: skip
+        height, width = metadata["size"]
+        if inputs.background is not None and not _same_aspect(hm.shape, (height, width)):
+            raise ChoiError(f"the mask is {hm.shape[1]}x{hm.shape[0]}, the output {width}x{height} (the background's "
+                            "size): give a mask of the background's size")  # fmt: skip
         k = inputs.num_images
-        return Layouts(np.repeat(hm[None], k, 0), np.repeat(om[None], k, 0), {"source": "user"})
+        hm, om = (resize_masks(m[None], inputs.height, inputs.width) for m in (hm, om))
+        return Layouts(np.repeat(hm, k, 0), np.repeat(om, k, 0), {"source": "user"})
 
     @staticmethod
     def _request(request: GenerationRequest | None, fields: dict[str, Any]) -> GenerationRequest:
@@ -262,12 +294,28 @@ class CHOIPipeline:
 
     @staticmethod
     def _output(images, layouts: Layouts, inputs: StageInputs, metadata: dict[str, Any]) -> CHOIOutput:
+        """The stages' results at the output size: images upscaled onto the full-size background, masks with them."""
         references = {
             "human": rgba_cutout(inputs.human, inputs.human_silhouette),
             "object": rgba_cutout(inputs.object, inputs.object_silhouette),
         }
+        background = metadata.pop("_background")
+        height, width = metadata["size"]
+        if (inputs.height, inputs.width) != (height, width):
+            if background is not None:
+                images = [upscale_onto(im, inputs.background, background) for im in images]
+            else:
+                images = [cv2.resize(im, (width, height), interpolation=cv2.INTER_CUBIC) for im in images]
+            layouts.human_masks, layouts.object_masks = (
+                resize_masks(m, height, width) for m in (layouts.human_masks, layouts.object_masks)
+            )
         return CHOIOutput(images, layouts.human_masks, layouts.object_masks, _jsonable(metadata), references,
-                          inputs.background)  # fmt: skip
+                          background)  # fmt: skip
+
+
+def _same_aspect(a: tuple[int, ...], b: tuple[int, ...]) -> bool:
+    """Whether two (height, width) sizes are one picture at two scales (within a pixel's rounding)."""
+    return abs(a[0] * b[1] - a[1] * b[0]) <= max(a[0], a[1], b[0], b[1])
 
 
 def _jsonable(value: Any) -> Any:

@@ -11,11 +11,21 @@ import os
 from collections.abc import Sequence
 from typing import Any
 
+import cv2
 import numpy as np
 import torch
 from PIL import Image
 
-from choi.data.segment import Reference, as_rgb, crop_to_subject, load_image, segment_reference, silhouette
+from choi.data.segment import (
+    Reference,
+    as_rgb,
+    crop_to_subject,
+    downscale,
+    image_size,
+    load_image,
+    segment_reference,
+    silhouette,
+)
 from choi.errors import ChoiError
 
 ImageInput = str | os.PathLike | np.ndarray | Image.Image
@@ -26,6 +36,7 @@ HUMAN_COLOUR, OBJECT_COLOUR = (230, 40, 40), (40, 90, 230)  # choi's mask previe
 # this channel distance count. The dimmed background of a preview never gets this close.
 MASK_COLOURS = {"human": (HUMAN_COLOUR, (255, 0, 0)), "object": (OBJECT_COLOUR, (0, 0, 255))}
 MASK_COLOUR_TOLERANCE = 90
+STRIP_ROWS = 256  # the full-size composite is blended this many rows at a time: bounded float memory
 
 
 def parse_box(box: str | Sequence[float], what: str = "box") -> Box:
@@ -54,8 +65,67 @@ def read_image(image: ImageInput, what: str) -> np.ndarray:
     return arr
 
 
-def read_background(background: ImageInput | None) -> np.ndarray | None:
-    return None if background is None else as_rgb(read_image(background, "background image"), "background image")
+def read_background(background: ImageInput | None, max_side: int | None = None) -> np.ndarray | None:
+    """The background as (H, W, 3) uint8, its longer side at most ``max_side``.
+
+    A file is decoded once, already reduced (a JPEG at 1/2, 1/4 or 1/8 scale), so a phone photo is
+    never held at full size next to its scaled copy.
+    """
+    if background is None:
+        return None
+    if isinstance(background, str | os.PathLike):
+        return as_rgb(load_image(background, "background image", max_side), "background image")
+    arr = as_rgb(read_image(background, "background image"), "background image")
+    return arr if max_side is None else downscale(arr, max_side)
+
+
+def given_size(image: ImageInput) -> tuple[int, int]:
+    """(height, width) of an image as given (a file's from its header), before any scaling."""
+    if isinstance(image, str | os.PathLike):
+        return image_size(image, "image")
+    return (image.height, image.width) if isinstance(image, Image.Image) else np.shape(image)[:2]
+
+
+def fit_side(height: int, width: int, max_side: int) -> tuple[int, int]:
+    """(height, width) scaled down, aspect kept, so that the longer side is at most ``max_side``."""
+    scale = min(1.0, max_side / max(height, width))
+    return max(1, round(height * scale)), max(1, round(width * scale))
+
+
+def resize_masks(masks: np.ndarray, height: int, width: int) -> np.ndarray:
+    """(K, h, w) bool masks → (K, height, width) bool (nearest: a mask stays a mask)."""
+    if masks.shape[-2:] == (height, width):
+        return masks
+    return np.stack([cv2.resize(m.astype(np.uint8), (width, height), interpolation=cv2.INTER_NEAREST) > 0
+                     for m in masks])  # fmt: skip
+
+
+def upscale_onto(image: np.ndarray, drawn_on: np.ndarray | None, background: np.ndarray | None) -> np.ndarray:
+    """An image made at a working size → the output size, over the full-size ``background``.
+
+    ``image`` (h, w, 3) was painted over ``drawn_on``, the background at (h, w): wherever it kept
+    those pixels, the output has ``background``'s own; where it painted, the painting upscaled, its
+    edge feathered over one working pixel. Without a background the image is upscaled alone. uint8
+    throughout; the blend runs in strips of :data:`STRIP_ROWS` rows, so memory stays a few copies
+    of the output image.
+    """
+    if background is None or drawn_on is None:
+        return image
+    height, width = background.shape[:2]
+    if image.shape[:2] == (height, width):
+        return image
+    painted = np.any(image != drawn_on, axis=-1).view(np.uint8) * np.uint8(255)  # (h, w)
+    alpha = cv2.resize(painted, (width, height), interpolation=cv2.INTER_LINEAR)  # (H, W) uint8
+    big = cv2.resize(image, (width, height), interpolation=cv2.INTER_CUBIC)  # (H, W, 3) uint8
+    out = background.copy()
+    rows = np.flatnonzero(alpha.any(1))
+    if rows.size == 0:
+        return out
+    for top in range(rows[0], rows[-1] + 1, STRIP_ROWS):
+        band = slice(top, min(top + STRIP_ROWS, rows[-1] + 1))
+        a = alpha[band, :, None].astype(np.uint16)
+        out[band] = ((big[band] * a + background[band] * (255 - a) + 127) // 255).astype(np.uint8)
+    return out
 
 
 def segment(
@@ -129,13 +199,14 @@ def mask_preview(human: np.ndarray, obj: np.ndarray, background: np.ndarray | No
     """Colour-coded masks, (H, W, 3) uint8: human red, object blue, over a dimmed background (or black)."""
     h, w = human.shape
     if background is None:
-        out = np.zeros((h, w, 3), np.float32)
+        out = np.zeros((h, w, 3), np.uint8)
     else:
-        bg = np.asarray(Image.fromarray(as_rgb(background)).resize((w, h), Image.BILINEAR), np.float32)
-        out = bg * 0.35
+        bg = as_rgb(background)
+        bg = bg if bg.shape[:2] == (h, w) else cv2.resize(bg, (w, h), interpolation=cv2.INTER_LINEAR)
+        out = cv2.convertScaleAbs(bg, alpha=0.35)  # uint8 at once: a 16 MP preview needs no float copy
     out[obj] = OBJECT_COLOUR
     out[human] = HUMAN_COLOUR
-    return out.round().astype(np.uint8)
+    return out
 
 
 def rgba_cutout(rgb: np.ndarray, sil: np.ndarray) -> np.ndarray:

@@ -19,7 +19,7 @@ from typing import Any
 
 import numpy as np
 
-from choi.errors import ChoiError
+from choi.errors import ChoiError, quote
 from choi.pipelines.inputs import Box, ImageInput, parse_box
 from choi.pipelines.sampling import MAX_SEED
 from choi.pipelines.stages import check_number
@@ -29,6 +29,11 @@ MAX_IMAGES = 16  # per request: the candidates share memory, more is almost cert
 MAX_STEPS = 1000
 MAX_GUIDANCE = 50.0  # far beyond any useful scale; infinite or huge values only give black images
 MAX_INTERACTION_CHARS = 300
+# Outputs take the background's size up to this longer side (a 4K screen); a larger background is scaled
+# down, logged and recorded. Raise it per request with max_output_side, up to MAX_OUTPUT_SIDE_LIMIT.
+MAX_OUTPUT_SIDE = 4096
+MAX_OUTPUT_SIDE_LIMIT = 8192  # 64 MP of output: beyond what any stage-2 model paints
+INT_FIELDS = ("seed", "num_images", "mask_steps", "steps", "max_output_side")
 IMAGE_FIELDS = ("human", "object", "background", "mask", "human_mask", "object_mask")
 PATH_FIELDS = (*IMAGE_FIELDS, "sam_checkpoint")
 BOX_FIELDS = ("box", "object_box")
@@ -44,7 +49,8 @@ class GenerationRequest:
     ``object_box`` points at the object in its photo; ``sam_checkpoint`` segments it with SAM. Sampler
     settings are per stage: ``mask_steps``/``mask_guidance`` for stage 1, ``steps``/``guidance`` for
     stage 2; ``None`` means the model's default. ``options`` are the loaded model family's own.
-    ``seed`` gives image k the seed ``seed + k`` (random when ``None``, recorded).
+    ``seed`` gives image k the seed ``seed + k`` (random when ``None``, recorded). The output has the
+    background's (or the layout's) size, scaled down to ``max_output_side`` on its longer side.
     """
 
     human: ImageInput
@@ -64,6 +70,7 @@ class GenerationRequest:
     steps: int | None = None
     guidance: float | None = None
     options: Mapping[str, Any] = field(default_factory=dict)
+    max_output_side: int = MAX_OUTPUT_SIDE
 
     def __post_init__(self) -> None:
         for name in ("human", "object"):
@@ -73,15 +80,17 @@ class GenerationRequest:
         if not isinstance(text, str) or not text.strip():
             raise ChoiError("give the interaction, e.g. 'ride bicycle' or 'a person kicking a ball'")
         if len(text) > MAX_INTERACTION_CHARS:
-            raise ChoiError(f"the interaction is {len(text)} characters long; at most {MAX_INTERACTION_CHARS}")
+            raise ChoiError(
+                f"the interaction is {len(text)} characters long ({quote(text)}); at most {MAX_INTERACTION_CHARS}"
+            )
         for name in BOX_FIELDS:
             value = getattr(self, name)
             if value is not None:
                 object.__setattr__(self, name, parse_box(value, name.replace("_", " ")))
-        if self.seed is not None:
-            check_number("seed", self.seed, 0, MAX_SEED - self.num_images if isinstance(self.num_images, int) else 0,
-                         integer=True)  # fmt: skip
         check_number("num_images", self.num_images, 1, MAX_IMAGES, integer=True)
+        if self.seed is not None:  # image k gets seed + k: every one of them must be a valid seed
+            check_number("seed", self.seed, 0, MAX_SEED - self.num_images, integer=True)
+        check_number("max_output_side", self.max_output_side, 64, MAX_OUTPUT_SIDE_LIMIT, integer=True)
         for name in ("mask_steps", "steps"):
             if getattr(self, name) is not None:
                 check_number(name, getattr(self, name), 1, MAX_STEPS, integer=True)
@@ -89,7 +98,7 @@ class GenerationRequest:
             if getattr(self, name) is not None:
                 check_number(name, getattr(self, name), 0, MAX_GUIDANCE)
         if not isinstance(self.options, Mapping) or not all(isinstance(k, str) for k in self.options):
-            raise ChoiError(f"options must map option names to values, got {str(self.options)[:60]}")
+            raise ChoiError(f"options must map option names to values, got {quote(self.options)}")
         object.__setattr__(self, "seed", None if self.seed is None else int(self.seed))
 
     @classmethod
@@ -110,7 +119,7 @@ class GenerationRequest:
             run_wide = {"model", "device", "dtype", "out"} & set(unknown)
             hint += f" ({', '.join(sorted(run_wide))}: set for the whole batch on the command line)" if run_wide else ""
             raise ChoiError(
-                f"unknown key(s) {', '.join(repr(k[:40]) for k in unknown)}{hint}; allowed: {', '.join(known)}"
+                f"unknown key(s) {', '.join(quote(k, 40) for k in unknown[:5])}{hint}; allowed: {', '.join(known)}"
             )
         out: dict[str, Any] = {}
         for key, value in values.items():
@@ -123,7 +132,7 @@ class GenerationRequest:
                 value = _typed(key, value, str)
             elif key in BOX_FIELDS:
                 value = value if isinstance(value, list | tuple) else _typed(key, value, str)
-            elif key in ("seed", "num_images", "mask_steps", "steps"):
+            elif key in INT_FIELDS:  # JSON's 2.5 or 2.0 is not silently an image count
                 value = _typed(key, value, int)
             elif key in ("mask_guidance", "guidance"):
                 value = float(_typed(key, value, (int, float)))
@@ -158,5 +167,5 @@ def _typed(key: str, value: Any, kind: type | tuple[type, ...]) -> Any:
     # bool is an int in Python; "seed": true is a mistake, not seed 1.
     if (isinstance(value, bool) and kind is not bool) or not isinstance(value, kind):
         names = kind.__name__ if isinstance(kind, type) else " or ".join(k.__name__ for k in kind)
-        raise ChoiError(f"{key!r} must be a {names}, got {str(value)[:60]!r}")
+        raise ChoiError(f"{quote(key)} must be a {names}, got {quote(value)}")
     return value

@@ -19,7 +19,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from choi.errors import ChoiError
+from choi.errors import ChoiError, quote
 
 Callback = Callable[[str, int, int], None]  # (stage "mask" | "image", step, total)
 
@@ -99,7 +99,8 @@ def parse_options(kind: type, values: Mapping[str, Any], family: str) -> Any:
     unknown = sorted(set(values) - set(known))
     if unknown:
         raise ChoiError(
-            f"{family} has no option {', '.join(map(repr, unknown))}; its options: {', '.join(sorted(known))}"
+            f"{family} has no option {', '.join(quote(k, 40) for k in unknown[:5])}; "
+            f"its options: {', '.join(sorted(known))}"
         )
     hints = typing.get_type_hints(kind)
     return kind(**{k: _convert(k, v, hints[k]) for k, v in values.items()})
@@ -111,7 +112,7 @@ def parse_set(items: list[str] | None) -> dict[str, str]:
     for item in items or []:
         key, sep, value = item.partition("=")
         if not sep or not key.strip():
-            raise ChoiError(f"--set takes key=value, got {item[:60]!r}")
+            raise ChoiError(f"--set takes key=value, got {quote(item)}")
         out[key.strip()] = value.strip()
     return out
 
@@ -135,7 +136,7 @@ def _convert(name: str, value: Any, hint: Any) -> Any:
             number = float(value)
             return int(number) if kind is int and number.is_integer() else number
     except ValueError:
-        raise ChoiError(f"option {name}: cannot read {value[:60]!r} as {getattr(kind, '__name__', kind)}") from None
+        raise ChoiError(f"option {name}: cannot read {quote(value)} as {getattr(kind, '__name__', kind)}") from None
     return value
 
 
@@ -147,5 +148,5 @@ def check_number(name: str, value: Any, low: float, high: float, integer: bool =
     """A finite number (a whole one with ``integer``) in [low, high], or a one-line ChoiError."""
     ok_type = isinstance(value, int) if integer else isinstance(value, int | float)
     if isinstance(value, bool) or not ok_type or not (low <= value <= high):  # NaN fails the range test
-        kind = "a whole number" if integer else "a number"
-        raise ChoiError(f"{name} must be {kind} in [{low:g}, {high:g}], got {str(value)[:30]}")
+        kind, bounds = ("a whole number", f"{low:d}, {high:d}") if integer else ("a number", f"{low:g}, {high:g}")
+        raise ChoiError(f"{name} must be {kind} in [{bounds}], got {quote(value, 30)}")

@@ -22,7 +22,7 @@ import torch
 import torch.nn.functional as F
 
 from choi import __version__
-from choi.errors import ChoiError
+from choi.errors import ChoiError, quote
 from choi.io import atomic_write_bytes, png_bytes
 from choi.models.conditioning import box_in_window, zoom_window
 from choi.models.mask_generator import MaskConditions, MaskGenerator
@@ -83,7 +83,7 @@ class MaskPipelineOutput:
 
 def check_strength(strength: Any, name: str = "strength") -> float:
     if isinstance(strength, bool) or not isinstance(strength, int | float) or not 0 < strength <= 1:
-        raise ChoiError(f"{name} must be a number in (0, 1], got {strength!r}")
+        raise ChoiError(f"{name} must be a number in (0, 1], got {quote(strength)}")
     return float(strength)
 
 

@@ -19,7 +19,7 @@ from PIL import Image
 
 from choi.data.realdata import reference
 from choi.data.segment import Reference
-from choi.errors import ChoiError
+from choi.errors import ChoiError, quote
 from choi.models.conditioning import snap_silhouettes
 from choi.models.image_generator import check_prior_strength
 from choi.pipelines.inputs import pad_square, read_layout_mask
@@ -62,11 +62,11 @@ class TinyOptions:
 
     def __post_init__(self) -> None:
         if not isinstance(self.fit_object, bool):
-            raise ChoiError(f"option fit_object must be true or false, got {self.fit_object!r}")
+            raise ChoiError(f"option fit_object must be true or false, got {quote(self.fit_object)}")
         object.__setattr__(self, "prior_strength", check_prior_strength(self.prior_strength))
         check_number("option layout_candidates", self.layout_candidates, 1, MAX_LAYOUT_CANDIDATES, integer=True)
         if self.zoom is not None and not isinstance(self.zoom, bool):
-            raise ChoiError(f"option zoom must be true, false or none, got {self.zoom!r}")
+            raise ChoiError(f"option zoom must be true, false or none, got {quote(self.zoom)}")
         check_number("option composite_margin", self.composite_margin, 0, 0.5)
         check_strength(self.strength, "option strength")
 
