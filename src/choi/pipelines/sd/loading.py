@@ -16,7 +16,7 @@ from typing import Any
 
 import torch
 
-from choi.errors import ChoiError
+from choi.errors import ChoiError, quote
 from choi.io import atomic_write_bytes
 
 log = logging.getLogger(__name__)
@@ -108,7 +108,7 @@ def mask_folder(value: str | Path, what: str = "stage1") -> Path:
         except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
             raise ChoiError(f"{what}: cannot read {folder / 'model_index.json'}: {err}") from err
         if index.get("family") != "choi-tiny":
-            kind = f"a {index['family']!r} model" if "family" in index else "not a choi model folder"
+            kind = f"a {quote(index['family'])} model" if "family" in index else "not a choi model folder"
             raise ChoiError(f"{what}: no mask model in {str(folder)[:200]} ({kind}): expected 'choi-tiny' or a "
                             "choi-tiny model folder")  # fmt: skip
         sub = index.get("components", {}).get("mask", "mask")
@@ -179,7 +179,7 @@ def size_multiple(base: Path) -> int:
 
 def check_resolution(resolution: Any, multiple: int, what: str = "--resolution") -> int:
     if isinstance(resolution, bool) or not isinstance(resolution, int) or not multiple <= resolution <= 4096:
-        raise ChoiError(f"{what} must be a whole number of pixels in [{multiple}, 4096], got {resolution!r}")
+        raise ChoiError(f"{what} must be a whole number of pixels in [{multiple}, 4096], got {quote(resolution)}")
     if resolution % multiple:
         raise ChoiError(f"{what} must be a multiple of {multiple} for this base, got {resolution}")
     return resolution

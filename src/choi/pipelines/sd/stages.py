@@ -18,7 +18,7 @@ from diffusers.image_processor import IPAdapterMaskProcessor
 from PIL import Image
 from scipy.ndimage import binary_dilation
 
-from choi.errors import ChoiError
+from choi.errors import ChoiError, quote
 from choi.pipelines.stages import Callback, Layouts, StageInputs, check_number
 from choi.pipelines.tiny import TinyOptions
 from choi.pipelines.tiny.stages import MAX_LAYOUT_CANDIDATES, TinyMaskStage
@@ -56,18 +56,19 @@ class SDOptions:
     def __post_init__(self) -> None:
         for name in ("prompt", "negative_prompt"):
             if not isinstance(getattr(self, name), str):
-                raise ChoiError(f"option {name} must be text, got {getattr(self, name)!r}")
+                raise ChoiError(f"option {name} must be text, got {quote(getattr(self, name))}")
         if "{interaction}" not in self.prompt or self.prompt.count("{") != 1 or self.prompt.count("}") != 1:
-            raise ChoiError(f"option prompt must contain {{interaction}} once and no other braces, got {self.prompt!r}")
+            got = quote(self.prompt)
+            raise ChoiError(f"option prompt must contain {{interaction}} once and no other braces, got {got}")
         check_number("option ip_scale_human", self.ip_scale_human, 0, 2)
         check_number("option ip_scale_object", self.ip_scale_object, 0, 2)
         check_number("option mask_grow", self.mask_grow, 0, 256, integer=True)
         if isinstance(self.strength, bool) or not isinstance(self.strength, int | float) or not 0 < self.strength <= 1:
-            raise ChoiError(f"option strength must be a number in (0, 1], got {self.strength!r}")
+            raise ChoiError(f"option strength must be a number in (0, 1], got {quote(self.strength)}")
         if self.crop_context is not None:
             check_number("option crop_context", self.crop_context, 0, 10)
         if self.scheduler not in SCHEDULERS:
-            raise ChoiError(f"option scheduler must be one of {', '.join(SCHEDULERS)}, got {self.scheduler!r}")
+            raise ChoiError(f"option scheduler must be one of {', '.join(SCHEDULERS)}, got {quote(self.scheduler)}")
         self.stage1()  # checks layout_candidates, fit_object and zoom
 
     def stage1(self) -> TinyOptions:
