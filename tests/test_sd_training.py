@@ -1,0 +1,213 @@
+"""choi-sd stage-2 training on tiny random SD parts in the public formats (tests/sd_components.py)."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from choi.cli import main
+from choi.models.sd_adapter import SDAdapter
+from choi.pipelines.sd import make_model_folder
+from choi.training.loop import TrainConfig, train
+from choi.training.sd import SDBase, SDImageTask, SDImageTrainConfig
+from fake_samples import write_tiny_dataset
+from sd_components import write_ip_adapter, write_sd_folder
+
+WEIGHTS = "diffusion_pytorch_model.safetensors"
+TRAINABLE = ("controlnet.", "person_proj.", "object_proj.", "ip_layers.")
+FAST = TrainConfig(
+    steps=4, batch_size=2, lr=1e-3, warmup_steps=1, checkpoint_every=2, log_every=1, mixed_precision="no"
+)
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+
+@pytest.fixture(scope="module")
+def parts(tmp_path_factory):
+    root = tmp_path_factory.mktemp("sd-train")
+    ip = write_ip_adapter(root / "IP-Adapter")
+    bases = {kind: write_sd_folder(root / kind, inpainting=kind == "inpaint") for kind in ("inpaint", "plain")}
+    models = {kind: make_model_folder(root / f"model-{kind}", base, ip, resolution=32) for kind, base in bases.items()}
+    (root / "data").mkdir()
+    return {"ip": ip, **models, "data": write_tiny_dataset(root / "data")}
+
+
+def _task(parts, kind="inpaint", task_cls=SDImageTask, **options):
+    cfg = SDImageTrainConfig(data=str(parts["data"]), model=str(parts[kind]), resolution=32, batch_size=2,
+                             num_workers=0, **options)  # fmt: skip
+    return task_cls(cfg)
+
+
+def _log(run: Path) -> list[dict]:
+    return [json.loads(line) for line in (run / "log.jsonl").read_text().splitlines()]
+
+
+def test_the_adapter_starts_as_the_base_and_the_ip_adapter(parts):
+    base = SDBase(parts["inpaint"])
+    adapter = _task(parts).build_model()
+    ip = load_file(str(parts["ip"]))
+    # the ControlNet is the base UNet's encoder copied, its outputs zero: training starts at the zero-shot model
+    torch.testing.assert_close(adapter.controlnet.conv_in.weight, base.unet.conv_in.weight, rtol=0, atol=0)
+    assert all(not b.weight.detach().any() for b in adapter.controlnet.controlnet_down_blocks)
+    for proj in (adapter.person_proj, adapter.object_proj):
+        torch.testing.assert_close(proj.image_embeds.weight, ip["image_proj.proj.weight"], rtol=0, atol=0)
+    last = adapter.ip_layers[-1]
+    for role in (0, 1):  # the original file numbers cross-attentions 1, 3, 5, ...
+        expected = ip[f"ip_adapter.{2 * len(adapter.ip_layers) - 1}.to_v_ip.weight"]
+        torch.testing.assert_close(last.to_v_ip[role].weight, expected, rtol=0, atol=0)
+
+
+def test_a_few_steps_save_only_the_trainable_weights(parts, tmp_path):
+    run = tmp_path / "run"
+    final = train(_task(parts), FAST, run)
+    losses = [line["loss"] for line in _log(run)]
+    assert len(losses) == FAST.steps and all(math.isfinite(x) for x in losses)
+    saved = load_file(str(run / "checkpoint" / "model" / WEIGHTS))
+    ema = load_file(str(run / "checkpoint" / "ema" / WEIGHTS))
+    assert saved.keys() == load_file(str(final / WEIGHTS)).keys() == ema.keys()
+    frozen = sorted(k for k in saved if not k.startswith(TRAINABLE))
+    assert saved and not frozen, frozen
+    state = torch.load(run / "checkpoint" / "training_state.pt", weights_only=False)
+    assert len(state["optimizer"]["state"]) == len(saved)  # every trainable tensor, nothing frozen
+    assert len(state["ema"]["shadow_params"]) == len(saved)
+    adapter = SDAdapter.from_pretrained(final)
+    assert adapter.state_dict().keys() == saved.keys() and all(v.dtype == torch.float32 for v in saved.values())
+
+
+class _Crashing(SDImageTask):
+    """Dies (as a killed process would) when asked for its 4th batch: after step 3, checkpointed at step 2."""
+
+    served = 0
+
+    def batches(self, epoch):
+        for batch in super().batches(epoch):
+            if type(self).served == 3:
+                raise KeyboardInterrupt
+            type(self).served += 1
+            yield batch
+
+
+def test_a_killed_run_resumes_to_the_same_weights(parts, tmp_path):
+    straight = train(_task(parts), FAST, tmp_path / "a")
+    with pytest.raises(KeyboardInterrupt):
+        train(_task(parts, task_cls=_Crashing), FAST, tmp_path / "b")
+    assert (tmp_path / "b/checkpoint/training_state.pt").exists()
+    resumed = train(_task(parts), FAST, tmp_path / "b", resume=True)
+    a, b = load_file(str(straight / WEIGHTS)), load_file(str(resumed / WEIGHTS))
+    assert a.keys() == b.keys()
+    for k in a:
+        torch.testing.assert_close(a[k], b[k], rtol=0, atol=0, msg=k)
+    after = [line["loss"] for line in _log(tmp_path / "b")][-2:]  # steps 3 and 4, from the checkpoint of step 2
+    assert [line["loss"] for line in _log(tmp_path / "a")][2:] == after
+
+
+@pytest.fixture
+def fresh_accelerate_state():
+    """accelerate keeps one mixed-precision setting per process; this test needs another, then gives it back."""
+    from accelerate.state import AcceleratorState
+
+    AcceleratorState._reset_state()
+    yield
+    AcceleratorState._reset_state()
+
+
+@pytest.mark.usefixtures("fresh_accelerate_state")
+def test_bf16_gradient_checkpointing_and_accumulation_run(parts, tmp_path):
+    task = _task(parts, kind="plain")
+    cfg = TrainConfig(**{**FAST.__dict__, "steps": 2, "mixed_precision": "bf16", "gradient_checkpointing": True,
+                         "grad_accum": 2})  # fmt: skip
+    final = train(task, cfg, tmp_path / "run")
+    assert all(math.isfinite(line["loss"]) for line in _log(tmp_path / "run"))
+    assert task.base.unet.dtype == torch.bfloat16 and task.base.unet.is_gradient_checkpointing
+    assert all(v.dtype == torch.float32 for v in load_file(str(final / WEIGHTS)).values())  # trainables stay fp32
+
+
+@pytest.mark.parametrize("dropped", [False, True])
+def test_every_trainable_parameter_gets_a_gradient_even_with_every_condition_dropped(parts, dropped):
+    p = 1.0 if dropped else 0.0
+    task = _task(parts, p_drop_text=p, p_drop_human=p, p_drop_object=p, p_drop_background=p)
+    torch.manual_seed(0)
+    model = task.build_model()
+    task.place(model, torch.device("cpu"), torch.float32)
+    batch = next(iter(task.batches(0)))
+    loss, _ = task.loss(model, batch)
+    loss.backward()
+    missing = [name for name, param in model.named_parameters() if param.grad is None]
+    assert not missing, missing[:5]
+    assert all(param.grad is None for param in task.base.unet.parameters() if not param.requires_grad)
+
+
+def test_the_cli_trains_choi_sd(parts, tmp_path, capsys):
+    out = tmp_path / "run"
+    args = ["train", "image", "--family", "sd", "--model", str(parts["inpaint"]), "--data", str(parts["data"]),
+            "--out", str(out), "--resolution", "32", "--steps", "2", "--batch-size", "2", "--workers", "0"]  # fmt: skip
+    assert main(args) == 0, capsys.readouterr().err
+    config = json.loads((out / "config.json").read_text())
+    assert config["train"]["lr"] == 1e-5 and config["task"]["data"]["resolution"] == 32
+    assert (out / "model" / WEIGHTS).is_file()
+
+
+@pytest.mark.parametrize(
+    "change, message",
+    [
+        ({"--model": None}, "--family sd needs --model"),
+        ({"--resolution": "30"}, "--resolution must be a multiple of 4"),
+        ({"--config": "small"}, "--config: not available with --family sd"),
+        ({"--model": "data"}, "expected a choi-sd model folder"),
+    ],
+)
+def test_the_cli_refuses_wrong_sd_options_in_one_line(parts, tmp_path, capsys, change, message):
+    args = {"--family": "sd", "--model": str(parts["inpaint"]), "--data": str(parts["data"]),
+            "--out": str(tmp_path / "r"), "--resolution": "32"}  # fmt: skip
+    args.update({k: str(parts.get(v, v)) if v else v for k, v in change.items()})
+    code = main(["train", "image", *[x for k, v in args.items() if v is not None for x in (k, v)]])
+    err = capsys.readouterr().err
+    assert code == 2 and err.startswith("choi: error: ") and err.count("\n") == 1, err
+    assert message in err
+
+
+TWO_RANKS = """
+import json, os, sys
+import torch
+from choi.training.loop import TrainConfig, train
+from choi.training.sd import SDImageTask, SDImageTrainConfig
+
+class Recording(SDImageTask):
+    def loss(self, model, batch):  # what this rank sees and holds at every micro-step
+        weights = sum(float(p.detach().double().sum()) for p in model.parameters())
+        with open(sys.argv[3] + f"/rank{os.environ['RANK']}.jsonl", "a") as f:
+            f.write(json.dumps({"weights": weights, "batch": float(batch["image"].double().sum())}) + "\\n")
+        return super().loss(model, batch)
+
+cfg = SDImageTrainConfig(data=sys.argv[1], model=sys.argv[2], resolution=32, batch_size=2, num_workers=0)
+train(Recording(cfg), TrainConfig(steps=3, batch_size=2, lr=1e-3, warmup_steps=1, checkpoint_every=2, log_every=1,
+                                  mixed_precision="no"), sys.argv[4])
+"""
+
+
+def test_two_processes_see_different_samples_and_hold_the_same_weights(parts, tmp_path):
+    script = tmp_path / "two_ranks.py"
+    script.write_text(TWO_RANKS)
+    paths = [str(Path(__file__).parents[1] / "src"), os.environ.get("PYTHONPATH", "")]
+    env = {**os.environ, "ACCELERATE_USE_CPU": "1", "OMP_NUM_THREADS": "1", "PYTHONPATH": os.pathsep.join(paths)}
+    run = tmp_path / "run"
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", str(script),
+           str(parts["data"]), str(parts["inpaint"]), str(tmp_path), str(run)]  # fmt: skip
+    done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=240)
+    assert done.returncode == 0, done.stderr[-3000:]
+    ranks = [[json.loads(x) for x in (tmp_path / f"rank{r}.jsonl").read_text().splitlines()] for r in (0, 1)]
+    assert len(ranks[0]) == len(ranks[1]) == 3
+    for a, b in zip(*ranks, strict=True):
+        assert a["batch"] != b["batch"]  # each rank its own samples
+        assert a["weights"] == b["weights"]  # and, step after step, the same weights
+    assert len({step["weights"] for step in ranks[0]}) == 3  # which do train
+    assert [line["step"] for line in _log(run)] == [1, 2, 3]  # one process logs
+    assert sorted(p.name for p in run.iterdir()) == ["checkpoint", "config.json", "log.jsonl", "model"]
