@@ -65,6 +65,49 @@ def test_the_adapter_starts_as_the_base_and_the_ip_adapter(parts):
         torch.testing.assert_close(last.to_v_ip[role].weight, expected, rtol=0, atol=0)
 
 
+def test_each_reference_acts_only_inside_its_own_role_region(parts):
+    """Per-sample role masks: sample 0 has the person on the left, sample 1 on the right. Another
+    person's embedding changes the first decoupled cross-attention's output only in each sample's
+    person half (the bicubic mask downsampling blurs the two columns next to the border)."""
+    task = _task(parts, kind="plain")
+    torch.manual_seed(0)
+    adapter = task.build_model()
+    task.place(adapter, torch.device("cpu"), torch.float32)
+    left = torch.zeros(32, 32)
+    left[:, :16] = 1
+    masks = torch.stack([torch.stack([left, 1 - left]), torch.stack([1 - left, left])])  # (2, 2, 32, 32)
+    sample, t = torch.randn(2, 4, 16, 16), torch.tensor([500, 500])
+    text = task.base.text_encoder(task.empty_ids.repeat(2, 1))[0]
+    embeds = torch.randn(2, 2, task.base.image_encoder.config.projection_dim)
+    other = embeds.clone()
+    other[:, 0] = torch.randn(2, embeds.shape[-1])  # another person, the same object
+    first = next(name for name in adapter.config.ip_layer_widths).removesuffix(".processor")
+    outputs = []
+    hook = task.base.unet.get_submodule(first).register_forward_hook(lambda m, i, out: outputs.append(out))
+    with torch.no_grad():
+        for e in (embeds, other):
+            adapter(sample, t, text, e, torch.zeros(2, 6, 32, 32), masks)
+    hook.remove()
+    side = int(outputs[0].shape[1] ** 0.5)
+    change = (outputs[1] - outputs[0]).abs().mean(-1).view(2, side, side)  # (2, h, w) at that layer
+    half = side // 2
+    person = torch.stack([change[0, :, : half - 1], change[1, :, half + 1 :]])
+    objects = torch.stack([change[0, :, half + 1 :], change[1, :, : half - 1]])
+    assert float(person.min()) > 0 and float(objects.max()) < 1e-6 * float(person.mean())
+
+
+def test_the_accelerate_configs_parse():
+    from accelerate.commands.config.config_args import load_config_from_file
+
+    folder = Path(__file__).parents[1] / "examples" / "accelerate"
+    kinds = {f.stem: load_config_from_file(str(f)) for f in folder.glob("*.yaml")}
+    assert {k: c.distributed_type.value for k, c in kinds.items()} == {
+        "ddp": "MULTI_GPU", "deepspeed_zero2": "DEEPSPEED", "fsdp": "FSDP"}  # fmt: skip
+    assert kinds["deepspeed_zero2"].deepspeed_config["zero_stage"] == 2
+    assert kinds["fsdp"].fsdp_config["fsdp_use_orig_params"] is True
+    assert all(c.mixed_precision == "bf16" and c.num_processes == 8 for c in kinds.values())
+
+
 def test_a_few_steps_save_only_the_trainable_weights(parts, tmp_path):
     run = tmp_path / "run"
     final = train(_task(parts), FAST, run)
