@@ -17,11 +17,13 @@ from choi.cli import main
 from choi.models.sd_adapter import SDAdapter
 from choi.pipelines.sd import make_model_folder
 from choi.training.loop import TrainConfig, train
-from choi.training.sd import SDBase, SDImageTask, SDImageTrainConfig
+from choi.training.sd import SDBase, SDImageTask, SDImageTrainConfig, write_model_index
 from fake_samples import write_tiny_dataset
 from sd_components import write_ip_adapter, write_sd_folder
+from stage2_contract import layout
 
 WEIGHTS = "diffusion_pytorch_model.safetensors"
+EXAMPLES = Path(__file__).parents[1] / "examples"
 TRAINABLE = ("controlnet.", "person_proj.", "object_proj.", "ip_layers.")
 FAST = TrainConfig(
     steps=4, batch_size=2, lr=1e-3, warmup_steps=1, checkpoint_every=2, log_every=1, mixed_precision="no"
@@ -55,7 +57,8 @@ def test_the_adapter_starts_as_the_base_and_the_ip_adapter(parts):
     adapter = _task(parts).build_model()
     ip = load_file(str(parts["ip"]))
     # the ControlNet is the base UNet's encoder copied, its outputs zero: training starts at the zero-shot model
-    torch.testing.assert_close(adapter.controlnet.conv_in.weight, base.unet.conv_in.weight, rtol=0, atol=0)
+    # the inpainting UNet takes 9 channels; its ControlNet only the 4 of the noisy latents, as the pipeline feeds it
+    torch.testing.assert_close(adapter.controlnet.conv_in.weight, base.unet.conv_in.weight[:, :4], rtol=0, atol=0)
     assert all(not b.weight.detach().any() for b in adapter.controlnet.controlnet_down_blocks)
     for proj in (adapter.person_proj, adapter.object_proj):
         torch.testing.assert_close(proj.image_embeds.weight, ip["image_proj.proj.weight"], rtol=0, atol=0)
@@ -81,7 +84,7 @@ def test_each_reference_acts_only_inside_its_own_role_region(parts):
     embeds = torch.randn(2, 2, task.base.image_encoder.config.projection_dim)
     other = embeds.clone()
     other[:, 0] = torch.randn(2, embeds.shape[-1])  # another person, the same object
-    first = next(name for name in adapter.config.ip_layer_widths).removesuffix(".processor")
+    first = adapter.config.ip_layer_names[0].removesuffix(".processor")
     outputs = []
     hook = task.base.unet.get_submodule(first).register_forward_hook(lambda m, i, out: outputs.append(out))
     with torch.no_grad():
@@ -106,6 +109,27 @@ def test_the_accelerate_configs_parse():
     assert kinds["deepspeed_zero2"].deepspeed_config["zero_stage"] == 2
     assert kinds["fsdp"].fsdp_config["fsdp_use_orig_params"] is True
     assert all(c.mixed_precision == "bf16" and c.num_processes == 8 for c in kinds.values())
+
+
+def test_an_untrained_adapter_generates_what_zero_shot_choi_sd_does(parts, tmp_path):
+    """Zero ControlNet outputs and both roles as the IP-Adapter: the trained-model path (ControlNet
+    inpainting pipeline, trained processors) starts exactly at the zero-shot model with scales 1."""
+    from choi.pipelines.choi import CHOIPipeline
+
+    task = _task(parts)
+    torch.manual_seed(0)
+    task.build_model().save_pretrained(tmp_path / "run-model")
+    write_model_index(tmp_path / "run-model", task)
+    zero_shot = json.loads((parts["inpaint"] / "model_index.json").read_text())
+    zero_shot["options"] = {"ip_scale_human": 1.0, "ip_scale_object": 1.0}
+    (tmp_path / "zero-shot").mkdir()
+    (tmp_path / "zero-shot" / "model_index.json").write_text(json.dumps(zero_shot))
+    masks = layout(32, 32)
+    request = dict(human=EXAMPLES / "kick_ball_human.png", object=EXAMPLES / "ride_bicycle_object.png",
+                   interaction="ride bicycle", mask=masks, seed=0, steps=2, guidance=1.0)  # fmt: skip
+    images = [CHOIPipeline.from_pretrained(tmp_path / name)(**request).images[0] for name in ("zero-shot", "run-model")]
+    diff = abs(images[0].astype(int) - images[1].astype(int))
+    assert diff.max() <= 1, (diff.max(), diff.mean())
 
 
 def test_a_few_steps_save_only_the_trainable_weights(parts, tmp_path):
@@ -196,6 +220,17 @@ def test_the_cli_trains_choi_sd(parts, tmp_path, capsys):
     config = json.loads((out / "config.json").read_text())
     assert config["train"]["lr"] == 1e-5 and config["task"]["data"]["resolution"] == 32
     assert (out / "model" / WEIGHTS).is_file()
+    # the run's model folder generates through the trained stage 2
+    index = json.loads((out / "model" / "model_index.json").read_text())
+    assert index["family"] == "choi-sd" and index["components"]["adapter"] == "."
+    images = tmp_path / "images"
+    code = main(["generate", "--model", str(out / "model"), "--human", str(EXAMPLES / "kick_ball_human.png"),
+                 "--object", str(EXAMPLES / "ride_bicycle_object.png"), "--interaction", "riding a bicycle",
+                 "--seed", "0", "--steps", "2", "--set", "layout_candidates=1", "--out", str(images)])  # fmt: skip
+    assert code == 0, capsys.readouterr().err
+    record = json.loads((images / "choi.json").read_text())
+    assert record["stage2"]["model"]["adapter"] == str((out / "model").resolve())
+    assert (images / "image_0.png").is_file()
 
 
 @pytest.mark.parametrize(

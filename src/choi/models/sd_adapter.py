@@ -38,12 +38,22 @@ ROLES = ("person", "object")
 CONDITIONING_WIDTHS = (16, 32, 96, 256)
 
 
+def layout_control(masks: torch.Tensor, region: torch.Tensor, background: torch.Tensor) -> torch.Tensor:
+    """The ControlNet's input, in training and at inference alike: (N, 6, H, W) from the (N, 2, H, W)
+    person/object masks, the (N, 1, H, W) region to paint (1 everywhere when no background is known)
+    and the (N, 3, H, W) background in [0, 1]."""
+    known = 1 - region
+    return torch.cat([masks, known, (background * 2 - 1) * known], 1)
+
+
 class SDAdapter(ModelMixin, ConfigMixin):
     """Layout ControlNet + two role projections + the IP-Adapter attention processors of one UNet.
 
     Args:
         controlnet_config: the ControlNet's config (what ``ControlNetModel.from_unet`` made).
-        ip_layer_widths: the UNet's cross-attention processor names → their hidden size, in UNet order.
+        ip_layer_names: the UNet's cross-attention processor names, in ``attn_processors`` order (a list:
+            diffusers sorts the keys of a config's dicts, and the order numbers the IP-Adapter's layers).
+        ip_layer_widths: their hidden sizes.
         cross_attention_dim: the UNet's cross-attention width (the text encoder's).
         image_embed_dim: the CLIP image encoder's projection width.
         num_tokens: reference tokens per role (IP-Adapter SD1.5: 4).
@@ -53,7 +63,8 @@ class SDAdapter(ModelMixin, ConfigMixin):
     def __init__(
         self,
         controlnet_config: dict[str, Any],
-        ip_layer_widths: dict[str, int],
+        ip_layer_names: list[str],
+        ip_layer_widths: list[int],
         cross_attention_dim: int,
         image_embed_dim: int,
         num_tokens: int = 4,
@@ -64,7 +75,7 @@ class SDAdapter(ModelMixin, ConfigMixin):
         self.object_proj = ImageProjection(image_embed_dim, cross_attention_dim, num_tokens)
         self.ip_layers = nn.ModuleList(
             IPAdapterAttnProcessor2_0(width, cross_attention_dim, num_tokens=[num_tokens] * len(ROLES), scale=1.0)
-            for width in ip_layer_widths.values()
+            for width in ip_layer_widths
         )
         self._unet: list[UNet2DConditionModel] = []  # a list, so the frozen UNet is not a submodule
 
@@ -81,12 +92,21 @@ class SDAdapter(ModelMixin, ConfigMixin):
             conditioning_channels=CONDITIONING_CHANNELS,
             conditioning_embedding_out_channels=CONDITIONING_WIDTHS[: steps + 1],
         )
+        latent_channels = unet.config.out_channels
+        if controlnet.config.in_channels != latent_channels:  # an inpainting UNet's 9 input channels
+            # the ControlNet sees the noisy latents alone, as diffusers' ControlNet inpainting pipeline feeds it
+            conv = controlnet.conv_in
+            controlnet.conv_in = nn.Conv2d(latent_channels, conv.out_channels, conv.kernel_size, padding=conv.padding)
+            controlnet.conv_in.weight.data.copy_(conv.weight[:, :latent_channels])
+            controlnet.conv_in.bias.data.copy_(conv.bias)
+            controlnet.register_to_config(in_channels=latent_channels)
         cross = [name for name in unet.attn_processors if not name.endswith("attn1.processor")]
-        widths = {name: unet.get_submodule(name.removesuffix(".processor")).to_q.out_features for name in cross}
+        widths = [unet.get_submodule(name.removesuffix(".processor")).to_q.out_features for name in cross]
         num_tokens = 4
         if ip_adapter is not None:
             num_tokens = ip_adapter["image_proj.proj.weight"].shape[0] // unet.config.cross_attention_dim
-        adapter = cls(dict(controlnet.config), widths, unet.config.cross_attention_dim, image_embed_dim, num_tokens)
+        config = dict(controlnet.config)
+        adapter = cls(config, cross, widths, unet.config.cross_attention_dim, image_embed_dim, num_tokens)
         adapter.controlnet.load_state_dict(controlnet.state_dict())
         if ip_adapter is not None:
             adapter.load_ip_adapter(ip_adapter)
@@ -108,7 +128,7 @@ class SDAdapter(ModelMixin, ConfigMixin):
     def attach(self, unet: UNet2DConditionModel) -> None:
         """Run ``unet`` with this adapter's processors (call it after the UNet's last ``.to(dtype)``:
         that would cast them too)."""
-        names = list(self.config.ip_layer_widths)
+        names = self.config.ip_layer_names
         layers = dict(zip(names, self.ip_layers, strict=True))
         unet.set_attn_processor({name: layers.get(name, AttnProcessor2_0()) for name in unet.attn_processors})
         self._unet[:] = [unet]
@@ -137,12 +157,14 @@ class SDAdapter(ModelMixin, ConfigMixin):
         image_embeds: torch.Tensor,
         control: torch.Tensor,
         role_masks: torch.Tensor,
+        inpaint: torch.Tensor | None = None,
         conditioning_scale: float = 1.0,
     ) -> torch.Tensor:
-        """The UNet's prediction for ``sample`` (N, C_in, h, w) at ``timestep`` (N,).
+        """The UNet's prediction for the noisy latents ``sample`` (N, 4, h, w) at ``timestep`` (N,).
 
         ``text_embeds`` (N, L, C); ``image_embeds`` (N, 2, D); ``control`` (N, 6, H, W) at pixel size;
-        ``role_masks`` (N, 2, H, W) in [0, 1], where each role's reference tokens may act.
+        ``role_masks`` (N, 2, H, W) in [0, 1], where each role's reference tokens may act; ``inpaint``
+        (N, 5, h, w): an inpainting UNet's mask and masked-image latents (the ControlNet never sees them).
         """
         tokens = self.reference_tokens(image_embeds)  # 2 x (N, 1, T, C)
         down, mid = self.controlnet(
@@ -151,7 +173,7 @@ class SDAdapter(ModelMixin, ConfigMixin):
         )  # fmt: skip
         masks = [role_masks[:, k : k + 1] for k in range(len(ROLES))]  # (N, 1, H, W): one image per role
         return self.unet(
-            sample,
+            sample if inpaint is None else torch.cat([sample, inpaint.to(sample.dtype)], 1),
             timestep,
             encoder_hidden_states=(text_embeds, tokens),
             down_block_additional_residuals=down,

@@ -14,6 +14,8 @@ UNet also gets its own mask and masked-image channels. Condition dropout for cla
 guidance never skips a branch (every rank must use every parameter): a dropped reference is the
 blank white crop, a dropped text the empty prompt, a dropped background "nothing known".
 
+The run's ``RUN/model`` is a choi-sd model folder (:func:`write_model_index`).
+
 Example:
     >>> train_sd_image("data/hoiw", "runs/sd-image", model="models/sd", resolution=512, steps=20000)
 """
@@ -30,14 +32,16 @@ from typing import Any
 import numpy as np
 import torch
 import torch.nn.functional as F
+from accelerate import PartialState
 from PIL import Image
 from torch.utils.data import DataLoader
 
 from choi.data.schema import Sample
 from choi.data.shards import ShardDataset
 from choi.errors import ChoiError
+from choi.io import atomic_write_bytes
 from choi.models.conditioning import layout_region
-from choi.models.sd_adapter import SDAdapter
+from choi.models.sd_adapter import SDAdapter, layout_control
 from choi.training.diffusion import check_fraction, diffusion_loss
 from choi.training.loop import train_recipe
 
@@ -124,7 +128,7 @@ class SDCollate:
 
     def references(self, pairs: Sequence[tuple[np.ndarray, np.ndarray]]) -> torch.Tensor:
         """(rgb, silhouette) pairs → CLIP pixel values, each cut out on white as at inference (blank if empty)."""
-        from choi.pipelines.sd.stages import reference_image
+        from choi.pipelines.sd.stages import blank_reference, reference_image
 
         crops = [reference_image(rgb, sil) if sil.any() else blank_reference() for rgb, sil in pairs]
         return self.processor(images=crops, return_tensors="pt").pixel_values
@@ -146,13 +150,6 @@ class SDCollate:
             "refs": refs.view(len(samples), 2, *refs.shape[1:]),  # (N, 2, 3, S, S): person, object
             "input_ids": self.token_ids([s.text for s in samples]),
         }
-
-
-def blank_reference() -> Image.Image:
-    """What a dropped reference is: the white the references are cut out on, nothing in it."""
-    from choi.pipelines.sd.stages import REFERENCE_FILL
-
-    return Image.new("RGB", (64, 64), (REFERENCE_FILL,) * 3)
 
 
 class SDImageTask:
@@ -211,14 +208,13 @@ class SDImageTask:
         known_bg = (batch["has_background"].bool() & ~drop["background"]).float()[:, None, None, None]
         region = layout_region(batch["masks"])  # (N, 1, R, R): what is painted when a background is known
         region = known_bg * region + (1 - known_bg)
-        known = 1 - region
-        background = (batch["background"] * 2 - 1) * known
-        out = {"control": torch.cat([batch["masks"], known, background], 1)}  # (N, 6, R, R)
+        out = {"control": layout_control(batch["masks"], region, batch["background"])}  # (N, 6, R, R)
         with torch.no_grad():
             out["text"] = b.text_encoder(ids)[0]
             out["image_embeds"] = b.image_encoder(refs.flatten(0, 1).to(dtype)).image_embeds.view(n, 2, -1)
             out["latents"] = b.vae.encode(batch["image"].to(dtype)).latent_dist.sample() * b.vae.config.scaling_factor
             if b.inpainting:  # the inpainting UNet's own channels: region mask and masked-image latents
+                background = (batch["background"] * 2 - 1) * (1 - region)
                 masked = b.vae.encode(background.to(dtype)).latent_dist.mode() * b.vae.config.scaling_factor
                 mask = F.interpolate(region, size=masked.shape[-2:], mode="nearest")
                 out["inpaint"] = torch.cat([mask.to(masked.dtype), masked], 1)
@@ -236,8 +232,7 @@ class SDImageTask:
         c = self.conditions(batch, drop)
 
         def predict(xt: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-            sample = torch.cat([xt, c["inpaint"].float()], 1) if "inpaint" in c else xt
-            return model(sample, t, c["text"], c["image_embeds"], c["control"], batch["masks"])
+            return model(xt, t, c["text"], c["image_embeds"], c["control"], batch["masks"], c.get("inpaint"))
 
         return diffusion_loss(self.base.noise, predict, c["latents"].float()), {}
 
@@ -256,4 +251,28 @@ def train_sd_image(
     ShardDataset(data, split="train")  # fail early, with the reader's message, on a bad dataset
     cfg = SDImageTrainConfig(data=data, model=model, resolution=resolution, batch_size=batch_size,
                              num_workers=workers, seed=seed)  # fmt: skip
-    return train_recipe(SDImageTask(cfg), out, steps, batch_size, lr, seed, resume, **train_options)
+    task = SDImageTask(cfg)
+    final = train_recipe(task, out, steps, batch_size, lr, seed, resume, **train_options)
+    if PartialState().is_main_process:
+        write_model_index(final, task)
+    return final
+
+
+def write_model_index(folder: Path, task: SDImageTask) -> Path:
+    """``RUN/model/model_index.json``: the choi-sd model folder the run trained, with the adapter beside it,
+    so ``choi generate --model RUN/model`` and ``choi eval --model RUN/model`` run the trained stage 2.
+
+    It refers to the same base, IP-Adapter, image encoder and stage 1 (never copies them); the
+    IP-Adapter scales default to 1, the scale the adapter was trained at.
+    """
+    source = Path(task.cfg.model)
+    index = json.loads((source / "model_index.json").read_text(encoding="utf-8"))
+    stage1 = index.get("components", {}).get("stage1", "choi-tiny")
+    b = task.base
+    stage1 = stage1 if stage1 == "choi-tiny" else str((source / stage1).resolve())
+    parts = {"base": b.base, "ip_adapter": b.ip_adapter, "image_encoder": b.image_encoder_path, "stage1": stage1}
+    index["components"] = {**{k: str(v) for k, v in parts.items()}, "adapter": "."}
+    index["resolution"] = task.cfg.resolution
+    index["options"] = {**index.get("options", {}), "ip_scale_human": 1.0, "ip_scale_object": 1.0}
+    atomic_write_bytes(folder / "model_index.json", (json.dumps(index, indent=2) + "\n").encode())
+    return folder
