@@ -200,7 +200,7 @@ def test_bf16_gradient_checkpointing_and_accumulation_run(parts, tmp_path):
 @pytest.mark.parametrize("dropped", [False, True])
 def test_every_trainable_parameter_gets_a_gradient_even_with_every_condition_dropped(parts, dropped):
     p = 1.0 if dropped else 0.0
-    task = _task(parts, p_drop_text=p, p_drop_human=p, p_drop_object=p, p_drop_background=p)
+    task = _task(parts, p_drop_text=p, p_drop_human=p, p_drop_object=p, p_drop_background=p, lora_rank=2)
     torch.manual_seed(0)
     model = task.build_model()
     task.place(model, torch.device("cpu"), torch.float32)
@@ -209,13 +209,15 @@ def test_every_trainable_parameter_gets_a_gradient_even_with_every_condition_dro
     loss.backward()
     missing = [name for name, param in model.named_parameters() if param.grad is None]
     assert not missing, missing[:5]
+    assert any(name.startswith("lora.") for name, _ in model.named_parameters())
     assert all(param.grad is None for param in task.base.unet.parameters() if not param.requires_grad)
 
 
 def test_the_cli_trains_choi_sd(parts, tmp_path, capsys):
     out = tmp_path / "run"
     args = ["train", "image", "--family", "sd", "--model", str(parts["inpaint"]), "--data", str(parts["data"]),
-            "--out", str(out), "--resolution", "32", "--steps", "2", "--batch-size", "2", "--workers", "0"]  # fmt: skip
+            "--out", str(out), "--resolution", "32", "--steps", "2", "--batch-size", "2", "--workers", "0",
+            "--lora-rank", "2"]  # fmt: skip
     assert main(args) == 0, capsys.readouterr().err
     config = json.loads((out / "config.json").read_text())
     assert config["train"]["lr"] == 1e-5 and config["task"]["data"]["resolution"] == 32
@@ -231,6 +233,38 @@ def test_the_cli_trains_choi_sd(parts, tmp_path, capsys):
     record = json.loads((images / "choi.json").read_text())
     assert record["stage2"]["model"]["adapter"] == str((out / "model").resolve())
     assert (images / "image_0.png").is_file()
+
+
+def test_lora_trains_saves_and_loads(parts, tmp_path):
+    from peft.tuners.lora import LoraLayer
+
+    from choi.pipelines.sd.loading import load_inpaint_pipeline
+
+    task = _task(parts, lora_rank=2)
+    final = train(task, FAST, tmp_path / "run")
+    saved = load_file(str(final / WEIGHTS))
+    lora = {k: v for k, v in saved.items() if k.startswith("lora.")}
+    state = torch.load(tmp_path / "run" / "checkpoint" / "training_state.pt", weights_only=False)
+    assert len(state["optimizer"]["state"]) == len(saved)  # LoRA and the rest: peft froze nothing of ours
+    adapter = SDAdapter.from_pretrained(final)
+    targets = adapter.config.lora_targets
+    assert len(lora) == 2 * len(targets) == 2 * 4 * 2 * len(adapter.ip_layers)  # q, k, v, out of attn1 and attn2
+    assert all(float(v.abs().max()) > 0 for k, v in lora.items() if k.endswith(".1.weight"))  # B left zero: trained
+    b = task.base
+    write_model_index(final, task)
+    pipe = load_inpaint_pipeline(b.base, b.ip_adapter, b.image_encoder_path, torch.float32, final)
+    layer = pipe.unet.get_submodule(targets[-1])
+    assert isinstance(layer, LoraLayer)
+    torch.testing.assert_close(layer.lora_B["default"].weight, lora[f"lora.{len(targets) - 1}.1.weight"])
+    sample, t, text = torch.randn(1, 9, 16, 16), torch.tensor([500]), torch.randn(1, 77, 32)
+    embeds = [torch.randn(1, 1, adapter.config.image_embed_dim)] * 2
+    outputs = []
+    for enabled in (True, False):  # the loaded LoRA is what the UNet runs
+        for module in pipe.unet.modules():
+            module.enable_adapters(enabled) if isinstance(module, LoraLayer) else None
+        with torch.no_grad():
+            outputs.append(pipe.unet(sample, t, text, added_cond_kwargs={"image_embeds": embeds}).sample)
+    assert not torch.equal(*outputs)
 
 
 @pytest.mark.parametrize(
@@ -258,30 +292,45 @@ import torch
 from choi.training.loop import TrainConfig, train
 from choi.training.sd import SDImageTask, SDImageTrainConfig
 
+data, model, record, run, crash_at = sys.argv[1:6]
+
 class Recording(SDImageTask):
+    calls = 0
+
     def loss(self, model, batch):  # what this rank sees and holds at every micro-step
+        Recording.calls += 1
+        if Recording.calls == int(crash_at) and os.environ["RANK"] == "1":
+            raise SystemExit("killed")  # one rank dies; torchrun stops the other
         weights = sum(float(p.detach().double().sum()) for p in model.parameters())
-        with open(sys.argv[3] + f"/rank{os.environ['RANK']}.jsonl", "a") as f:
+        with open(record + f"/rank{os.environ['RANK']}.jsonl", "a") as f:
             f.write(json.dumps({"weights": weights, "batch": float(batch["image"].double().sum())}) + "\\n")
         return super().loss(model, batch)
 
-cfg = SDImageTrainConfig(data=sys.argv[1], model=sys.argv[2], resolution=32, batch_size=2, num_workers=0)
+cfg = SDImageTrainConfig(data=data, model=model, resolution=32, batch_size=2, num_workers=0)
 train(Recording(cfg), TrainConfig(steps=3, batch_size=2, lr=1e-3, warmup_steps=1, checkpoint_every=2, log_every=1,
-                                  mixed_precision="no"), sys.argv[4])
+                                  mixed_precision="no"), run, resume=crash_at == "-1")
 """
 
 
-def test_two_processes_see_different_samples_and_hold_the_same_weights(parts, tmp_path):
+def _two_ranks(parts, tmp_path: Path, run: Path, record: Path, crash_at: int) -> subprocess.CompletedProcess:
+    """``torchrun --nproc_per_node=2`` of TWO_RANKS; ``crash_at``: rank 1 dies at that loss call, -1: resume."""
     script = tmp_path / "two_ranks.py"
     script.write_text(TWO_RANKS)
+    record.mkdir(exist_ok=True)
     paths = [str(Path(__file__).parents[1] / "src"), os.environ.get("PYTHONPATH", "")]
     env = {**os.environ, "ACCELERATE_USE_CPU": "1", "OMP_NUM_THREADS": "1", "PYTHONPATH": os.pathsep.join(paths)}
-    run = tmp_path / "run"
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", str(script),
-           str(parts["data"]), str(parts["inpaint"]), str(tmp_path), str(run)]  # fmt: skip
-    done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=240)
+           str(parts["data"]), str(parts["inpaint"]), str(record), str(run), str(crash_at)]  # fmt: skip
+    return subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=240)
+
+
+def test_two_processes_see_different_samples_hold_the_same_weights_and_resume_exactly(parts, tmp_path):
+    run = tmp_path / "run"
+    done = _two_ranks(parts, tmp_path, run, tmp_path / "straight", crash_at=0)
     assert done.returncode == 0, done.stderr[-3000:]
-    ranks = [[json.loads(x) for x in (tmp_path / f"rank{r}.jsonl").read_text().splitlines()] for r in (0, 1)]
+    ranks = [
+        [json.loads(x) for x in (tmp_path / "straight" / f"rank{r}.jsonl").read_text().splitlines()] for r in (0, 1)
+    ]
     assert len(ranks[0]) == len(ranks[1]) == 3
     for a, b in zip(*ranks, strict=True):
         assert a["batch"] != b["batch"]  # each rank its own samples
@@ -289,3 +338,11 @@ def test_two_processes_see_different_samples_and_hold_the_same_weights(parts, tm
     assert len({step["weights"] for step in ranks[0]}) == 3  # which do train
     assert [line["step"] for line in _log(run)] == [1, 2, 3]  # one process logs
     assert sorted(p.name for p in run.iterdir()) == ["checkpoint", "config.json", "log.jsonl", "model"]
+
+    killed = tmp_path / "killed"
+    assert _two_ranks(parts, tmp_path, killed, tmp_path / "k", crash_at=3).returncode != 0  # after step 2's checkpoint
+    done = _two_ranks(parts, tmp_path, killed, tmp_path / "k", crash_at=-1)
+    assert done.returncode == 0, done.stderr[-3000:]
+    a, b = load_file(str(run / "model" / WEIGHTS)), load_file(str(killed / "model" / WEIGHTS))
+    for k in a:  # every process's noise restored: the same weights as the uninterrupted run
+        torch.testing.assert_close(a[k], b[k], rtol=0, atol=0, msg=k)

@@ -263,6 +263,8 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
     sd.add_argument("--resolution", type=int, default=512, help="training side in pixels (default: 512)")
     sd.add_argument("--grad-accum", type=int, default=1, help="micro-batches per optimiser step (default: 1)")
     sd.add_argument("--gradient-checkpointing", action="store_true", help="less memory, more time")
+    sd.add_argument("--lora-rank", type=int, default=0, help="also train a LoRA of this rank on the frozen UNet "
+                    "(needs peft: pip install 'choi[train]'; default: 0, none)")  # fmt: skip
     sd.add_argument("--mixed-precision", choices=("auto", "no", "bf16", "fp16"), default="auto",
                     help="frozen parts in this dtype, trainables fp32 (default: auto, bf16 on CUDA)")  # fmt: skip
     image.set_defaults(func=_train_stage)
@@ -298,8 +300,9 @@ def _train_sd_image(args: argparse.Namespace) -> None:
     if given := [flag for flag, set_ in tiny_only.items() if set_]:
         raise ChoiError(f"{', '.join(given)}: not available with --family sd yet")
     lr = SD_LR if args.lr is None else args.lr
-    options = {k: getattr(args, k) for k in ("resolution", "steps", "batch_size", "workers", "seed", "resume",
-                                             "grad_accum", "gradient_checkpointing", "mixed_precision")}  # fmt: skip
+    names = ("resolution", "steps", "batch_size", "workers", "seed", "resume", "grad_accum", "gradient_checkpointing",
+             "mixed_precision", "lora_rank")  # fmt: skip
+    options = {k: getattr(args, k) for k in names}
     final = train_sd_image(args.data, args.out, args.model, lr=lr, **options)
     log.info("choi-sd stage-2 adapter written to %s", final)
 

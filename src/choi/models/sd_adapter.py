@@ -7,7 +7,8 @@
   ``ImageProjection`` (IP-Adapter's ``image_proj``) to reference tokens;
 - **decoupled cross-attention**: diffusers' ``IPAdapterAttnProcessor2_0`` on every cross-attention
   layer of the UNet with two token sets (person = 0, object = 1), each confined to its role's
-  region by per-sample ``ip_adapter_masks``; the text cross-attention stays as it was.
+  region by per-sample ``ip_adapter_masks``; the text cross-attention stays as it was;
+- optionally **LoRA** (peft) on the frozen UNet's attention projections, its A and B held here.
 
 The frozen UNet is held, not registered: ``state_dict()`` and the optimiser see only the trainables,
 and the processors the UNet runs are the module's own ``ip_layers``.
@@ -36,6 +37,7 @@ CONDITIONING_CHANNELS = 6
 ROLES = ("person", "object")
 # ControlNet's conditioning encoder widths for SD's 8x VAE; a VAE that downsamples less keeps fewer
 CONDITIONING_WIDTHS = (16, 32, 96, 256)
+LORA_TARGETS = ("to_q", "to_k", "to_v", "to_out.0")  # the UNet's attention projections, as diffusers' LoRA scripts
 
 
 def layout_control(masks: torch.Tensor, region: torch.Tensor, background: torch.Tensor) -> torch.Tensor:
@@ -57,6 +59,8 @@ class SDAdapter(ModelMixin, ConfigMixin):
         cross_attention_dim: the UNet's cross-attention width (the text encoder's).
         image_embed_dim: the CLIP image encoder's projection width.
         num_tokens: reference tokens per role (IP-Adapter SD1.5: 4).
+        lora_rank: rank of the optional LoRA on the frozen UNet's attention projections (0: none).
+        lora_targets: the UNet's Linear layers that carry it; ``lora_shapes``: their (in, out) features.
     """
 
     @register_to_config
@@ -68,6 +72,9 @@ class SDAdapter(ModelMixin, ConfigMixin):
         cross_attention_dim: int,
         image_embed_dim: int,
         num_tokens: int = 4,
+        lora_rank: int = 0,
+        lora_targets: list[str] | None = None,
+        lora_shapes: list[list[int]] | None = None,
     ):
         super().__init__()
         self.controlnet = ControlNetModel.from_config(controlnet_config)
@@ -77,12 +84,19 @@ class SDAdapter(ModelMixin, ConfigMixin):
             IPAdapterAttnProcessor2_0(width, cross_attention_dim, num_tokens=[num_tokens] * len(ROLES), scale=1.0)
             for width in ip_layer_widths
         )
+        # LoRA's A (kaiming-uniform, nn.Linear's own init, as peft's) and B (zero: the base unchanged at start)
+        self.lora = nn.ModuleList(
+            nn.ModuleList([nn.Linear(fan_in, lora_rank, bias=False), nn.Linear(lora_rank, fan_out, bias=False)])
+            for fan_in, fan_out in (lora_shapes or [])
+        )
+        for _, up in self.lora:
+            nn.init.zeros_(up.weight)
         self._unet: list[UNet2DConditionModel] = []  # a list, so the frozen UNet is not a submodule
 
     @classmethod
     def from_base(
         cls, unet: UNet2DConditionModel, ip_adapter: dict[str, torch.Tensor] | None, image_embed_dim: int,
-        vae_factor: int = 8,
+        vae_factor: int = 8, lora_rank: int = 0,
     ) -> SDAdapter:  # fmt: skip
         """A new adapter for ``unet``: the ControlNet copied from it; both roles' projections and
         processors from the IP-Adapter file's ``image_proj.*`` / ``ip_adapter.*`` (random without one)."""
@@ -105,8 +119,14 @@ class SDAdapter(ModelMixin, ConfigMixin):
         num_tokens = 4
         if ip_adapter is not None:
             num_tokens = ip_adapter["image_proj.proj.weight"].shape[0] // unet.config.cross_attention_dim
+        lora = {}
+        if lora_rank:
+            targets = [name for name, m in unet.named_modules() if isinstance(m, nn.Linear) and ".attn" in name
+                       and name.endswith(tuple(f".{t}" for t in LORA_TARGETS))]  # fmt: skip
+            shapes = [[unet.get_submodule(n).in_features, unet.get_submodule(n).out_features] for n in targets]
+            lora = {"lora_rank": lora_rank, "lora_targets": targets, "lora_shapes": shapes}
         config = dict(controlnet.config)
-        adapter = cls(config, cross, widths, unet.config.cross_attention_dim, image_embed_dim, num_tokens)
+        adapter = cls(config, cross, widths, unet.config.cross_attention_dim, image_embed_dim, num_tokens, **lora)
         adapter.controlnet.load_state_dict(controlnet.state_dict())
         if ip_adapter is not None:
             adapter.load_ip_adapter(ip_adapter)
@@ -131,7 +151,26 @@ class SDAdapter(ModelMixin, ConfigMixin):
         names = self.config.ip_layer_names
         layers = dict(zip(names, self.ip_layers, strict=True))
         unet.set_attn_processor({name: layers.get(name, AttnProcessor2_0()) for name in unet.attn_processors})
+        if self.config.lora_rank:
+            self._attach_lora(unet)
         self._unet[:] = [unet]
+
+    def _attach_lora(self, unet: UNet2DConditionModel) -> None:
+        """peft's LoRA layers around the UNet's attention projections, running this module's own A and B."""
+        from peft import LoraConfig, inject_adapter_in_model
+        from peft.tuners.lora import LoraLayer
+
+        targets = self.config.lora_targets
+        if not isinstance(unet.get_submodule(targets[0]), LoraLayer):
+            rank = self.config.lora_rank
+            config = LoraConfig(r=rank, lora_alpha=rank, target_modules=list(targets), lora_dropout=0.0)
+            trainable = [p.requires_grad for p in self.parameters()]
+            inject_adapter_in_model(config, unet)  # it freezes every UNet parameter not its own: our processors too
+            for param, flag in zip(self.parameters(), trainable, strict=True):
+                param.requires_grad_(flag)
+        for name, (down, up) in zip(targets, self.lora, strict=True):
+            layer = unet.get_submodule(name)
+            layer.lora_A["default"], layer.lora_B["default"] = down, up
 
     def enable_gradient_checkpointing(self) -> None:
         """Recompute activations in backward, in the ControlNet and in the frozen UNet the gradients cross."""

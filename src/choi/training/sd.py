@@ -62,6 +62,7 @@ class SDImageTrainConfig:
     p_drop_human: float = 0.05
     p_drop_object: float = 0.05
     p_drop_background: float = 0.3  # choi-tiny's: generation without a background is asked for too
+    lora_rank: int = 0  # > 0: also a LoRA of this rank on the frozen UNet's attention projections (needs peft)
 
 
 class SDBase:
@@ -165,13 +166,21 @@ class SDImageTask:
         from choi.pipelines.sd.loading import check_resolution
 
         check_resolution(cfg.resolution, self.base.multiple)
+        if cfg.lora_rank < 0:
+            raise ChoiError(f"--lora-rank must be 0 (no LoRA) or positive, got {cfg.lora_rank}")
+        if cfg.lora_rank:
+            try:
+                import peft  # noqa: F401
+            except ImportError:
+                raise ChoiError("--lora-rank needs peft: pip install 'choi[train]'") from None
         self.collate = SDCollate(cfg.resolution, self.base.tokenizer, self.base.processor)
         self.empty_ids = self.collate.token_ids([""])  # (1, L): the dropped prompt
         self.blank_pixels = self.collate.references([(np.zeros((1, 1, 3), np.uint8), np.zeros((1, 1), bool))])
 
     def build_model(self) -> SDAdapter:
         b = self.base
-        return SDAdapter.from_base(b.unet, b.ip_state, b.image_encoder.config.projection_dim, b.vae_factor)
+        embed_dim = b.image_encoder.config.projection_dim
+        return SDAdapter.from_base(b.unet, b.ip_state, embed_dim, b.vae_factor, lora_rank=self.cfg.lora_rank)
 
     def place(self, model: SDAdapter, device: torch.device, dtype: torch.dtype) -> None:
         """Frozen parts to ``device`` in ``dtype``, then the adapter's processors into the UNet (they stay fp32)."""
@@ -239,7 +248,7 @@ class SDImageTask:
 
 def train_sd_image(
     data: str, out: str, model: str, resolution: int = 512, steps: int = 20000, batch_size: int = 4,
-    lr: float = 1e-5, workers: int = 1, seed: int = 0, resume: bool = False, **train_options: Any,
+    lr: float = 1e-5, workers: int = 1, seed: int = 0, resume: bool = False, lora_rank: int = 0, **train_options: Any,
 ) -> Path:  # fmt: skip
     """Train choi-sd's stage 2 into ``out``; returns ``out/model`` (the adapter's EMA weights).
 
@@ -250,7 +259,7 @@ def train_sd_image(
         raise ChoiError("--workers must be non-negative")
     ShardDataset(data, split="train")  # fail early, with the reader's message, on a bad dataset
     cfg = SDImageTrainConfig(data=data, model=model, resolution=resolution, batch_size=batch_size,
-                             num_workers=workers, seed=seed)  # fmt: skip
+                             num_workers=workers, seed=seed, lora_rank=lora_rank)  # fmt: skip
     task = SDImageTask(cfg)
     final = train_recipe(task, out, steps, batch_size, lr, seed, resume, **train_options)
     if PartialState().is_main_process:
