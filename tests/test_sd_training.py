@@ -14,6 +14,7 @@ import torch
 from safetensors.torch import load_file
 
 from choi.cli import main
+from choi.errors import ChoiError
 from choi.models.sd_adapter import SDAdapter
 from choi.pipelines.sd import make_model_folder
 from choi.training.loop import TrainConfig, train
@@ -233,6 +234,18 @@ def test_the_cli_trains_choi_sd(parts, tmp_path, capsys):
     record = json.loads((images / "choi.json").read_text())
     assert record["stage2"]["model"]["adapter"] == str((out / "model").resolve())
     assert (images / "image_0.png").is_file()
+
+
+def test_a_second_run_starts_from_the_first_runs_adapter(parts, tmp_path):
+    first = train(_task(parts), FAST, tmp_path / "first")
+    task = _task(parts)
+    write_model_index(first, task)
+    second = SDImageTask(SDImageTrainConfig(data=str(parts["data"]), model=str(first), resolution=32, num_workers=0))
+    start = second.build_model().state_dict()
+    for key, value in load_file(str(first / WEIGHTS)).items():
+        torch.testing.assert_close(start[key], value, rtol=0, atol=0)
+    with pytest.raises(ChoiError, match="--lora-rank 2: the adapter .* was trained with --lora-rank 0"):
+        SDImageTask(SDImageTrainConfig(data=str(parts["data"]), model=str(first), lora_rank=2)).build_model()
 
 
 def test_lora_trains_saves_and_loads(parts, tmp_path):

@@ -92,6 +92,8 @@ class SDBase:
         self.ip_adapter = check_ip_adapter(folder / parts.get("ip_adapter", ""), f"{what} ip_adapter")
         encoder = parts.get("image_encoder")
         self.image_encoder_path = check_image_encoder(None if encoder is None else folder / encoder, self.ip_adapter)
+        adapter = parts.get("adapter")  # a trained run's RUN/model: training goes on from its adapter
+        self.adapter = None if adapter is None else (folder / adapter).resolve()
         self.multiple = size_multiple(self.base)
         kw = dict(local_files_only=True)
         with _quiet():
@@ -178,9 +180,16 @@ class SDImageTask:
         self.blank_pixels = self.collate.references([(np.zeros((1, 1, 3), np.uint8), np.zeros((1, 1), bool))])
 
     def build_model(self) -> SDAdapter:
+        """A new adapter from the base and the IP-Adapter file, or the trained one ``--model`` has."""
         b = self.base
-        embed_dim = b.image_encoder.config.projection_dim
-        return SDAdapter.from_base(b.unet, b.ip_state, embed_dim, b.vae_factor, lora_rank=self.cfg.lora_rank)
+        if b.adapter is None:
+            embed_dim = b.image_encoder.config.projection_dim
+            return SDAdapter.from_base(b.unet, b.ip_state, embed_dim, b.vae_factor, lora_rank=self.cfg.lora_rank)
+        adapter = SDAdapter.from_pretrained(b.adapter, local_files_only=True)
+        if adapter.config.lora_rank != self.cfg.lora_rank:
+            raise ChoiError(f"--lora-rank {self.cfg.lora_rank}: the adapter in {self.cfg.model} was trained with "
+                            f"--lora-rank {adapter.config.lora_rank}")  # fmt: skip
+        return adapter
 
     def place(self, model: SDAdapter, device: torch.device, dtype: torch.dtype) -> None:
         """Frozen parts to ``device`` in ``dtype``, then the adapter's processors into the UNet (they stay fp32)."""
@@ -194,7 +203,8 @@ class SDImageTask:
     def config(self) -> dict[str, Any]:
         b = self.base
         return {"data": asdict(self.cfg), "base": str(b.base), "ip_adapter": str(b.ip_adapter),
-                "image_encoder": str(b.image_encoder_path), "inpainting_unet": b.inpainting}  # fmt: skip
+                "image_encoder": str(b.image_encoder_path), "inpainting_unet": b.inpainting,
+                "started_from": None if b.adapter is None else str(b.adapter)}  # fmt: skip
 
     def batches(self, epoch: int) -> Iterator[dict[str, torch.Tensor]]:
         cfg = self.cfg
