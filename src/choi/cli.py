@@ -16,6 +16,8 @@ from choi.cli_model import add_model
 from choi.errors import ChoiError
 
 log = logging.getLogger("choi")
+TINY_IMAGE_LR = 8e-4
+SD_LR = 1e-5  # diffusers' ControlNet and IP-Adapter recipes train at 1e-5 .. 1e-4 on a pretrained base
 
 
 class _Parser(argparse.ArgumentParser):
@@ -250,13 +252,31 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
         "OUT/model; a killed run continues with --resume.",
         epilog="example: choi train image --data data/hoiw --out runs/image --config tiny --steps 6000",
     )
-    _add_training_options(image, steps=6000, batch_size=16, lr=8e-4)
+    _add_training_options(image, steps=6000, batch_size=16, lr=TINY_IMAGE_LR)
     _add_stage_options(image, "image")
+    image.set_defaults(lr=None)  # each family's own: choi-tiny's 8e-4 would wreck a pretrained SD UNet's copy
+    sd = image.add_argument_group("--family sd", "choi-sd: stage 2 on your SD 1.x weights (docs/training-sd.md)")
+    sd.add_argument("--family", choices=("tiny", "sd"), default="tiny",
+                    help=f"model family to train (default: tiny); sd's default --lr is {SD_LR:g}")  # fmt: skip
+    sd.add_argument("--model", default=None, metavar="MODEL", help="choi-sd model folder (`choi model sd`): the "
+                    "frozen base, IP-Adapter and image encoder")  # fmt: skip
+    sd.add_argument("--resolution", type=int, default=512, help="training side in pixels (default: 512)")
+    sd.add_argument("--grad-accum", type=int, default=1, help="micro-batches per optimiser step (default: 1)")
+    sd.add_argument("--gradient-checkpointing", action="store_true", help="less memory, more time")
+    sd.add_argument("--lora-rank", type=int, default=0, help="also train a LoRA of this rank on the frozen UNet "
+                    "(needs peft: pip install 'choi[train]'; default: 0, none)")  # fmt: skip
+    sd.add_argument("--mixed-precision", choices=("auto", "no", "bf16", "fp16"), default="auto",
+                    help="frozen parts in this dtype, trainables fp32 (default: auto, bf16 on CUDA)")  # fmt: skip
     image.set_defaults(func=_train_stage)
 
 
 def _train_stage(args: argparse.Namespace) -> None:
     """``choi train mask`` and ``choi train image``: the two diffusion recipes take the same options."""
+    if getattr(args, "family", "tiny") == "sd":
+        _train_sd_image(args)
+        return
+    if args.lr is None:
+        args.lr = TINY_IMAGE_LR
     names = ("config", "steps", "batch_size", "lr", "workers", "seed", "resume", "validate_every", "class_balance")
     options = {k: getattr(args, k) for k in (*names, "init_from")}
     if args.train_command == "mask":
@@ -267,6 +287,24 @@ def _train_stage(args: argparse.Namespace) -> None:
         from choi.training.image import train_image as recipe
     final = recipe(args.data, args.out, **options)
     log.info("%s model written to %s", args.train_command, final)
+
+
+def _train_sd_image(args: argparse.Namespace) -> None:
+    """``choi train image --family sd``: the choi-tiny preset options do not apply."""
+    from choi.training.sd import train_sd_image
+
+    if args.model is None:
+        raise ChoiError("--family sd needs --model MODEL, a choi-sd model folder (write one with `choi model sd`)")
+    tiny_only = {"--config": args.config != "tiny", "--init-from": args.init_from is not None,
+                 "--class-balance": args.class_balance != 0, "--validate-every": args.validate_every != 0}  # fmt: skip
+    if given := [flag for flag, set_ in tiny_only.items() if set_]:
+        raise ChoiError(f"{', '.join(given)}: not available with --family sd yet")
+    lr = SD_LR if args.lr is None else args.lr
+    names = ("resolution", "steps", "batch_size", "workers", "seed", "resume", "grad_accum", "gradient_checkpointing",
+             "mixed_precision", "lora_rank")  # fmt: skip
+    options = {k: getattr(args, k) for k in names}
+    final = train_sd_image(args.data, args.out, args.model, lr=lr, **options)
+    log.info("choi-sd stage-2 adapter written to %s", final)
 
 
 def _train_evaluators(args: argparse.Namespace) -> None:

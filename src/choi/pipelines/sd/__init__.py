@@ -52,7 +52,11 @@ def load(folder: Path, index: dict[str, Any], model_id: str, torch_dtype: torch.
     masks.model_id = f"{model_id}/stage1"
     multiple = size_multiple(base)
     resolution = check_resolution(index.get("resolution", DEFAULT_RESOLUTION), multiple, f"{what} resolution")
-    pipe = load_inpaint_pipeline(base, ip_adapter, image_encoder, torch_dtype)
+    adapter = parts.get("adapter")  # a trained stage 2 (choi train image --family sd): RUN/model
+    adapter = None if adapter is None else folder / adapter
+    pipe = load_inpaint_pipeline(base, ip_adapter, image_encoder, torch_dtype, adapter)
     sources = {"id": model_id, "base": str(base), "ip_adapter": str(ip_adapter), "image_encoder": str(image_encoder),
                "stage1": str(stage1), "dtype": str(torch_dtype).removeprefix("torch.")}  # fmt: skip
+    if adapter is not None:
+        sources["adapter"] = str(adapter.resolve())
     return SDMaskStage(TinyMaskStage(masks)), SDImageStage(pipe, resolution, multiple, sources), SDOptions

@@ -118,19 +118,25 @@ def mask_folder(value: str | Path, what: str = "stage1") -> Path:
     return folder / sub
 
 
-def load_inpaint_pipeline(base: Path, ip_adapter: Path, image_encoder: Path, torch_dtype: torch.dtype) -> Any:
+def load_inpaint_pipeline(
+    base: Path, ip_adapter: Path, image_encoder: Path, torch_dtype: torch.dtype, adapter: Path | None = None
+) -> Any:
     """diffusers' stock ``StableDiffusionInpaintPipeline`` with the IP-Adapter loaded twice: person, then object.
 
-    The CLIP preprocessing is built for the image encoder's own input size (the base's
-    ``feature_extractor/`` is the safety checker's, which choi does not load).
+    With a trained ``adapter`` (``choi train image --family sd``): ``StableDiffusionControlNetInpaintPipeline``
+    with its layout ControlNet, and its person/object projections and attention processors in
+    place of the IP-Adapter's. The CLIP preprocessing is built for the image encoder's own input
+    size (the base's ``feature_extractor/`` is the safety checker's, which choi does not load).
     """
-    with _quiet():
-        return _load(base, ip_adapter, image_encoder, torch_dtype)
+    with quiet():
+        return _load(base, ip_adapter, image_encoder, torch_dtype, adapter)
 
 
-def _load(base: Path, ip_adapter: Path, image_encoder: Path, torch_dtype: torch.dtype) -> Any:
-    from diffusers import StableDiffusionInpaintPipeline
+def _load(base: Path, ip_adapter: Path, image_encoder: Path, torch_dtype: torch.dtype, adapter: Path | None) -> Any:
+    from diffusers import StableDiffusionControlNetInpaintPipeline, StableDiffusionInpaintPipeline
     from transformers import CLIPImageProcessor, CLIPVisionModelWithProjection
+
+    from choi.models.sd_adapter import SDAdapter
 
     try:
         encoder = CLIPVisionModelWithProjection.from_pretrained(image_encoder, dtype=torch_dtype, local_files_only=True)
@@ -138,10 +144,17 @@ def _load(base: Path, ip_adapter: Path, image_encoder: Path, torch_dtype: torch.
         raise ChoiError(f"image encoder {image_encoder}: cannot load it: {_first_line(err)}") from err
     side = encoder.config.image_size
     features = CLIPImageProcessor(size={"shortest_edge": side}, crop_size={"height": side, "width": side})
+    trained, extra, cls = None, {}, StableDiffusionInpaintPipeline
+    if adapter is not None:
+        try:
+            trained = SDAdapter.from_pretrained(adapter, torch_dtype=torch_dtype, local_files_only=True)
+        except (OSError, ValueError, RuntimeError) as err:
+            raise ChoiError(f"trained adapter {adapter}: cannot load it: {_first_line(err)}") from err
+        extra, cls = {"controlnet": trained.controlnet}, StableDiffusionControlNetInpaintPipeline
     try:
-        pipe = StableDiffusionInpaintPipeline.from_pretrained(
+        pipe = cls.from_pretrained(
             base, image_encoder=encoder, feature_extractor=features, safety_checker=None,
-            requires_safety_checker=False, dtype=torch_dtype, local_files_only=True,
+            requires_safety_checker=False, dtype=torch_dtype, local_files_only=True, **extra,
         )  # fmt: skip
     except (OSError, ValueError, RuntimeError, TypeError) as err:
         raise ChoiError(f"base {base}: cannot load it: {_first_line(err)}") from err
@@ -150,12 +163,20 @@ def _load(base: Path, ip_adapter: Path, image_encoder: Path, torch_dtype: torch.
                              image_encoder_folder=None, local_files_only=True)  # fmt: skip
     except (OSError, ValueError, RuntimeError, KeyError) as err:
         raise ChoiError(f"IP-Adapter {ip_adapter.name} does not fit the base {base.name}: {_first_line(err)}") from err
+    if trained is not None:  # the trained roles replace the IP-Adapter's, which set up the UNet's wiring
+        pipe.unet.encoder_hid_proj.image_projection_layers = torch.nn.ModuleList(
+            [trained.person_proj, trained.object_proj]
+        )
+        try:
+            trained.attach(pipe.unet)
+        except (KeyError, ValueError) as err:
+            raise ChoiError(f"trained adapter {adapter} was not trained on the base {base.name}") from err
     pipe.set_progress_bar_config(disable=True)  # choi reports progress through its own callback
     return pipe
 
 
 @contextmanager
-def _quiet() -> Iterator[None]:
+def quiet() -> Iterator[None]:
     """No loading progress bars or notices from diffusers/transformers: a CLI error stays one line."""
     import diffusers.utils.logging as dlog
     import transformers.utils.logging as tlog

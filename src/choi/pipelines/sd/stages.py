@@ -19,6 +19,7 @@ from PIL import Image
 from scipy.ndimage import binary_dilation
 
 from choi.errors import ChoiError, quote
+from choi.models.sd_adapter import layout_control
 from choi.pipelines.stages import Callback, Layouts, StageInputs, check_number
 from choi.pipelines.tiny import TinyOptions
 from choi.pipelines.tiny.stages import MAX_LAYOUT_CANDIDATES, TinyMaskStage
@@ -111,6 +112,11 @@ def reference_image(rgb: np.ndarray, silhouette: np.ndarray) -> Image.Image:
     return Image.fromarray(canvas)
 
 
+def blank_reference() -> Image.Image:
+    """A reference with nothing in it: what trained choi-sd saw for a dropped reference (its CFG negative)."""
+    return Image.new("RGB", (64, 64), (REFERENCE_FILL,) * 3)
+
+
 def context_window(region: np.ndarray, context: float) -> tuple[int, int, int, int]:
     """(top, left, bottom, right): the box around ``region`` with ``context`` times its side added each way,
     square where the frame allows, moved (not cut) to stay inside the frame."""
@@ -146,6 +152,7 @@ class SDImageStage:
         self.multiple = multiple
         self.sources = sources  # what the model folder refers to, recorded with every image
         self.inpainting = pipe.unet.config.in_channels == 9  # else the inpainting pipeline's blended mode
+        self.trained = hasattr(pipe, "controlnet")  # choi train image --family sd: layout ControlNet, trained roles
         self._base_scheduler = pipe.scheduler
         self._schedulers: dict[str, Any] = {}
         self._mask_processor = IPAdapterMaskProcessor()
@@ -194,6 +201,11 @@ class SDImageStage:
         references = [reference_image(inputs.human, inputs.human_silhouette),
                       reference_image(inputs.object, inputs.object_silhouette)]  # fmt: skip
         embeds = pipe.prepare_ip_adapter_image_embeds(references, None, pipe._execution_device, 1, guidance > 1)
+        if self.trained and guidance > 1:  # its CFG negative is what it was trained on: blank crops, not zeros
+            blank = pipe.prepare_ip_adapter_image_embeds(
+                [blank_reference()] * 2, None, pipe._execution_device, 1, False
+            )
+            embeds = [torch.cat([b, e.chunk(2)[1]]) for b, e in zip(blank, embeds, strict=True)]
         height, width = inputs.height, inputs.width
         background = inputs.background
         strength = options.strength if background is not None else 1.0
@@ -213,6 +225,12 @@ class SDImageStage:
             else:
                 init = Image.new("RGB", (w, h), (127, 127, 127))  # masked out whole: the frame is drawn from noise
             roles = self._mask_processor.preprocess([_mask_image(human[win], w, h), _mask_image(obj[win], w, h)], h, w)
+            extra = {}
+            if self.trained:  # its layout branch: the same 6 channels it was trained on
+                painted = torch.from_numpy(np.asarray(_mask_image(region[win], w, h)) > 127).float()[None, None]
+                rgb = torch.from_numpy(np.asarray(init, np.float32) / 255).permute(2, 0, 1)[None]
+                extra["control_image"] = layout_control(roles.transpose(0, 1), painted, rgb if background is not None
+                                                        else torch.zeros_like(rgb))  # fmt: skip
             # 3. The stock inpainting call
             step_callback = None
             if callback is not None:
@@ -237,6 +255,7 @@ class SDImageStage:
                 cross_attention_kwargs={"ip_adapter_masks": [roles[0:1], roles[1:2]]},
                 callback_on_step_end=step_callback,
                 output_type="np",
+                **extra,
             )
             painted = (out.images[0] * 255).round().clip(0, 255).astype(np.uint8)
             # 4. Back to the window's size; the background's own pixels outside the region
