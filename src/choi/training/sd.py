@@ -73,7 +73,7 @@ class SDBase:
         from safetensors.torch import load_file
         from transformers import CLIPImageProcessor, CLIPTextModel, CLIPTokenizer, CLIPVisionModelWithProjection
 
-        from choi.pipelines.sd.loading import quiet, check_base, check_image_encoder, check_ip_adapter, size_multiple
+        from choi.pipelines.sd.loading import check_base, check_image_encoder, check_ip_adapter, quiet, size_multiple
 
         folder = Path(folder)
         index_file = folder / "model_index.json"
