@@ -30,7 +30,7 @@ from choi import __version__
 from choi.data.segment import downscale
 from choi.errors import ChoiError
 from choi.io import atomic_write_bytes, png_bytes
-from choi.pipelines import sd, tiny
+from choi.pipelines import tiny
 from choi.pipelines.inputs import (
     fit_side,
     given_size,
@@ -46,8 +46,15 @@ from choi.pipelines.request import GenerationRequest
 from choi.pipelines.sampling import make_generators
 from choi.pipelines.stages import Callback, ImageStage, Layouts, MaskStage, StageInputs, parse_options
 
+
 # family name → loader(folder, index, model_id, torch_dtype) → (mask stage, image stage, options class)
-FAMILIES: dict[str, Callable[..., tuple[MaskStage, ImageStage, type]]] = {tiny.FAMILY: tiny.load, sd.FAMILY: sd.load}
+def _load_sd(*args: Any) -> tuple[MaskStage, ImageStage, type]:
+    from choi.pipelines import sd  # imported when used: diffusers' SD pipelines cost ~1.5 s of every start
+
+    return sd.load(*args)
+
+
+FAMILIES: dict[str, Callable[..., tuple[MaskStage, ImageStage, type]]] = {tiny.FAMILY: tiny.load, "choi-sd": _load_sd}
 INDEX_FILE = "model_index.json"
 # The stages draw at most this long (or the family's own size, if larger); only the final composite
 # touches the output's pixels, so a phone photo costs little more than a 1 MP one (docs/real-photos.md).
