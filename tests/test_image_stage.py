@@ -37,22 +37,9 @@ from choi.training.image import ImageTask, ImageTrainConfig
 from choi.training.loop import TrainConfig, train
 from choi.world import render_sample
 from fake_samples import write_tiny_dataset
+from tiny_choi import IMAGE as TINY  # the tiny image model the other tests use too
 
 STEPS = 3
-TINY = dict(
-    sample_size=32,
-    patch_size=4,
-    block_out_channels=(32, 32),
-    down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"),
-    up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"),
-    norm_num_groups=8,
-    cross_attention_dim=32,
-    attention_head_dim=16,
-    ref_size=16,
-    ref_grid=4,
-    warp_prior=True,
-    warp_turns=(1, 4),
-)
 
 
 pytestmark = pytest.mark.usefixtures("one_thread")
