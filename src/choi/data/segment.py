@@ -278,7 +278,17 @@ class Reference:
 
     def rgba(self) -> np.ndarray:
         """(H, W, 4) uint8 cut-out: alpha 255 on the subject, 0 elsewhere (``reference_human.png``)."""
-        return np.dstack([self.rgb, self.silhouette.astype(np.uint8) * 255])
+        return rgba_cutout(self.rgb, self.silhouette)
+
+
+def rgba_cutout(rgb: np.ndarray, sil: np.ndarray) -> np.ndarray:
+    """(H, W, 4) uint8: ``rgb`` with alpha 255 on the silhouette, 0 elsewhere."""
+    return np.dstack([rgb, sil.astype(np.uint8) * 255])
+
+
+def same_aspect(a: tuple[int, ...], b: tuple[int, ...]) -> bool:
+    """Whether two (height, width) sizes are one picture at two scales (within a pixel's rounding)."""
+    return abs(a[0] * b[1] - a[1] * b[0]) <= max(a[0], a[1], b[0], b[1])
 
 
 def segment_reference(
@@ -397,7 +407,7 @@ def _read_mask(mask: _ImageInput, shape: tuple[int, ...], role: str) -> np.ndarr
     if values.ndim != 2:
         raise ChoiError(f"the {what} must be an (H, W) image, got an array of shape {values.shape}")
     (mh, mw), (h, w) = values.shape, shape[:2]
-    if abs(mh * w - mw * h) > max(mh, mw, h, w):  # not the photo at another scale (the photo may be shrunk)
+    if not same_aspect((mh, mw), (h, w)):  # not the photo at another scale (the photo may be shrunk)
         raise ChoiError(f"the {what} is {mw}x{mh} pixels but the photo is {w}x{h}: give a mask the photo's size")
     sil = values.astype(bool) if values.dtype == bool else values > (0.5 if values.max() <= 1 else 127)
     if not sil.any():

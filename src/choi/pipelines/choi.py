@@ -27,7 +27,7 @@ import numpy as np
 import torch
 
 from choi import __version__
-from choi.data.segment import downscale
+from choi.data.segment import downscale, rgba_cutout, same_aspect
 from choi.errors import ChoiError
 from choi.io import atomic_write_bytes, png_bytes
 from choi.pipelines import tiny
@@ -38,7 +38,6 @@ from choi.pipelines.inputs import (
     read_background,
     read_layout_mask,
     resize_masks,
-    rgba_cutout,
     segment,
     upscale_onto,
 )
@@ -92,6 +91,17 @@ def _class_name(config: Path) -> str | None:
         return json.loads(config.read_text(encoding="utf-8")).get("_class_name")
     except (OSError, UnicodeDecodeError, json.JSONDecodeError, AttributeError):
         return None
+
+
+@dataclass
+class _Read:
+    """A request read once for both stages: what they get, plus what only the pipeline keeps."""
+
+    inputs: StageInputs  # at the working size
+    options: Any  # the family's options
+    metadata: dict[str, Any]  # what choi.json records of the request
+    layout: tuple[np.ndarray, np.ndarray] | None  # the user's layout, decoded, at its own size
+    background: np.ndarray | None  # at the output size, for the final composite
 
 
 @dataclass
@@ -183,9 +193,7 @@ class CHOIPipeline:
 
     # --- the request, read once for both stages --------------------------------------------------
 
-    def _read(
-        self, request: GenerationRequest, generator: torch.Generator | list[torch.Generator] | None
-    ) -> tuple[StageInputs, Any, dict[str, Any]]:
+    def _read(self, request: GenerationRequest, generator: torch.Generator | list[torch.Generator] | None) -> _Read:
         options = parse_options(self.options_class, {**self.default_options, **request.options}, self.family)
         interaction = dict(self.image_stage.check_interaction(request.interaction))
         text = interaction.pop("text", request.interaction.strip())  # what the family draws it as
@@ -237,17 +245,17 @@ class CHOIPipeline:
             "model": {"id": self.model_id},
             "choi_version": __version__,
         }
-        return inputs, options, {**metadata, "_layout": layout, "_background": background}
+        return _Read(inputs, options, metadata, layout, background)
 
-    def _layouts(self, request: GenerationRequest, inputs: StageInputs, options: Any, metadata, callback) -> Layouts:
-        layout = metadata.pop("_layout")
-        if layout is None:
-            layouts = self.mask_stage(inputs, request.mask_steps, request.mask_guidance, options, callback)
+    def _layouts(self, request: GenerationRequest, read: _Read, callback: Callback | None) -> Layouts:
+        inputs = read.inputs
+        if read.layout is None:
+            layouts = self.mask_stage(inputs, request.mask_steps, request.mask_guidance, read.options, callback)
             layouts.metadata = {"source": "stage-1", **layouts.metadata}
             return layouts
-        hm, om = layout
-        height, width = metadata["size"]
-        if inputs.background is not None and not _same_aspect(hm.shape, (height, width)):
+        hm, om = read.layout
+        height, width = read.metadata["size"]
+        if inputs.background is not None and not same_aspect(hm.shape, (height, width)):
             raise ChoiError(f"the mask is {hm.shape[1]}x{hm.shape[0]}, the output {width}x{height} (the background's "
                             "size): give a mask of the background's size")  # fmt: skip
         k = inputs.num_images
@@ -274,9 +282,9 @@ class CHOIPipeline:
     ) -> CHOIOutput:  # fmt: skip
         """Stage 1 alone: K person/object mask pairs (to inspect or edit before rendering), no images."""
         request = self._request(request, fields)
-        inputs, options, metadata = self._read(request, generator)
-        layouts = self._layouts(request, inputs, options, metadata, callback)
-        return self._output([], layouts, inputs, {**metadata, "stage1": layouts.metadata})
+        read = self._read(request, generator)
+        layouts = self._layouts(request, read, callback)
+        return self._output([], layouts, read, {"stage1": layouts.metadata})
 
     def __call__(
         self, request: GenerationRequest | None = None, *, generator=None, callback: Callback | None = None,
@@ -292,21 +300,21 @@ class CHOIPipeline:
         """
         # 1. Check and read the request
         request = self._request(request, fields)
-        inputs, options, metadata = self._read(request, generator)
+        read = self._read(request, generator)
         # 2. Stage 1: the layouts (or the user's)
-        layouts = self._layouts(request, inputs, options, metadata, callback)
+        layouts = self._layouts(request, read, callback)
         # 3. Stage 2: the images
-        images, stage2 = self.image_stage(inputs, layouts, request.steps, request.guidance, options, callback)
-        return self._output(images, layouts, inputs, {**metadata, "stage1": layouts.metadata, "stage2": stage2})
+        images, stage2 = self.image_stage(read.inputs, layouts, request.steps, request.guidance, read.options, callback)
+        return self._output(images, layouts, read, {"stage1": layouts.metadata, "stage2": stage2})
 
     @staticmethod
-    def _output(images, layouts: Layouts, inputs: StageInputs, metadata: dict[str, Any]) -> CHOIOutput:
+    def _output(images, layouts: Layouts, read: _Read, stages: dict[str, Any]) -> CHOIOutput:
         """The stages' results at the output size: images upscaled onto the full-size background, masks with them."""
+        inputs, background, metadata = read.inputs, read.background, {**read.metadata, **stages}
         references = {
             "human": rgba_cutout(inputs.human, inputs.human_silhouette),
             "object": rgba_cutout(inputs.object, inputs.object_silhouette),
         }
-        background = metadata.pop("_background")
         height, width = metadata["size"]
         if (inputs.height, inputs.width) != (height, width):
             if background is not None:
@@ -318,11 +326,6 @@ class CHOIPipeline:
             )
         return CHOIOutput(images, layouts.human_masks, layouts.object_masks, _jsonable(metadata), references,
                           background)  # fmt: skip
-
-
-def _same_aspect(a: tuple[int, ...], b: tuple[int, ...]) -> bool:
-    """Whether two (height, width) sizes are one picture at two scales (within a pixel's rounding)."""
-    return abs(a[0] * b[1] - a[1] * b[0]) <= max(a[0], a[1], b[0], b[1])
 
 
 def _jsonable(value: Any) -> Any:

@@ -209,11 +209,6 @@ def mask_preview(human: np.ndarray, obj: np.ndarray, background: np.ndarray | No
     return out
 
 
-def rgba_cutout(rgb: np.ndarray, sil: np.ndarray) -> np.ndarray:
-    """(H, W, 4) uint8: the reference as the model got it, transparent outside its silhouette."""
-    return np.dstack([rgb, sil.astype(np.uint8) * 255])
-
-
 def pad_square(array: np.ndarray, size: int, resample: int = Image.BILINEAR) -> np.ndarray:
     """Pad an (H, W[, C]) uint8 array to a centred square with zeros and resize it to ``size``."""
     h, w = array.shape[:2]
