@@ -37,7 +37,12 @@ def make_generators(
     if not 0 <= base <= MAX_SEED - num_images:
         raise ChoiError(f"seed must be in [0, 2^63 - {num_images}], got {str(seed)[:30]}")
     seeds = [base + k for k in range(num_images)]
-    return [torch.Generator().manual_seed(s) for s in seeds], seeds
+    return seeded_generators(seeds), seeds
+
+
+def seeded_generators(seeds: Sequence[int]) -> list[torch.Generator]:
+    """One CPU generator per seed."""
+    return [torch.Generator().manual_seed(int(s)) for s in seeds]
 
 
 def make_scheduler(config: Any) -> DPMSolverMultistepScheduler:

@@ -23,6 +23,7 @@ from choi.errors import ChoiError, quote
 from choi.models.conditioning import snap_silhouettes
 from choi.models.image_generator import check_prior_strength
 from choi.pipelines.inputs import pad_square, read_layout_mask
+from choi.pipelines.sampling import seeded_generators
 from choi.pipelines.stages import Callback, Layouts, StageInputs, check_number
 from choi.pipelines.tiny.mask import DEFAULT_GUIDANCE as MASK_GUIDANCE
 from choi.pipelines.tiny.mask import DEFAULT_STEPS as MASK_STEPS
@@ -92,8 +93,12 @@ def fit_object_masks(
     human_masks: np.ndarray, object_masks: np.ndarray, object_silhouette: np.ndarray, turns: int = OBJECT_FIT_TURNS
 ) -> np.ndarray:
     """:func:`snap_objects`, keeping stage 1's own mask where the fit leaves nothing."""
-    fitted = snap_objects(human_masks, object_masks, object_silhouette, turns)
-    return np.where(fitted.any((1, 2))[:, None, None], fitted, object_masks)
+    return _fitted_or_drawn(snap_objects(human_masks, object_masks, object_silhouette, turns), object_masks)
+
+
+def _fitted_or_drawn(fitted: np.ndarray, drawn: np.ndarray) -> np.ndarray:
+    """Per image, the fitted object mask, or the drawn one where the fit left nothing."""
+    return np.where(fitted.any((1, 2))[:, None, None], fitted, drawn)
 
 
 def draw_layouts(
@@ -126,15 +131,11 @@ def draw_layouts(
     object_masks = out.object_masks
     meta["layout_scores"] = [round(float(v), 4) for v in iou[best]]
     if fit_object:  # the fitted outline, or stage 1's own mask where the fit leaves nothing
-        object_masks = np.where(fitted.any((1, 2))[:, None, None], fitted, object_masks)
+        object_masks = _fitted_or_drawn(fitted, object_masks)
         meta["object_fit_turns"] = OBJECT_FIT_TURNS
     return replace(
         out, human_masks=out.human_masks[best], object_masks=object_masks[best], soft=out.soft[best], metadata=meta
     )
-
-
-def _generators(seeds: list[int]) -> list[torch.Generator]:
-    return [torch.Generator().manual_seed(s) for s in seeds]
 
 
 class TinyMaskStage:
@@ -158,7 +159,7 @@ class TinyMaskStage:
                 init = tuple(np.asarray(Image.fromarray(m).resize((inputs.width, inputs.height))) for m in init)
         out = draw_layouts(
             self.masks,
-            _generators(inputs.seeds),
+            seeded_generators(inputs.seeds),
             inputs.object_silhouette,
             candidates=options.layout_candidates,
             fit_object=options.fit_object,
@@ -226,7 +227,7 @@ class TinyImageStage:
             inputs.object,
             inputs.object_silhouette,
             inputs.interaction,
-            _generators(inputs.seeds),
+            seeded_generators(inputs.seeds),
             layout_masks=(layouts.human_masks, layouts.object_masks),
             background=inputs.background,
             num_inference_steps=steps,
