@@ -261,7 +261,7 @@ def test_interaction_and_box_condition_the_masks(pipe):
         ({"interaction": "juggle chainsaws"}, "unknown interaction"),
         ({"box": (0.5, 0.1, 0.2, 0.9)}, "x1 < x2"),
         ({"box": (0.1, 0.1, 1.5, 0.9)}, "x1 < x2"),
-        ({"box": "0.1,0.2,0.3"}, "4 numbers"),
+        ({"box": "0.1,0.2,0.3"}, "four numbers"),
         ({"num_images": 0}, "num_images"),
         ({"background": np.zeros((4, 4, 7))}, "RGB image"),
     ],

@@ -253,6 +253,7 @@ def silhouette(image: np.ndarray | Image.Image, what: str = "reference image", m
 # --- references: the first rule that applies ---------------------------------------------------
 
 ROLES = ("human", "object")
+Box = tuple[float, float, float, float]  # normalised x1, y1, x2, y2
 RULES = ("user-mask", "alpha", "plain-background", "mediapipe", "grabcut-box", "grabcut-salient", "sam")
 MIN_SUBJECT = 0.002  # a segment below this fraction of the photo found nothing (silhouette's min_area)
 MAX_OBJECT = 0.9  # an object segment above this fraction of the photo is the whole scene, not an object
@@ -318,7 +319,7 @@ def segment_reference(
     if role not in ROLES:
         raise ChoiError(f"role must be one of {', '.join(ROLES)}, got {role!r}")
     what = f"{role} reference"
-    box = None if box is None else _checked_box(box, role)
+    box = None if box is None else parse_box(box, f"the {role} box")
     if mask is not None:
         arr = _read(image, what, REFERENCE_SIDE)
         sil = _read_mask(mask, arr.shape[:2], role)
@@ -417,14 +418,18 @@ def _read_mask(mask: _ImageInput, shape: tuple[int, ...], role: str) -> np.ndarr
     return sil
 
 
-def _checked_box(box: Sequence[float], role: str) -> tuple[float, float, float, float]:
-    """A normalised ``x1, y1, x2, y2`` box as four floats, checked."""
+def parse_box(box: str | Sequence[float], what: str = "box") -> Box:
+    """A normalised ``x1,y1,x2,y2`` box (string or 4 numbers), checked: in [0, 1], x1 < x2, y1 < y2."""
+    shown = repr(box)[:60]
     try:
-        x1, y1, x2, y2 = (float(v) for v in box)
-    except (TypeError, ValueError) as err:
-        raise ChoiError(f"the {role} box must be four numbers x1,y1,x2,y2 in [0, 1], got {box!r}") from err
-    if not (0 <= x1 < x2 <= 1 and 0 <= y1 < y2 <= 1):
-        raise ChoiError(f"the {role} box {box!r} is invalid: need 0 <= x1 < x2 <= 1 and 0 <= y1 < y2 <= 1")
+        values = [float(v) for v in (box.split(",") if isinstance(box, str) else box)]
+    except (TypeError, ValueError):
+        raise ChoiError(f"{what} must be four numbers x1,y1,x2,y2 in [0, 1], got {shown}") from None
+    if len(values) != 4 or not all(np.isfinite(values)):
+        raise ChoiError(f"{what} must be four numbers x1,y1,x2,y2 in [0, 1], got {shown}")
+    x1, y1, x2, y2 = values
+    if not all(0.0 <= v <= 1.0 for v in values) or not (x1 < x2 and y1 < y2):
+        raise ChoiError(f"{what} {shown} is invalid: need 0 <= x1 < x2 <= 1 and 0 <= y1 < y2 <= 1 (normalised)")
     return x1, y1, x2, y2
 
 

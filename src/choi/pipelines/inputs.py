@@ -8,7 +8,6 @@ one-line message on bad input.
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
 from typing import Any
 
 import cv2
@@ -16,20 +15,21 @@ import numpy as np
 import torch
 from PIL import Image
 
-from choi.data.segment import (
+from choi.data.segment import (  # noqa: F401  (parse_box, Box: re-exported for the pipelines)
+    Box,
     Reference,
     as_rgb,
     crop_to_subject,
     downscale,
     image_size,
     load_image,
+    parse_box,
     segment_reference,
     silhouette,
 )
 from choi.errors import ChoiError
 
 ImageInput = str | os.PathLike | np.ndarray | Image.Image
-Box = tuple[float, float, float, float]
 
 HUMAN_COLOUR, OBJECT_COLOUR = (230, 40, 40), (40, 90, 230)  # choi's mask previews: red person, blue object
 # A layout mask may also use a paint program's pure red and blue; brush edges blend, so colours within
@@ -37,21 +37,6 @@ HUMAN_COLOUR, OBJECT_COLOUR = (230, 40, 40), (40, 90, 230)  # choi's mask previe
 MASK_COLOURS = {"human": (HUMAN_COLOUR, (255, 0, 0)), "object": (OBJECT_COLOUR, (0, 0, 255))}
 MASK_COLOUR_TOLERANCE = 90
 STRIP_ROWS = 256  # the full-size composite is blended this many rows at a time: bounded float memory
-
-
-def parse_box(box: str | Sequence[float], what: str = "box") -> Box:
-    """A normalised ``x1,y1,x2,y2`` box (string or 4 numbers), checked: in [0, 1], x1 < x2, y1 < y2."""
-    shown = repr(box)[:60]
-    try:
-        values = [float(v) for v in (box.split(",") if isinstance(box, str) else box)]
-    except (TypeError, ValueError):
-        raise ChoiError(f"{what} must be 4 numbers x1,y1,x2,y2 in [0, 1], got {shown}") from None
-    if len(values) != 4 or not all(np.isfinite(values)):
-        raise ChoiError(f"{what} must be 4 numbers x1,y1,x2,y2 in [0, 1], got {shown}")
-    x1, y1, x2, y2 = values
-    if not all(0.0 <= v <= 1.0 for v in values) or not (x1 < x2 and y1 < y2):
-        raise ChoiError(f"{what} {shown} is invalid: need 0 <= x1 < x2 <= 1 and 0 <= y1 < y2 <= 1 (normalised)")
-    return x1, y1, x2, y2
 
 
 def read_image(image: ImageInput, what: str) -> np.ndarray:
