@@ -195,6 +195,22 @@ def test_under_the_cap_the_output_keeps_the_background_size_and_its_pixels(refs,
     assert out.human_masks[0][25, 25] and not out.human_masks[0][5, 5]  # the layout at the output size
 
 
+def test_a_big_output_has_a_small_preview_that_reads_back_as_its_layout(refs, tiny_pipeline, tmp_path, monkeypatch):
+    monkeypatch.setattr(choi_module, "PREVIEW_MAX_SIDE", 50)  # the 100x80 background stands for a phone photo
+    human, obj = np.zeros((2, 80, 100), bool)
+    human[20:40, 20:35] = True
+    obj[30:45, 40:60] = True
+    out = tiny_pipeline(_request(refs, background=refs["background"], mask=(human, obj), seed=0))
+    out.save(tmp_path / "run")
+    preview = np.asarray(Image.open(tmp_path / "run" / "mask_0_preview.png"))
+    assert preview.shape == (40, 50, 3)  # shrunk to 50 px on the long side; the masks stay full size
+    assert np.asarray(Image.open(tmp_path / "run" / "mask_0_human.png")).shape == (80, 100)
+    again = tiny_pipeline(_request(refs, background=refs["background"], mask=tmp_path / "run" / "mask_0_preview.png",
+                                   seed=0))  # fmt: skip
+    assert again.images[0].shape == (80, 100, 3)
+    assert (again.human_masks[0] == human).mean() > 0.97 and (again.object_masks[0] == obj).mean() > 0.97
+
+
 def test_choi_json_never_holds_nan_or_infinity(refs, tiny_pipeline, tmp_path):
     out = tiny_pipeline(_request(refs, seed=0))
     out.metadata["stage2"]["guidance"] = math.inf  # whatever a future stage records

@@ -58,6 +58,7 @@ INDEX_FILE = "model_index.json"
 # The stages draw at most this long (or the family's own size, if larger); only the final composite
 # touches the output's pixels, so a phone photo costs little more than a 1 MP one (docs/real-photos.md).
 WORK_SIDE = 1024
+PREVIEW_MAX_SIDE = 1024  # mask_K_preview.png of a bigger output is shrunk to this (the masks stay full size)
 
 log = logging.getLogger(__name__)
 
@@ -116,7 +117,7 @@ class CHOIOutput:
     background: np.ndarray | None = None
 
     def mask_preview(self, k: int) -> np.ndarray:
-        return mask_preview(self.human_masks[k], self.object_masks[k], self.background)
+        return mask_preview(self.human_masks[k], self.object_masks[k], self.background, PREVIEW_MAX_SIDE)
 
     preview = mask_preview  # the app's and stage 1's name
 

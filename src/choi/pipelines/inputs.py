@@ -180,14 +180,26 @@ def read_layout_mask(mask: Any) -> tuple[np.ndarray, np.ndarray]:
     return human, obj
 
 
-def mask_preview(human: np.ndarray, obj: np.ndarray, background: np.ndarray | None = None) -> np.ndarray:
-    """Colour-coded masks, (H, W, 3) uint8: human red, object blue, over a dimmed background (or black)."""
+def mask_preview(
+    human: np.ndarray, obj: np.ndarray, background: np.ndarray | None = None, max_side: int | None = None
+) -> np.ndarray:
+    """Colour-coded masks, (H, W, 3) uint8: human red, object blue, over a dimmed background (or black).
+
+    With ``max_side`` a larger layout is shown shrunk to fit it (the masks by area, so thin parts stay):
+    a preview is for the eye and for editing, and a layout of any size with the output's aspect is read back.
+    """
     h, w = human.shape
+    if max_side is not None and max(h, w) > max_side:
+        h, w = fit_side(h, w, max_side)
+        human, obj = (cv2.resize(m.astype(np.uint8) * 255, (w, h), interpolation=cv2.INTER_AREA) > 127
+                      for m in (human, obj))  # fmt: skip
     if background is None:
         out = np.zeros((h, w, 3), np.uint8)
     else:
         bg = as_rgb(background)
-        bg = bg if bg.shape[:2] == (h, w) else cv2.resize(bg, (w, h), interpolation=cv2.INTER_LINEAR)
+        if bg.shape[:2] != (h, w):
+            shrink = bg.shape[0] > h
+            bg = cv2.resize(bg, (w, h), interpolation=cv2.INTER_AREA if shrink else cv2.INTER_LINEAR)
         out = cv2.convertScaleAbs(bg, alpha=0.35)  # uint8 at once: a 16 MP preview needs no float copy
     out[obj] = OBJECT_COLOUR
     out[human] = HUMAN_COLOUR
