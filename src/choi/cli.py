@@ -311,7 +311,8 @@ def _train_sd_image(args: argparse.Namespace) -> None:
     names = ("resolution", "steps", "batch_size", "workers", "seed", "resume", "grad_accum", "gradient_checkpointing",
              "mixed_precision", "lora_rank", "validate_every")  # fmt: skip
     options = {k: getattr(args, k) for k in names}
-    options.update({k: getattr(args, k) for k in ("validate_samples", "validate_steps") if getattr(args, k) is not None})
+    validation = {k: getattr(args, k) for k in ("validate_samples", "validate_steps")}
+    options.update({k: v for k, v in validation.items() if v is not None})
     final = train_sd_image(args.data, args.out, args.model, lr=lr, **options)
     log.info("choi-sd stage-2 adapter written to %s", final)
 

@@ -25,6 +25,7 @@ masks, and the mean absolute error inside both (choi-tiny's ``mae_in_masks``, on
 
 from __future__ import annotations
 
+import itertools
 import math
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -70,7 +71,7 @@ def validation_samples(data: str | Path, count: int) -> list[Sample]:
         return []
     usable = (s for s in iter_samples(data, split=validation_split(data))
               if s.human_ref_mask.any() and s.object_ref_mask.any() and (s.human_mask | s.object_mask).any())  # fmt: skip
-    return [s for s, _ in zip(usable, range(count), strict=False)]
+    return list(itertools.islice(usable, count))
 
 
 def validation_stage(task: SDImageTask, adapter: SDAdapter) -> SDImageStage:
