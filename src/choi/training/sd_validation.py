@@ -69,8 +69,9 @@ def validation_samples(data: str | Path, count: int) -> list[Sample]:
     pipeline refuses an empty reference): the same ones at every step and in every run on ``data``."""
     if count <= 0:
         return []
-    usable = (s for s in iter_samples(data, split=validation_split(data))
-              if s.human_ref_mask.any() and s.object_ref_mask.any() and (s.human_mask | s.object_mask).any())  # fmt: skip
+    samples = iter_samples(data, split=validation_split(data))
+    usable = (s for s in samples if s.human_ref_mask.any() and s.object_ref_mask.any() and s.human_mask.any()
+              and s.object_mask.any())  # fmt: skip
     return list(itertools.islice(usable, count))
 
 
