@@ -290,6 +290,9 @@ def test_lora_trains_saves_and_loads(parts, tmp_path):
         ({"--resolution": "30"}, "--resolution must be a multiple of 4"),
         ({"--config": "small"}, "--config: not available with --family sd"),
         ({"--model": "data"}, "expected a choi-sd model folder"),
+        ({"--validate-samples": "-1"}, "--validate-samples must be a whole number in [0, 64], got -1"),
+        ({"--validate-every": "-2"}, "--validate-every must be a whole number of steps, 0 or more, got -2"),
+        ({"--family": "tiny", "--validate-steps": "2"}, "--validate-steps: only with --family sd"),
     ],
 )
 def test_the_cli_refuses_wrong_sd_options_in_one_line(parts, tmp_path, capsys, change, message):

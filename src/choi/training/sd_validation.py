@@ -9,8 +9,8 @@ the stage 2 that ``choi generate --model RUN/model`` runs, wired as ``load_inpai
 a trained adapter, without writing a model folder. Nothing is copied: generation runs on the very
 weights being trained.
 
-Per sample (the first ``val_samples`` of the test split, else of the train split, whose references
-and layout are not empty): the sample's own person and object masks are the layout (stage 2 alone:
+Per sample (the first ``val_samples`` of the test split, else of the train split, with non-empty
+references and masks): the sample's own person and object masks are the layout (stage 2 alone:
 validation does not depend on stage 1), its background when it has one, its own sentence as the
 prompt and the empty negative prompt (what training drops text to), IP scales 1 (trained at 1),
 seed ``seed + i``. The global RNG is saved and restored around it, so a run with validation trains
@@ -65,8 +65,8 @@ def check_validation(every: int, samples: int, steps: int) -> None:
 
 
 def validation_samples(data: str | Path, count: int) -> list[Sample]:
-    """The first ``count`` samples of the validation split whose references and masks are not empty (the
-    pipeline refuses an empty reference): the same ones at every step and in every run on ``data``."""
+    """The first ``count`` samples of the validation split whose references and masks are all non-empty
+    (the pipeline refuses an empty reference): the same ones at every step and in every run on ``data``."""
     if count <= 0:
         return []
     samples = iter_samples(data, split=validation_split(data))
