@@ -66,7 +66,8 @@ def check_validation(every: int, samples: int, steps: int) -> None:
 
 def validation_samples(data: str | Path, count: int) -> list[Sample]:
     """The first ``count`` samples of the validation split whose references and masks are all non-empty
-    (the pipeline refuses an empty reference): the same ones at every step and in every run on ``data``."""
+    (an empty reference cannot be cut out, an empty mask has no score): the same ones at every step and
+    in every run on ``data``."""
     if count <= 0:
         return []
     samples = iter_samples(data, split=validation_split(data))
@@ -149,9 +150,8 @@ def validate_sd(task: SDImageTask, adapter: SDAdapter, out_dir: Path, step: int)
                                  [cfg.seed + i], h, w, s.background)  # fmt: skip
             layouts = Layouts(s.human_mask[None], s.object_mask[None])
             image = stage(inputs, layouts, cfg.val_steps, cfg.val_guidance, TRAINED_OPTIONS, None)[0][0]
-            for role, mask in (("person", s.human_mask), ("object", s.object_mask)):
-                if mask.any():
-                    scores[f"psnr_{role}"].append(psnr(image, s.image, mask))
+            scores["psnr_person"].append(psnr(image, s.image, s.human_mask))  # both non-empty: validation_samples
+            scores["psnr_object"].append(psnr(image, s.image, s.object_mask))
             inside = s.human_mask | s.object_mask
             scores["mae_in_masks"].append(float(np.abs(image.astype(np.float32) - s.image)[inside].mean()))
             refs = [np.asarray(reference_image(rgb, sil))
@@ -159,4 +159,4 @@ def validate_sd(task: SDImageTask, adapter: SDAdapter, out_dir: Path, step: int)
             layout = mask_preview(s.human_mask, s.object_mask, s.background)
             rows.append(np.concatenate([_fit(part, *cell) for part in (*refs, layout, image, s.image)], 1))
     DiffusionTask._write_grid(out_dir, step, rows)
-    return {k: float(np.mean(v)) for k, v in scores.items() if v}
+    return {k: float(np.mean(v)) for k, v in scores.items()}
