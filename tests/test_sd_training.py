@@ -44,13 +44,16 @@ def parts(tmp_path_factory):
 
 
 def _task(parts, kind="inpaint", task_cls=SDImageTask, **options):
+    options = {"val_steps": 2, **options}  # the validation at the end of a run: 2 inference steps
     cfg = SDImageTrainConfig(data=str(parts["data"]), model=str(parts[kind]), resolution=32, batch_size=2,
                              num_workers=0, **options)  # fmt: skip
     return task_cls(cfg)
 
 
-def _log(run: Path) -> list[dict]:
-    return [json.loads(line) for line in (run / "log.jsonl").read_text().splitlines()]
+def _log(run: Path, key: str = "loss") -> list[dict]:
+    """The lines of ``RUN/log.jsonl`` that have ``key``: training lines by default, else e.g. validation's."""
+    lines = [json.loads(line) for line in (run / "log.jsonl").read_text().splitlines()]
+    return [line for line in lines if key in line]
 
 
 def test_the_adapter_starts_as_the_base_and_the_ip_adapter(parts):
@@ -287,6 +290,9 @@ def test_lora_trains_saves_and_loads(parts, tmp_path):
         ({"--resolution": "30"}, "--resolution must be a multiple of 4"),
         ({"--config": "small"}, "--config: not available with --family sd"),
         ({"--model": "data"}, "expected a choi-sd model folder"),
+        ({"--validate-samples": "-1"}, "--validate-samples must be a whole number in [0, 64], got -1"),
+        ({"--validate-every": "-2"}, "--validate-every must be a whole number of steps, 0 or more, got -2"),
+        ({"--family": "tiny", "--validate-steps": "2"}, "--validate-steps: only with --family sd"),
     ],
 )
 def test_the_cli_refuses_wrong_sd_options_in_one_line(parts, tmp_path, capsys, change, message):
@@ -319,7 +325,7 @@ class Recording(SDImageTask):
             f.write(json.dumps({"weights": weights, "batch": float(batch["image"].double().sum())}) + "\\n")
         return super().loss(model, batch)
 
-cfg = SDImageTrainConfig(data=data, model=model, resolution=32, batch_size=2, num_workers=0)
+cfg = SDImageTrainConfig(data=data, model=model, resolution=32, batch_size=2, num_workers=0, val_steps=2)
 train(Recording(cfg), TrainConfig(steps=3, batch_size=2, lr=1e-3, warmup_steps=1, checkpoint_every=2, log_every=1,
                                   mixed_precision="no"), run, resume=crash_at == "-1")
 """
@@ -350,7 +356,8 @@ def test_two_processes_see_different_samples_hold_the_same_weights_and_resume_ex
         assert a["weights"] == b["weights"]  # and, step after step, the same weights
     assert len({step["weights"] for step in ranks[0]}) == 3  # which do train
     assert [line["step"] for line in _log(run)] == [1, 2, 3]  # one process logs
-    assert sorted(p.name for p in run.iterdir()) == ["checkpoint", "config.json", "log.jsonl", "model"]
+    assert sorted(p.name for p in run.iterdir()) == ["checkpoint", "config.json", "log.jsonl", "model", "validation"]
+    assert [line["step"] for line in _log(run, "val/psnr_person")] == [3]  # validated once, by the main process
 
     killed = tmp_path / "killed"
     assert _two_ranks(parts, tmp_path, killed, tmp_path / "k", crash_at=3).returncode != 0  # after step 2's checkpoint

@@ -267,6 +267,10 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
                     "(needs peft: pip install 'choi[train]'; default: 0, none)")  # fmt: skip
     sd.add_argument("--mixed-precision", choices=("auto", "no", "bf16", "fp16"), default="auto",
                     help="frozen parts in this dtype, trainables fp32 (default: auto, bf16 on CUDA)")  # fmt: skip
+    sd.add_argument("--validate-samples", type=int, default=None, metavar="K", help="held-out samples generated "
+                    "at each validation (default: 4; 0: no validation)")  # fmt: skip
+    sd.add_argument("--validate-steps", type=int, default=None, metavar="S",
+                    help="inference steps per validation image (default: 20)")  # fmt: skip
     image.set_defaults(func=_train_stage)
 
 
@@ -275,6 +279,10 @@ def _train_stage(args: argparse.Namespace) -> None:
     if getattr(args, "family", "tiny") == "sd":
         _train_sd_image(args)
         return
+    sd_only = {"--validate-samples": getattr(args, "validate_samples", None) is not None,
+               "--validate-steps": getattr(args, "validate_steps", None) is not None}  # fmt: skip
+    if given := [flag for flag, set_ in sd_only.items() if set_]:
+        raise ChoiError(f"{', '.join(given)}: only with --family sd")
     if args.lr is None:
         args.lr = TINY_IMAGE_LR
     names = ("config", "steps", "batch_size", "lr", "workers", "seed", "resume", "validate_every", "class_balance")
@@ -296,13 +304,15 @@ def _train_sd_image(args: argparse.Namespace) -> None:
     if args.model is None:
         raise ChoiError("--family sd needs --model MODEL, a choi-sd model folder (write one with `choi model sd`)")
     tiny_only = {"--config": args.config != "tiny", "--init-from": args.init_from is not None,
-                 "--class-balance": args.class_balance != 0, "--validate-every": args.validate_every != 0}  # fmt: skip
+                 "--class-balance": args.class_balance != 0}  # fmt: skip
     if given := [flag for flag, set_ in tiny_only.items() if set_]:
         raise ChoiError(f"{', '.join(given)}: not available with --family sd yet")
     lr = SD_LR if args.lr is None else args.lr
     names = ("resolution", "steps", "batch_size", "workers", "seed", "resume", "grad_accum", "gradient_checkpointing",
-             "mixed_precision", "lora_rank")  # fmt: skip
+             "mixed_precision", "lora_rank", "validate_every")  # fmt: skip
     options = {k: getattr(args, k) for k in names}
+    validation = {k: getattr(args, k) for k in ("validate_samples", "validate_steps")}
+    options.update({k: v for k, v in validation.items() if v is not None})
     final = train_sd_image(args.data, args.out, args.model, lr=lr, **options)
     log.info("choi-sd stage-2 adapter written to %s", final)
 

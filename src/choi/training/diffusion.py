@@ -68,8 +68,7 @@ class DiffusionTask:
         self.cfg = cfg
         # Every argument of the model's __init__: the preset's, with the recipe's changes.
         self.model_config = self.model_cls.preset_config(cfg.model, **self.model_overrides())
-        splits = read_manifest(cfg.data).splits
-        self.val_split = "test" if "test" in splits else "train"  # unseen identities when there are any
+        self.val_split = validation_split(cfg.data)
         self.text_encoder = text_encoder or TextEncoder(max_length=self.model_config["max_text_tokens"])
         self.noise = noise_scheduler(self.model_config)
         self.class_weights = None
@@ -167,6 +166,11 @@ def train_stage(
         **(recipe or {}),
     )
     return train_recipe(task_cls(cfg, text_encoder), out, steps, batch_size, lr, seed, resume, validate_every)
+
+
+def validation_split(data: str | Path) -> str:
+    """The split a recipe validates on: ``test``, whose identities training never saw, else ``train``."""
+    return "test" if "test" in read_manifest(data).splits else "train"
 
 
 def check_fraction(option: str, value: float) -> float:
