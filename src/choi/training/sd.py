@@ -11,9 +11,10 @@ object mask) and the background with the region removed go to the ControlNet as 
 (person, object, known, RGB x known); with ``layout="inpaint"`` the person and object masks go to
 the UNet's ``conv_in`` as 2 more channels. Each reference is cut out on white as at inference and
 encoded by the identity encoder; the prompt is the sample's own sentence. With an inpainting base
-(9-channel UNet) the UNet also gets its own mask and masked-image channels. Condition dropout for classifier-free
-guidance never skips a branch (every rank must use every parameter): a dropped reference is the
-blank white crop, a dropped text the empty prompt, a dropped background "nothing known".
+(9-channel UNet) the UNet also gets its own mask and masked-image channels. Condition dropout for
+classifier-free guidance never skips a branch (every rank must use every parameter): a dropped
+reference is the blank white crop, a dropped text the empty prompt, a dropped background "nothing
+known".
 
 The run's ``RUN/model`` is a choi-sd model folder (:func:`write_model_index`).
 
