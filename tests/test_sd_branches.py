@@ -160,14 +160,15 @@ def test_bad_combinations_are_refused_in_one_line(parts, tmp_path, capsys, flags
 
 
 def test_going_on_from_a_run_keeps_its_switches(parts, tmp_path):
-    task = _task(parts, layout="inpaint")
+    from choi.errors import ChoiError
+
+    task = _task(parts, layout="inpaint", identity_encoder=str(parts["dino"]))  # both switches at once
     task.build_model().save_pretrained(tmp_path / "first")
     write_model_index(tmp_path / "first", task)
     go_on = SDImageTrainConfig(data=str(parts["data"]), model=str(tmp_path / "first"), resolution=32, num_workers=0)
-    from choi.errors import ChoiError
-
     with pytest.raises(ChoiError, match="--layout controlnet: the adapter .* was trained with --layout inpaint"):
         SDImageTask(go_on).build_model()
-    assert SDImageTask(SDImageTrainConfig(**{**go_on.__dict__, "layout": "inpaint"})).build_model().config.layout == (
-        "inpaint"
-    )
+    again = SDImageTask(SDImageTrainConfig(**{**go_on.__dict__, "layout": "inpaint"}))
+    assert again.base.identity_encoder == "dinov2" and again.base.identity_path == parts["dino"].resolve()
+    adapter = again.build_model()  # the DINOv2 folder comes from the run's model_index.json
+    assert (adapter.config.layout, adapter.config.identity_encoder) == ("inpaint", "dinov2")
