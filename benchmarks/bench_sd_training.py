@@ -3,8 +3,9 @@
 Usage:
     python benchmarks/bench_sd_training.py [--threads 1] [--learn-steps 300] [--out benchmarks/results/sd-training]
 
-- step time per path (fp32, bf16 autocast, bf16 + gradient checkpointing): batch 2 at 32 px, the
-  time of 45 steps minus that of 5, so loading and saving cancel out;
+- step time per path (fp32, bf16 autocast, bf16 + gradient checkpointing; and in fp32 the two
+  switches: ``--layout inpaint``, DINOv2 as the identity encoder): batch 2 at 32 px, the time of 45
+  steps minus that of 5, so loading and saving cancel out;
 - the loss over ``--learn-steps`` steps on the 8 samples of ``write_tiny_dataset`` (batch 8, lr 1e-3):
   the mean of the first and last 30 logged losses. The parts are random, so a falling loss shows
   that gradients reach the adapter and it fits, not that it learns identities.
@@ -30,14 +31,18 @@ from choi.training.sd import SDImageTask, SDImageTrainConfig
 
 ROOT = Path(__file__).resolve().parents[1]
 PATHS = {"fp32": {"mixed_precision": "no"}, "bf16": {"mixed_precision": "bf16"},
-         "bf16+checkpointing": {"mixed_precision": "bf16", "gradient_checkpointing": True}}  # fmt: skip
+         "bf16+checkpointing": {"mixed_precision": "bf16", "gradient_checkpointing": True},
+         "fp32 layout=inpaint": {"mixed_precision": "no", "layout": "inpaint"},
+         "fp32 identity=dinov2": {"mixed_precision": "no", "identity_encoder": "DINO"}}  # fmt: skip
+TASK_OPTIONS = ("layout", "identity_encoder")  # SDImageTrainConfig's; the rest are TrainConfig's
 
 
 def _parts(root: Path) -> tuple[Path, Path]:
     sys.path.insert(0, str(ROOT / "tests"))
     from fake_samples import write_tiny_dataset
-    from sd_components import write_ip_adapter, write_sd_folder
+    from sd_components import write_dinov2, write_ip_adapter, write_sd_folder
 
+    write_dinov2(root / "dinov2")
     (root / "data").mkdir()
     model = make_model_folder(
         root / "model", write_sd_folder(root / "sd"), write_ip_adapter(root / "ip"), resolution=32
@@ -48,7 +53,11 @@ def _parts(root: Path) -> tuple[Path, Path]:
 def _train(model: Path, data: Path, out: Path, steps: int, batch: int, lr: float, **options) -> float:
     AcceleratorState._reset_state()  # each path its own mixed precision
     shutil.rmtree(out, ignore_errors=True)
-    cfg = SDImageTrainConfig(data=str(data), model=str(model), resolution=32, batch_size=batch, num_workers=0)
+    task = {k: options.pop(k) for k in TASK_OPTIONS if k in options}
+    if task.get("identity_encoder") == "DINO":
+        task["identity_encoder"] = str(model.parent / "dinov2")
+    cfg = SDImageTrainConfig(data=str(data), model=str(model), resolution=32, batch_size=batch, num_workers=0,
+                             **task)  # fmt: skip
     train_cfg = TrainConfig(steps=steps, batch_size=batch, lr=lr, warmup_steps=min(20, steps // 10 + 1),
                             checkpoint_every=10**9, log_every=1, **options)  # fmt: skip
     start = time.perf_counter()

@@ -6,6 +6,7 @@
 - :func:`write_ip_adapter`: the public IP-Adapter layout, ``models/ip-adapter_sd15.safetensors``
   (``image_proj.*`` / ``ip_adapter.*`` keys) beside ``models/image_encoder/`` (a
   ``CLIPVisionModelWithProjection`` folder).
+- :func:`write_dinov2`: a ``Dinov2Model`` folder with its image processor (``--identity-encoder``).
 
 Sizes follow diffusers' own ``get_dummy_components()``; the tokenizer's vocabulary is written here
 by hand, since hf-internal-testing/tiny-random-clip cannot be downloaded.
@@ -27,10 +28,13 @@ from transformers import (
     CLIPVisionModelWithProjection,
 )
 
+from tiny_encoders import write_tiny_dino
+
 CROSS_DIM = 32  # the UNet's cross-attention width = the text encoder's hidden size
 IMAGE_EMBED_DIM = 32  # the image encoder's projection = what the IP-Adapter's image_proj takes
 IMAGE_SIZE = 32  # the image encoder's input side
 IP_TOKENS = 4  # ip-adapter_sd15: 4 image tokens per reference
+DINO_DIM = 48  # not IMAGE_EMBED_DIM: the role projections take DINOv2's own width
 SPECIAL = ("<|startoftext|>", "<|endoftext|>")
 UNET = dict(
     sample_size=32,
@@ -153,3 +157,9 @@ def write_ip_adapter(folder: Path, seed: int = 0) -> Path:
     path = models / "ip-adapter_sd15.safetensors"
     save_file({k: v.contiguous() for k, v in weights.items()}, str(path))
     return path
+
+
+def write_dinov2(folder: Path) -> Path:
+    """A tiny DINOv2 folder (``Dinov2Model`` of width :data:`DINO_DIM` + its 56 px image processor):
+    tiny_encoders' builder, the one choi's DINO metrics are tested with."""
+    return write_tiny_dino(folder, hidden_size=DINO_DIM)

@@ -17,10 +17,11 @@ import transformers
 TINY = dict(hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64)
 
 
-def write_tiny_dino(folder: Path) -> Path:
+def write_tiny_dino(folder: Path, hidden_size: int = TINY["hidden_size"]) -> Path:
     """A DINOv2 folder with its own 56-pixel image processor (as hub checkpoints ship one)."""
     torch.manual_seed(0)
-    transformers.Dinov2Model(transformers.Dinov2Config(**TINY, image_size=56, patch_size=14)).save_pretrained(folder)
+    config = transformers.Dinov2Config(**{**TINY, "hidden_size": hidden_size}, image_size=56, patch_size=14)
+    transformers.Dinov2Model(config).save_pretrained(folder)
     processor = transformers.BitImageProcessor(size={"shortest_edge": 64}, crop_size={"height": 56, "width": 56})
     processor.save_pretrained(folder)
     return folder

@@ -265,6 +265,11 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
     sd.add_argument("--gradient-checkpointing", action="store_true", help="less memory, more time")
     sd.add_argument("--lora-rank", type=int, default=0, help="also train a LoRA of this rank on the frozen UNet "
                     "(needs peft: pip install 'choi[train]'; default: 0, none)")  # fmt: skip
+    sd.add_argument("--layout", default="controlnet", metavar="{controlnet,inpaint}",
+                    help="how the masks and background enter: a ControlNet from the base UNet (default), or an "
+                    "inpainting base's own channels (no ControlNet)")  # fmt: skip
+    sd.add_argument("--identity-encoder", default=None, metavar="DIR", help="a local DINOv2 folder to embed the "
+                    "references with (default: the IP-Adapter's CLIP image encoder)")  # fmt: skip
     sd.add_argument("--mixed-precision", choices=("auto", "no", "bf16", "fp16"), default="auto",
                     help="frozen parts in this dtype, trainables fp32 (default: auto, bf16 on CUDA)")  # fmt: skip
     sd.add_argument("--validate-samples", type=int, default=None, metavar="K", help="held-out samples generated "
@@ -309,7 +314,7 @@ def _train_sd_image(args: argparse.Namespace) -> None:
         raise ChoiError(f"{', '.join(given)}: not available with --family sd yet")
     lr = SD_LR if args.lr is None else args.lr
     names = ("resolution", "steps", "batch_size", "workers", "seed", "resume", "grad_accum", "gradient_checkpointing",
-             "mixed_precision", "lora_rank", "validate_every")  # fmt: skip
+             "mixed_precision", "lora_rank", "validate_every", "layout", "identity_encoder")  # fmt: skip
     options = {k: getattr(args, k) for k in names}
     validation = {k: getattr(args, k) for k in ("validate_samples", "validate_steps")}
     options.update({k: v for k, v in validation.items() if v is not None})

@@ -208,16 +208,25 @@ def load_dino(path: str | Path, device: str | torch.device = "cpu", batch_size: 
     ImageNet mean/std, DINOv2's evaluation transform. Raises :class:`ChoiError` for a missing or
     invalid folder.
     """
+    model, processor = load_dinov2(path)
+    return FoundationEmbedder("dino", _DinoCls(model), processor, device, batch_size)
+
+
+def load_dinov2(path: str | Path) -> tuple[nn.Module, Any]:
+    """A local ``transformers`` ``Dinov2Model`` folder → (the model, in fp32 on the CPU, its image processor).
+
+    The processor is the folder's own ``preprocessor_config.json``, else DINOv2's evaluation transform
+    (see :func:`load_dino`). Raises :class:`ChoiError` for a missing or invalid folder.
+    """
     from transformers import BitImageProcessor, Dinov2Model
     from transformers.image_utils import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
 
     folder, _ = _read_config(path, "DINOv2", ("dinov2",))
     model = _from_pretrained(Dinov2Model, folder, "DINOv2")
-
     default = _bicubic_processor(
         BitImageProcessor, _DINO_RESIZE, _DINO_CROP, IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
     )
-    return FoundationEmbedder("dino", _DinoCls(model), _load_processor(folder, default), device, batch_size)
+    return model, _load_processor(folder, default)
 
 
 def _bicubic_processor(kind: Any, short_edge: int, crop: int, mean: Any, std: Any) -> Any:

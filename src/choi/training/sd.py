@@ -1,18 +1,20 @@
 """Training recipe for choi-sd's stage 2 on the user's Stable Diffusion 1.x weights (a Task for the one loop).
 
-Frozen: the base's VAE, CLIP text encoder and UNet, and the IP-Adapter's CLIP image encoder, all
-named by a choi-sd model folder (``choi model sd`` writes it). Trained: one
-:class:`~choi.models.sd_adapter.SDAdapter` — the layout ControlNet, the person and object
-projections and the decoupled cross-attention, initialised from the IP-Adapter file so that
-training starts from the zero-shot model.
+Frozen: the base's VAE, CLIP text encoder and UNet, and the identity encoder (the IP-Adapter's CLIP
+image encoder, or a DINOv2 folder: ``identity_encoder``), named by a choi-sd model folder (``choi
+model sd`` writes it). Trained: one :class:`~choi.models.sd_adapter.SDAdapter` — the layout branch,
+the person and object projections and the decoupled cross-attention, initialised from the
+IP-Adapter file so that training starts from the zero-shot model (DINOv2's projections start random).
 
-Per sample: the target at ``resolution``; the layout (person mask, object mask) and the background
-with the region removed go to the ControlNet as a 6-channel image (person, object, known,
-RGB x known); each reference is cut out on white as at inference and encoded by the CLIP image
-encoder; the prompt is the sample's own sentence. With an inpainting base (9-channel UNet) the
-UNet also gets its own mask and masked-image channels. Condition dropout for classifier-free
-guidance never skips a branch (every rank must use every parameter): a dropped reference is the
-blank white crop, a dropped text the empty prompt, a dropped background "nothing known".
+Per sample: the target at ``resolution``; with ``layout="controlnet"`` the layout (person mask,
+object mask) and the background with the region removed go to the ControlNet as a 6-channel image
+(person, object, known, RGB x known); with ``layout="inpaint"`` the person and object masks go to
+the UNet's ``conv_in`` as 2 more channels. Each reference is cut out on white as at inference and
+encoded by the identity encoder; the prompt is the sample's own sentence. With an inpainting base
+(9-channel UNet) the UNet also gets its own mask and masked-image channels. Condition dropout for
+classifier-free guidance never skips a branch (every rank must use every parameter): a dropped
+reference is the blank white crop, a dropped text the empty prompt, a dropped background "nothing
+known".
 
 The run's ``RUN/model`` is a choi-sd model folder (:func:`write_model_index`).
 
@@ -41,7 +43,7 @@ from choi.data.shards import ShardDataset
 from choi.errors import ChoiError
 from choi.io import atomic_write_bytes
 from choi.models.conditioning import layout_region
-from choi.models.sd_adapter import SDAdapter, layout_control
+from choi.models.sd_adapter import LAYOUTS, SDAdapter, identity_embeds, layout_control
 from choi.training.diffusion import check_fraction, diffusion_loss
 from choi.training.loop import train_recipe
 
@@ -63,6 +65,8 @@ class SDImageTrainConfig:
     p_drop_object: float = 0.05
     p_drop_background: float = 0.3  # choi-tiny's: generation without a background is asked for too
     lora_rank: int = 0  # > 0: also a LoRA of this rank on the frozen UNet's attention projections (needs peft)
+    layout: str = "controlnet"  # or "inpaint": no ControlNet, an inpainting base's own channels (models/sd_adapter.py)
+    identity_encoder: str | None = None  # a DINOv2 folder; None: the IP-Adapter's CLIP image encoder
     # validation (choi.training.sd_validation): held-out samples through the real stage 2; 0 samples: none
     val_samples: int = 4
     val_steps: int = 20
@@ -70,14 +74,25 @@ class SDImageTrainConfig:
 
 
 class SDBase:
-    """The frozen parts a choi-sd model folder names, loaded in fp32 on the CPU (``place`` moves them)."""
+    """The frozen parts a choi-sd model folder names, loaded in fp32 on the CPU (``place`` moves them).
 
-    def __init__(self, folder: str | Path):
+    ``identity_encoder``: a DINOv2 folder to embed the references with; by default the one a trained
+    run's folder names (``components.identity_encoder``), else the IP-Adapter's CLIP image encoder.
+    """
+
+    def __init__(self, folder: str | Path, identity_encoder: str | Path | None = None):
         from diffusers import AutoencoderKL, DDPMScheduler, UNet2DConditionModel
         from safetensors.torch import load_file
-        from transformers import CLIPImageProcessor, CLIPTextModel, CLIPTokenizer, CLIPVisionModelWithProjection
+        from transformers import CLIPTextModel, CLIPTokenizer
 
-        from choi.pipelines.sd.loading import check_base, check_image_encoder, check_ip_adapter, quiet, size_multiple
+        from choi.pipelines.sd.loading import (
+            check_base,
+            check_image_encoder,
+            check_ip_adapter,
+            load_identity_encoder,
+            quiet,
+            size_multiple,
+        )
 
         folder = Path(folder)
         index_file = folder / "model_index.json"
@@ -98,6 +113,10 @@ class SDBase:
         self.image_encoder_path = check_image_encoder(None if encoder is None else folder / encoder, self.ip_adapter)
         adapter = parts.get("adapter")  # a trained run's RUN/model: training goes on from its adapter
         self.adapter = None if adapter is None else (folder / adapter).resolve()
+        if identity_encoder is None and parts.get("identity_encoder") is not None:
+            identity_encoder = folder / parts["identity_encoder"]
+        self.identity_encoder = "clip" if identity_encoder is None else "dinov2"
+        self.identity_path = self.image_encoder_path if identity_encoder is None else Path(identity_encoder).resolve()
         self.multiple = size_multiple(self.base)
         kw = dict(local_files_only=True)
         with quiet():
@@ -105,10 +124,12 @@ class SDBase:
             self.text_encoder = CLIPTextModel.from_pretrained(self.base, subfolder="text_encoder", **kw)
             self.vae = AutoencoderKL.from_pretrained(self.base, subfolder="vae", **kw)
             self.unet = UNet2DConditionModel.from_pretrained(self.base, subfolder="unet", **kw)
-            self.image_encoder = CLIPVisionModelWithProjection.from_pretrained(self.image_encoder_path, **kw)
             self.noise = DDPMScheduler.from_pretrained(self.base, subfolder="scheduler", **kw)
-        side = self.image_encoder.config.image_size
-        self.processor = CLIPImageProcessor(size={"shortest_edge": side}, crop_size={"height": side, "width": side})
+            what = "--identity-encoder" if identity_encoder is not None else "image encoder"
+            self.image_encoder, self.processor = load_identity_encoder(self.identity_encoder, self.identity_path,
+                                                                       what=what)  # fmt: skip
+        config = self.image_encoder.config  # what the projections take: CLIP's projection, DINOv2's CLS
+        self.embed_dim = config.projection_dim if self.identity_encoder == "clip" else config.hidden_size
         self.ip_state = load_file(str(self.ip_adapter))
         self.inpainting = self.unet.config.in_channels == 9
         self.vae_factor = 2 ** (len(self.vae.config.block_out_channels) - 1)
@@ -167,11 +188,16 @@ class SDImageTask:
     def __init__(self, cfg: SDImageTrainConfig, base: SDBase | None = None):
         for name in ("p_drop_text", "p_drop_human", "p_drop_object", "p_drop_background"):
             check_fraction(f"--{name.replace('_', '-')}", getattr(cfg, name))
+        if cfg.layout not in LAYOUTS:
+            raise ChoiError(f"--layout must be one of {', '.join(LAYOUTS)}, got {cfg.layout!r}")
         self.cfg = cfg
-        self.base = base or SDBase(cfg.model)
+        self.base = base or SDBase(cfg.model, cfg.identity_encoder)
         from choi.pipelines.sd.loading import check_resolution
 
         check_resolution(cfg.resolution, self.base.multiple)
+        if cfg.layout == "inpaint" and not self.base.inpainting:
+            raise ChoiError(f"--layout inpaint needs an inpainting base (9-channel UNet); {self.base.base.name} has a "
+                            "plain 4-channel UNet: use --layout controlnet")  # fmt: skip
         if cfg.lora_rank < 0:
             raise ChoiError(f"--lora-rank must be 0 (no LoRA) or positive, got {cfg.lora_rank}")
         if cfg.lora_rank:
@@ -185,14 +211,20 @@ class SDImageTask:
 
     def build_model(self) -> SDAdapter:
         """A new adapter from the base and the IP-Adapter file, or the trained one ``--model`` has."""
-        b = self.base
+        b, cfg = self.base, self.cfg
         if b.adapter is None:
-            embed_dim = b.image_encoder.config.projection_dim
-            return SDAdapter.from_base(b.unet, b.ip_state, embed_dim, b.vae_factor, lora_rank=self.cfg.lora_rank)
+            return SDAdapter.from_base(b.unet, b.ip_state, b.embed_dim, b.vae_factor, lora_rank=cfg.lora_rank,
+                                       layout=cfg.layout, identity_encoder=b.identity_encoder)  # fmt: skip
         adapter = SDAdapter.from_pretrained(b.adapter, local_files_only=True)
-        if adapter.config.lora_rank != self.cfg.lora_rank:
-            raise ChoiError(f"--lora-rank {self.cfg.lora_rank}: the adapter in {self.cfg.model} was trained with "
-                            f"--lora-rank {adapter.config.lora_rank}")  # fmt: skip
+        trained = adapter.config
+        choices = {"--lora-rank": (cfg.lora_rank, trained.lora_rank), "--layout": (cfg.layout, trained.layout),
+                   "--identity-encoder": (b.identity_encoder, trained.identity_encoder)}  # fmt: skip
+        for flag, (asked, had) in choices.items():
+            if asked != had:
+                raise ChoiError(f"{flag} {asked}: the adapter in {cfg.model} was trained with {flag} {had}")
+        if trained.image_embed_dim != b.embed_dim:
+            raise ChoiError(f"--identity-encoder: {b.identity_path.name} embeds in {b.embed_dim} dimensions; the "
+                            f"adapter in {cfg.model} was trained on {trained.image_embed_dim}")  # fmt: skip
         return adapter
 
     def place(self, model: SDAdapter, device: torch.device, dtype: torch.dtype) -> None:
@@ -208,6 +240,7 @@ class SDImageTask:
         b = self.base
         return {"data": asdict(self.cfg), "base": str(b.base), "ip_adapter": str(b.ip_adapter),
                 "image_encoder": str(b.image_encoder_path), "inpainting_unet": b.inpainting,
+                "identity_encoder": b.identity_encoder, "identity_encoder_path": str(b.identity_path),
                 "started_from": None if b.adapter is None else str(b.adapter)}  # fmt: skip
 
     def batches(self, epoch: int) -> Iterator[dict[str, torch.Tensor]]:
@@ -231,10 +264,12 @@ class SDImageTask:
         known_bg = (batch["has_background"].bool() & ~drop["background"]).float()[:, None, None, None]
         region = layout_region(batch["masks"])  # (N, 1, R, R): what is painted when a background is known
         region = known_bg * region + (1 - known_bg)
-        out = {"control": layout_control(batch["masks"], region, batch["background"])}  # (N, 6, R, R)
+        out = {}
+        if self.cfg.layout == "controlnet":
+            out["control"] = layout_control(batch["masks"], region, batch["background"])  # (N, 6, R, R)
         with torch.no_grad():
             out["text"] = b.text_encoder(ids)[0]
-            out["image_embeds"] = b.image_encoder(refs.flatten(0, 1).to(dtype)).image_embeds.view(n, 2, -1)
+            out["image_embeds"] = identity_embeds(b.image_encoder, refs.flatten(0, 1).to(dtype)).view(n, 2, -1)
             out["latents"] = b.vae.encode(batch["image"].to(dtype)).latent_dist.sample() * b.vae.config.scaling_factor
             if b.inpainting:  # the inpainting UNet's own channels: region mask and masked-image latents
                 background = (batch["background"] * 2 - 1) * (1 - region)
@@ -255,7 +290,7 @@ class SDImageTask:
         c = self.conditions(batch, drop)
 
         def predict(xt: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-            return model(xt, t, c["text"], c["image_embeds"], c["control"], batch["masks"], c.get("inpaint"))
+            return model(xt, t, c["text"], c["image_embeds"], c.get("control"), batch["masks"], c.get("inpaint"))
 
         return diffusion_loss(self.base.noise, predict, c["latents"].float()), {}
 
@@ -270,7 +305,8 @@ class SDImageTask:
 def train_sd_image(
     data: str, out: str, model: str, resolution: int = 512, steps: int = 20000, batch_size: int = 4,
     lr: float = 1e-5, workers: int = 1, seed: int = 0, resume: bool = False, lora_rank: int = 0,
-    validate_samples: int = 4, validate_steps: int = 20, **train_options: Any,
+    validate_samples: int = 4, validate_steps: int = 20, layout: str = "controlnet",
+    identity_encoder: str | None = None, **train_options: Any,
 ) -> Path:  # fmt: skip
     """Train choi-sd's stage 2 into ``out``; returns ``out/model`` (the adapter's EMA weights).
 
@@ -287,7 +323,7 @@ def train_sd_image(
     ShardDataset(data, split="train")  # fail early, with the reader's message, on a bad dataset
     cfg = SDImageTrainConfig(data=data, model=model, resolution=resolution, batch_size=batch_size,
                              num_workers=workers, seed=seed, lora_rank=lora_rank, val_samples=validate_samples,
-                             val_steps=validate_steps)  # fmt: skip
+                             val_steps=validate_steps, layout=layout, identity_encoder=identity_encoder)  # fmt: skip
     task = SDImageTask(cfg)
     final = train_recipe(task, out, steps, batch_size, lr, seed, resume, **train_options)
     if PartialState().is_main_process:
@@ -299,8 +335,9 @@ def write_model_index(folder: Path, task: SDImageTask) -> Path:
     """``RUN/model/model_index.json``: the choi-sd model folder the run trained, with the adapter beside it,
     so ``choi generate --model RUN/model`` and ``choi eval --model RUN/model`` run the trained stage 2.
 
-    It refers to the same base, IP-Adapter, image encoder and stage 1 (never copies them); the
-    IP-Adapter scales default to 1, the scale the adapter was trained at.
+    It refers to the same base, IP-Adapter, image encoder and stage 1 (never copies them), and to the
+    DINOv2 folder when the adapter was trained on one; the adapter's own config says which layout
+    branch and identity encoder it has. The IP-Adapter scales default to 1, the scale it was trained at.
     """
     source = Path(task.cfg.model)
     index = json.loads((source / "model_index.json").read_text(encoding="utf-8"))
@@ -308,6 +345,8 @@ def write_model_index(folder: Path, task: SDImageTask) -> Path:
     b = task.base
     stage1 = stage1 if stage1 == "choi-tiny" else str((source / stage1).resolve())
     parts = {"base": b.base, "ip_adapter": b.ip_adapter, "image_encoder": b.image_encoder_path, "stage1": stage1}
+    if b.identity_encoder == "dinov2":
+        parts["identity_encoder"] = b.identity_path
     index["components"] = {**{k: str(v) for k, v in parts.items()}, "adapter": "."}
     index["resolution"] = task.cfg.resolution
     index["options"] = {**index.get("options", {}), "ip_scale_human": 1.0, "ip_scale_object": 1.0}

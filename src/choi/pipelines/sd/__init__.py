@@ -54,9 +54,14 @@ def load(folder: Path, index: dict[str, Any], model_id: str, torch_dtype: torch.
     resolution = check_resolution(index.get("resolution", DEFAULT_RESOLUTION), multiple, f"{what} resolution")
     adapter = parts.get("adapter")  # a trained stage 2 (choi train image --family sd): RUN/model
     adapter = None if adapter is None else folder / adapter
-    pipe = load_inpaint_pipeline(base, ip_adapter, image_encoder, torch_dtype, adapter)
+    identity = parts.get("identity_encoder")  # an adapter trained on DINOv2: that folder
+    identity = None if identity is None else (folder / identity).resolve()
+    pipe = load_inpaint_pipeline(base, ip_adapter, image_encoder, torch_dtype, adapter, identity)
     sources = {"id": model_id, "base": str(base), "ip_adapter": str(ip_adapter), "image_encoder": str(image_encoder),
                "stage1": str(stage1), "dtype": str(torch_dtype).removeprefix("torch.")}  # fmt: skip
     if adapter is not None:
-        sources["adapter"] = str(adapter.resolve())
+        trained = pipe.choi_adapter.config
+        sources.update(adapter=str(adapter.resolve()), layout=trained.layout, identity_encoder=trained.identity_encoder)
+        if identity is not None:
+            sources["identity_encoder_path"] = str(identity)
     return SDMaskStage(TinyMaskStage(masks)), SDImageStage(pipe, resolution, multiple, sources), SDOptions

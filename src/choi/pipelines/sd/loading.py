@@ -88,6 +88,30 @@ def check_image_encoder(path: str | Path | None, ip_adapter: Path, what: str = "
     return folder.resolve()
 
 
+def load_identity_encoder(kind: str, path: Path, torch_dtype: torch.dtype = torch.float32,
+                          what: str = "image encoder") -> tuple[torch.nn.Module, Any]:  # fmt: skip
+    """The frozen encoder of the references and its preprocessing, for ``kind`` ``"clip"`` (the
+    IP-Adapter's ``CLIPVisionModelWithProjection``; its processor is built for the encoder's own input
+    size: the base's ``feature_extractor/`` is the safety checker's, which choi does not load) or
+    ``"dinov2"`` (a ``Dinov2Model`` folder with its own processor, else DINOv2's evaluation transform)."""
+    if kind == "dinov2":
+        from choi.evaluation.foundation import load_dinov2
+
+        try:
+            model, processor = load_dinov2(path)
+        except ChoiError as err:
+            raise ChoiError(f"{what}: {err}") from None
+        return model.to(torch_dtype).eval(), processor
+    from transformers import CLIPImageProcessor, CLIPVisionModelWithProjection
+
+    try:
+        encoder = CLIPVisionModelWithProjection.from_pretrained(path, dtype=torch_dtype, local_files_only=True)
+    except (OSError, ValueError, RuntimeError) as err:
+        raise ChoiError(f"{what} {path}: cannot load it: {_first_line(err)}") from err
+    side = encoder.config.image_size
+    return encoder, CLIPImageProcessor(size={"shortest_edge": side}, crop_size={"height": side, "width": side})
+
+
 def check_stage1(value: str | Path, what: str = "--stage1") -> str:
     """``"choi-tiny"`` or a choi-tiny model folder (its ``mask/`` is stage 1) → what the index records."""
     if str(value) == "choi-tiny":
@@ -119,38 +143,43 @@ def mask_folder(value: str | Path, what: str = "stage1") -> Path:
 
 
 def load_inpaint_pipeline(
-    base: Path, ip_adapter: Path, image_encoder: Path, torch_dtype: torch.dtype, adapter: Path | None = None
-) -> Any:
+    base: Path, ip_adapter: Path, image_encoder: Path, torch_dtype: torch.dtype, adapter: Path | None = None,
+    identity_encoder: Path | None = None,
+) -> Any:  # fmt: skip
     """diffusers' stock ``StableDiffusionInpaintPipeline`` with the IP-Adapter loaded twice: person, then object.
 
-    With a trained ``adapter`` (``choi train image --family sd``): ``StableDiffusionControlNetInpaintPipeline``
-    with its layout ControlNet, and its person/object projections and attention processors in
-    place of the IP-Adapter's. The CLIP preprocessing is built for the image encoder's own input
-    size (the base's ``feature_extractor/`` is the safety checker's, which choi does not load).
+    With a trained ``adapter`` (``choi train image --family sd``), held as ``pipe.choi_adapter``: its
+    person/object projections and attention processors in place of the IP-Adapter's, and its layout
+    branch: ``StableDiffusionControlNetInpaintPipeline`` with its ControlNet, or (``layout="inpaint"``)
+    the inpainting pipeline with its layout channels in the UNet's ``conv_in``. An adapter trained on
+    DINOv2 runs with that encoder, ``identity_encoder``, in the pipeline's ``image_encoder`` slot.
     """
     with quiet():
-        return _load(base, ip_adapter, image_encoder, torch_dtype, adapter)
+        return _load(base, ip_adapter, image_encoder, torch_dtype, adapter, identity_encoder)
 
 
-def _load(base: Path, ip_adapter: Path, image_encoder: Path, torch_dtype: torch.dtype, adapter: Path | None) -> Any:
+def _load(
+    base: Path, ip_adapter: Path, image_encoder: Path, torch_dtype: torch.dtype, adapter: Path | None,
+    identity_encoder: Path | None,
+) -> Any:  # fmt: skip
     from diffusers import StableDiffusionControlNetInpaintPipeline, StableDiffusionInpaintPipeline
-    from transformers import CLIPImageProcessor, CLIPVisionModelWithProjection
 
     from choi.models.sd_adapter import SDAdapter
 
-    try:
-        encoder = CLIPVisionModelWithProjection.from_pretrained(image_encoder, dtype=torch_dtype, local_files_only=True)
-    except (OSError, ValueError, RuntimeError) as err:
-        raise ChoiError(f"image encoder {image_encoder}: cannot load it: {_first_line(err)}") from err
-    side = encoder.config.image_size
-    features = CLIPImageProcessor(size={"shortest_edge": side}, crop_size={"height": side, "width": side})
     trained, extra, cls = None, {}, StableDiffusionInpaintPipeline
     if adapter is not None:
         try:
             trained = SDAdapter.from_pretrained(adapter, torch_dtype=torch_dtype, local_files_only=True)
         except (OSError, ValueError, RuntimeError) as err:
             raise ChoiError(f"trained adapter {adapter}: cannot load it: {_first_line(err)}") from err
-        extra, cls = {"controlnet": trained.controlnet}, StableDiffusionControlNetInpaintPipeline
+        if trained.controlnet is not None:
+            extra, cls = {"controlnet": trained.controlnet}, StableDiffusionControlNetInpaintPipeline
+    kind = "clip" if trained is None else trained.config.identity_encoder
+    if kind == "dinov2" and identity_encoder is None:
+        raise ChoiError(f"trained adapter {adapter} was trained on DINOv2: model_index.json must name its folder "
+                        "as components.identity_encoder")  # fmt: skip
+    path, what = (identity_encoder, "identity encoder") if kind == "dinov2" else (image_encoder, "image encoder")
+    encoder, features = load_identity_encoder(kind, path, torch_dtype, what)
     try:
         pipe = cls.from_pretrained(
             base, image_encoder=encoder, feature_extractor=features, safety_checker=None,
@@ -167,10 +196,14 @@ def _load(base: Path, ip_adapter: Path, image_encoder: Path, torch_dtype: torch.
         pipe.unet.encoder_hid_proj.image_projection_layers = torch.nn.ModuleList(
             [trained.person_proj, trained.object_proj]
         )
+        if trained.layout_channels is not None and pipe.unet.config.in_channels != 9:
+            raise ChoiError(f"trained adapter {adapter} (layout inpaint) needs an inpainting base; {base.name} "
+                            "has a plain UNet")  # fmt: skip
         try:
             trained.attach(pipe.unet)
         except (KeyError, ValueError) as err:
             raise ChoiError(f"trained adapter {adapter} was not trained on the base {base.name}") from err
+    pipe.choi_adapter = trained  # None: zero-shot
     pipe.set_progress_bar_config(disable=True)  # choi reports progress through its own callback
     return pipe
 

@@ -19,7 +19,7 @@ from PIL import Image
 from scipy.ndimage import binary_dilation
 
 from choi.errors import ChoiError, quote
-from choi.models.sd_adapter import layout_control
+from choi.models.sd_adapter import identity_embeds, layout_control
 from choi.pipelines.stages import Callback, Layouts, StageInputs, check_number
 from choi.pipelines.tiny import TinyOptions
 from choi.pipelines.tiny.stages import MAX_LAYOUT_CANDIDATES, TinyMaskStage
@@ -152,7 +152,9 @@ class SDImageStage:
         self.multiple = multiple
         self.sources = sources  # what the model folder refers to, recorded with every image
         self.inpainting = pipe.unet.config.in_channels == 9  # else the inpainting pipeline's blended mode
-        self.trained = hasattr(pipe, "controlnet")  # choi train image --family sd: layout ControlNet, trained roles
+        # choi train image --family sd: its layout branch, trained roles and their identity encoder
+        self.adapter = getattr(pipe, "choi_adapter", None)
+        self.trained = self.adapter is not None
         self._base_scheduler = pipe.scheduler
         self._schedulers: dict[str, Any] = {}
         self._mask_processor = IPAdapterMaskProcessor()
@@ -172,6 +174,18 @@ class SDImageStage:
         if tokens > limit - 8:  # the template's own words need room too
             raise ChoiError(f"the interaction is {tokens} tokens long; the text encoder reads {limit} in all")
         return {}
+
+    def _trained_embeds(self, references: list[Image.Image], guidance: bool) -> list[torch.Tensor]:
+        """Per role (1, 1, D), or (2, 1, D) negative then positive with guidance: the references through the
+        adapter's own encoder (CLIP or DINOv2) as in training; the negative is what it was trained on for
+        a dropped reference, the blank crop (not zero-shot's zero embedding)."""
+        pipe = self.pipe
+        images = references + [blank_reference()] * 2 if guidance else references
+        pixels = pipe.feature_extractor(images=images, return_tensors="pt").pixel_values
+        embeds = identity_embeds(pipe.image_encoder, pixels.to(pipe._execution_device, pipe.image_encoder.dtype))
+        if not guidance:
+            return [embeds[k : k + 1, None] for k in range(2)]
+        return [torch.cat([embeds[2 + k : 3 + k], embeds[k : k + 1]])[:, None] for k in range(2)]
 
     def _scheduler(self, name: str) -> Any:
         if SCHEDULERS[name] is None:
@@ -200,12 +214,10 @@ class SDImageStage:
         pipe.set_ip_adapter_scale([options.ip_scale_human, options.ip_scale_object])
         references = [reference_image(inputs.human, inputs.human_silhouette),
                       reference_image(inputs.object, inputs.object_silhouette)]  # fmt: skip
-        embeds = pipe.prepare_ip_adapter_image_embeds(references, None, pipe._execution_device, 1, guidance > 1)
-        if self.trained and guidance > 1:  # its CFG negative is what it was trained on: blank crops, not zeros
-            blank = pipe.prepare_ip_adapter_image_embeds(
-                [blank_reference()] * 2, None, pipe._execution_device, 1, False
-            )
-            embeds = [torch.cat([b, e.chunk(2)[1]]) for b, e in zip(blank, embeds, strict=True)]
+        if self.trained:
+            embeds = self._trained_embeds(references, guidance > 1)
+        else:
+            embeds = pipe.prepare_ip_adapter_image_embeds(references, None, pipe._execution_device, 1, guidance > 1)
         height, width = inputs.height, inputs.width
         background = inputs.background
         strength = options.strength if background is not None else 1.0
@@ -226,7 +238,9 @@ class SDImageStage:
                 init = Image.new("RGB", (w, h), (127, 127, 127))  # masked out whole: the frame is drawn from noise
             roles = self._mask_processor.preprocess([_mask_image(human[win], w, h), _mask_image(obj[win], w, h)], h, w)
             extra = {}
-            if self.trained:  # its layout branch: the same 6 channels it was trained on
+            if self.trained and self.adapter.controlnet is None:  # layout channels in the inpainting UNet's conv_in
+                self.adapter.set_layout(roles.transpose(0, 1))
+            elif self.trained:  # its layout ControlNet: the same 6 channels it was trained on
                 painted = torch.from_numpy(np.asarray(_mask_image(region[win], w, h)) > 127).float()[None, None]
                 rgb = torch.from_numpy(np.asarray(init, np.float32) / 255).permute(2, 0, 1)[None]
                 extra["control_image"] = layout_control(roles.transpose(0, 1), painted, rgb if background is not None
