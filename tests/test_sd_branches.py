@@ -45,7 +45,7 @@ def _task(parts, kind="inpaint", **options):
 def _train(parts, out: Path, *flags: str, kind: str = "inpaint") -> int:
     return main(["train", "image", "--family", "sd", "--model", str(parts[kind]), "--data", str(parts["data"]),
                  "--out", str(out), "--resolution", "32", "--steps", "2", "--batch-size", "2", "--workers", "0",
-                 "--lr", "1e-3", *flags])  # fmt: skip
+                 "--lr", "1e-3", "--validate-samples", "1", "--validate-steps", "2", *flags])  # fmt: skip
 
 
 def _generate(folder: Path, **options):
@@ -64,6 +64,7 @@ def test_the_inpaint_layout_trains_without_a_controlnet_and_generates(parts, tmp
     assert trained["layout_channels.conv.weight"].shape == (32, 2, 3, 3)  # to conv_in's width, its kernel
     assert float(trained["layout_channels.conv.weight"].abs().max()) > 0  # zero at start: it trained
     assert json.loads((run / "model" / "config.json").read_text())["layout"] == "inpaint"
+    assert len(list((run / "validation").glob("step_*.png"))) == 1  # validated at the end, without a ControlNet
     pipe, out = _generate(run / "model")
     stage = pipe.image_stage
     assert type(stage.pipe).__name__ == "StableDiffusionInpaintPipeline"  # no ControlNet at inference either
@@ -133,6 +134,7 @@ def test_a_dinov2_run_generates_with_dinov2(parts, tmp_path, capsys):
     index = json.loads((run / "model" / "model_index.json").read_text())
     assert index["components"]["identity_encoder"] == str(parts["dino"].resolve())
     assert json.loads((run / "model" / "config.json").read_text())["identity_encoder"] == "dinov2"
+    assert len(list((run / "validation").glob("step_*.png"))) == 1  # validated at the end, through DINOv2
     assert json.loads((run / "config.json").read_text())["task"]["identity_encoder"] == "dinov2"
     pipe, out = _generate(run / "model", guidance=3.0)
     stage = pipe.image_stage

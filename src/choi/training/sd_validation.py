@@ -4,7 +4,8 @@ The loop (:func:`choi.training.loop.train`) calls :meth:`~choi.training.sd.SDIma
 main process only, every ``--validate-every`` steps and at the end, with the adapter holding its
 EMA weights, in eval mode and under ``torch.no_grad``. Here the adapter and the task's frozen parts
 (already on the device, in the mixed-precision dtype) become diffusers' stock
-``StableDiffusionControlNetInpaintPipeline`` inside :class:`~choi.pipelines.sd.stages.SDImageStage`,
+``StableDiffusionControlNetInpaintPipeline`` (``StableDiffusionInpaintPipeline`` with ``--layout inpaint``) inside
+:class:`~choi.pipelines.sd.stages.SDImageStage`,
 the stage 2 that ``choi generate --model RUN/model`` runs, wired as ``load_inpaint_pipeline`` wires
 a trained adapter, without writing a model folder. Nothing is copied: generation runs on the very
 weights being trained.
@@ -82,14 +83,17 @@ def validation_stage(task: SDImageTask, adapter: SDAdapter) -> SDImageStage:
     The UNet already runs the adapter's attention processors (``place`` attached them); the role
     projections enter it only for the duration of :func:`_roles_in_unet`.
     """
-    from diffusers import StableDiffusionControlNetInpaintPipeline
+    from diffusers import StableDiffusionControlNetInpaintPipeline, StableDiffusionInpaintPipeline
 
     b = task.base
-    pipe = StableDiffusionControlNetInpaintPipeline(
-        vae=b.vae, text_encoder=b.text_encoder, tokenizer=b.tokenizer, unet=b.unet, controlnet=adapter.controlnet,
-        scheduler=b.noise, safety_checker=None, feature_extractor=b.processor, image_encoder=b.image_encoder,
-        requires_safety_checker=False,
-    )  # fmt: skip
+    parts = {"vae": b.vae, "text_encoder": b.text_encoder, "tokenizer": b.tokenizer, "unet": b.unet,
+             "scheduler": b.noise, "safety_checker": None, "feature_extractor": b.processor,
+             "image_encoder": b.image_encoder, "requires_safety_checker": False}  # fmt: skip
+    if adapter.controlnet is None:  # layout="inpaint": its layout channels are in the UNet's conv_in (place)
+        pipe = StableDiffusionInpaintPipeline(**parts)
+    else:
+        pipe = StableDiffusionControlNetInpaintPipeline(controlnet=adapter.controlnet, **parts)
+    pipe.choi_adapter = adapter  # what makes SDImageStage run the trained layout branch and roles
     pipe.set_progress_bar_config(disable=True)
     sources = {"id": f"{task.name}@validation", "base": str(b.base), "ip_adapter": str(b.ip_adapter)}
     return SDImageStage(pipe, task.cfg.resolution, b.multiple, sources)
