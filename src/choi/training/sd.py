@@ -73,27 +73,11 @@ class SDBase:
         from safetensors.torch import load_file
         from transformers import CLIPImageProcessor, CLIPTextModel, CLIPTokenizer, CLIPVisionModelWithProjection
 
-        from choi.pipelines.sd.loading import check_base, check_image_encoder, check_ip_adapter, quiet, size_multiple
+        from choi.pipelines.sd.loading import quiet, read_sd_folder, size_multiple
 
-        folder = Path(folder)
-        index_file = folder / "model_index.json"
-        if not index_file.is_file():
-            raise ChoiError(f"--model: no model_index.json in {str(folder)[:200]}: expected a choi-sd model folder "
-                            "(write one with `choi model sd`)")  # fmt: skip
-        try:
-            index = json.loads(index_file.read_text(encoding="utf-8"))
-        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
-            raise ChoiError(f"--model: cannot read {index_file}: {err}") from err
-        if index.get("family") != "choi-sd":
-            raise ChoiError(f"--model: {folder} is not a choi-sd model folder (write one with `choi model sd`)")
-        parts = index.get("components", {})
-        what = f"{folder.name}/model_index.json"
-        self.base = check_base(folder / parts.get("base", ""), f"{what} base")
-        self.ip_adapter = check_ip_adapter(folder / parts.get("ip_adapter", ""), f"{what} ip_adapter")
-        encoder = parts.get("image_encoder")
-        self.image_encoder_path = check_image_encoder(None if encoder is None else folder / encoder, self.ip_adapter)
-        adapter = parts.get("adapter")  # a trained run's RUN/model: training goes on from its adapter
-        self.adapter = None if adapter is None else (folder / adapter).resolve()
+        parts = read_sd_folder(folder)
+        self.base, self.ip_adapter, self.image_encoder_path = parts.base, parts.ip_adapter, parts.image_encoder
+        self.adapter = parts.adapter  # a trained run's RUN/model: training goes on from its adapter
         self.multiple = size_multiple(self.base)
         kw = dict(local_files_only=True)
         with quiet():

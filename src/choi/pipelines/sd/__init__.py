@@ -31,7 +31,7 @@ __all__ = ["FAMILY", "SDImageStage", "SDMaskStage", "SDOptions", "load", "make_m
 
 def load(folder: Path, index: dict[str, Any], model_id: str, torch_dtype: torch.dtype = torch.float32):
     """A choi-sd folder's stages: its ``model_index.json`` names the base, IP-Adapter, encoder and stage 1."""
-    from choi.models.text_encoder import TextEncoder
+    from choi.models.image_encoder import ReferenceEncoder
     from choi.pipelines.tiny.mask import MaskPipeline
     from choi.pipelines.tiny.stages import TinyMaskStage
 
@@ -46,9 +46,15 @@ def load(folder: Path, index: dict[str, Any], model_id: str, torch_dtype: torch.
     encoder = None if encoder is None else folder / encoder
     image_encoder = check_image_encoder(encoder, ip_adapter, f"{what} image_encoder")
     stage1 = parts.get("stage1", "choi-tiny")
-    # stage 1 is tiny: it stays in fp32 whatever dtype stage 2 runs in
+    # stage 1 is small: it stays in fp32 whatever dtype stage 2 runs in. choi-tiny's reads MiniLM; one trained
+    # by `choi train mask --family sd` reads the base's CLIP text encoder and the references' CLIP image embeddings
     masks = MaskPipeline.from_pretrained(mask_folder(stage1 if stage1 == "choi-tiny" else folder / stage1, what),
-                                         text_encoder=TextEncoder())  # fmt: skip
+                                         sd_base=base)  # fmt: skip
+    if masks.model.config.image_dim:
+        masks.reference_encoder = ReferenceEncoder(image_encoder)
+        if masks.reference_encoder.dim != masks.model.config.image_dim:
+            raise ChoiError(f"{what} stage1 reads {masks.model.config.image_dim}-wide image embeddings; the image "
+                            f"encoder {image_encoder.name} gives {masks.reference_encoder.dim}")  # fmt: skip
     masks.model_id = f"{model_id}/stage1"
     multiple = size_multiple(base)
     resolution = check_resolution(index.get("resolution", DEFAULT_RESOLUTION), multiple, f"{what} resolution")
