@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from PIL import Image
 from safetensors.torch import load_file
 
 from choi.cli import main
@@ -21,6 +22,8 @@ from choi.pipelines.choi import CHOIPipeline
 from choi.pipelines.sd import make_model_folder
 from choi.pipelines.tiny.mask import MaskPipeline
 from choi.training.loop import TrainConfig, train
+from choi.training.sd import SDImageTask, SDImageTrainConfig
+from choi.training.sd import write_model_index as sd_image_index
 from choi.training.sd_mask import SDMaskTask, SDMaskTrainConfig, write_model_index
 from fake_samples import write_tiny_dataset
 from sd_components import CROSS_DIM, IMAGE_EMBED_DIM, write_ip_adapter, write_sd_folder
@@ -45,8 +48,9 @@ def parts(tmp_path_factory):
 
 
 def _task(parts, model=None, **options) -> SDMaskTask:
-    cfg = SDMaskTrainConfig(data=str(parts["data"]), model="tiny", sd_model=str(model or parts["model"]),
-                            sample_size=32, batch_size=2, num_workers=0, val_samples=1, val_steps=2, **options)  # fmt: skip
+    folder = str(model or parts["model"])
+    cfg = SDMaskTrainConfig(data=str(parts["data"]), model="tiny", sd_model=folder, sample_size=32, batch_size=2,
+                            num_workers=0, val_samples=1, val_steps=2, **options)  # fmt: skip
     return SDMaskTask(cfg)
 
 
@@ -107,7 +111,7 @@ def test_the_cli_trains_stage1_and_its_run_is_a_choi_sd_folder_that_uses_it(part
         torch.testing.assert_close(value, trained[key], rtol=0, atol=0, msg=key)
     assert masks.text_encoder.name == SD_TEXT_ENCODER and masks.reference_encoder is not None
 
-    person = np.asarray(__import__("PIL.Image").Image.open(EXAMPLES / "kick_ball_human.png").convert("RGB"))
+    person = np.asarray(Image.open(EXAMPLES / "kick_ball_human.png").convert("RGB"))
     request = dict(human=EXAMPLES / "kick_ball_human.png", object=EXAMPLES / "ride_bicycle_object.png", seed=0,
                    num_inference_steps=2, guidance_scale=1.0)  # fmt: skip
     ride = masks(interaction="riding a bicycle", **request)
@@ -160,6 +164,11 @@ def test_a_second_run_starts_from_the_first_and_a_choi_tiny_stage1_from_scratch(
         torch.testing.assert_close(start[key], value, rtol=0, atol=0, msg=key)
     with pytest.raises(ChoiError, match="is not a 'small' mask model"):
         SDMaskTask(SDMaskTrainConfig(data=str(parts["data"]), model="small", sd_model=str(first))).build_model()
+    # stage 2 trained from the stage-1 run keeps the trained stage 1 in its own RUN/model
+    image_task = SDImageTask(SDImageTrainConfig(data=str(parts["data"]), model=str(first), resolution=32))
+    (tmp_path / "image").mkdir()
+    index = json.loads((sd_image_index(tmp_path / "image", image_task) / "model_index.json").read_text())
+    assert index["components"]["stage1"] == str(first.resolve()) and index["components"]["adapter"] == "."
 
 
 @pytest.mark.parametrize("dropped", [False, True])
