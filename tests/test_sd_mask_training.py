@@ -109,7 +109,8 @@ def test_the_cli_trains_stage1_and_its_run_is_a_choi_sd_folder_that_uses_it(part
     trained = _weights(out / "model")
     for key, value in masks.model.state_dict().items():
         torch.testing.assert_close(value, trained[key], rtol=0, atol=0, msg=key)
-    assert masks.text_encoder.name == SD_TEXT_ENCODER and masks.reference_encoder is not None
+    assert masks.text_encoder.name == SD_TEXT_ENCODER
+    assert masks.reference_encoder.model is pipe.image_stage.pipe.image_encoder  # stage 2's, not a second copy
 
     person = np.asarray(Image.open(EXAMPLES / "kick_ball_human.png").convert("RGB"))
     request = dict(human=EXAMPLES / "kick_ball_human.png", object=EXAMPLES / "ride_bicycle_object.png", seed=0,

@@ -23,20 +23,24 @@ from choi.errors import ChoiError
 
 
 class ReferenceEncoder:
-    """A frozen ``CLIPVisionModelWithProjection`` folder and its preprocessing at the encoder's own input size."""
+    """A frozen ``CLIPVisionModelWithProjection`` folder and its preprocessing at the encoder's own input size.
 
-    def __init__(self, folder: str | Path, device: str | torch.device = "cpu"):
+    ``model``: that encoder already loaded (choi-sd's stage 2 holds it): shared, not loaded twice.
+    """
+
+    def __init__(self, folder: str | Path, device: str | torch.device = "cpu", model: Any = None):
         from transformers import CLIPImageProcessor, CLIPVisionModelWithProjection
 
         folder = Path(folder)
-        if not (folder / "config.json").is_file():
-            raise ChoiError(f"no CLIP image encoder in {str(folder)[:200]}: expected a CLIPVisionModelWithProjection "
-                            "folder")  # fmt: skip
-        from choi.pipelines.sd.loading import quiet
+        if model is None:
+            if not (folder / "config.json").is_file():
+                raise ChoiError(f"no CLIP image encoder in {str(folder)[:200]}: expected a "
+                                "CLIPVisionModelWithProjection folder")  # fmt: skip
+            from choi.pipelines.sd.loading import quiet
 
-        with quiet():
-            model = CLIPVisionModelWithProjection.from_pretrained(folder, local_files_only=True)
-        self.path, self.model = folder, model.eval().requires_grad_(False).to(device)
+            with quiet():
+                model = CLIPVisionModelWithProjection.from_pretrained(folder, local_files_only=True).to(device)
+        self.path, self.model = folder, model.eval().requires_grad_(False)
         self.dim = model.config.projection_dim
         side = model.config.image_size
         self.processor = CLIPImageProcessor(size={"shortest_edge": side}, crop_size={"height": side, "width": side})

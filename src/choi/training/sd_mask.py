@@ -76,7 +76,7 @@ class SDMaskTask(MaskTask):
     ref_keys = ("ref_masks", "ref_pixels")
 
     def __init__(self, cfg: SDMaskTrainConfig):
-        check_fraction("--p-drop-identity", cfg.p_drop_identity)
+        check_fraction("p_drop_identity", cfg.p_drop_identity)
         self.sd = read_sd_folder(cfg.sd_model)
         self.reference_encoder = ReferenceEncoder(self.sd.image_encoder)
         self.start = self._previous_stage1()

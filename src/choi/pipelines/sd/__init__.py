@@ -50,17 +50,17 @@ def load(folder: Path, index: dict[str, Any], model_id: str, torch_dtype: torch.
     # by `choi train mask --family sd` reads the base's CLIP text encoder and the references' CLIP image embeddings
     masks = MaskPipeline.from_pretrained(mask_folder(stage1 if stage1 == "choi-tiny" else folder / stage1, what),
                                          sd_base=base)  # fmt: skip
-    if masks.model.config.image_dim:
-        masks.reference_encoder = ReferenceEncoder(image_encoder)
-        if masks.reference_encoder.dim != masks.model.config.image_dim:
-            raise ChoiError(f"{what} stage1 reads {masks.model.config.image_dim}-wide image embeddings; the image "
-                            f"encoder {image_encoder.name} gives {masks.reference_encoder.dim}")  # fmt: skip
     masks.model_id = f"{model_id}/stage1"
     multiple = size_multiple(base)
     resolution = check_resolution(index.get("resolution", DEFAULT_RESOLUTION), multiple, f"{what} resolution")
     adapter = parts.get("adapter")  # a trained stage 2 (choi train image --family sd): RUN/model
     adapter = None if adapter is None else folder / adapter
     pipe = load_inpaint_pipeline(base, ip_adapter, image_encoder, torch_dtype, adapter)
+    if masks.model.config.image_dim:  # the identity tokens read stage 2's own image encoder (shared, not a copy)
+        masks.reference_encoder = ReferenceEncoder(image_encoder, model=pipe.image_encoder)
+        if masks.reference_encoder.dim != masks.model.config.image_dim:
+            raise ChoiError(f"{what} stage1 reads {masks.model.config.image_dim}-wide image embeddings; the image "
+                            f"encoder {image_encoder.name} gives {masks.reference_encoder.dim}")  # fmt: skip
     sources = {"id": model_id, "base": str(base), "ip_adapter": str(ip_adapter), "image_encoder": str(image_encoder),
                "stage1": str(stage1), "dtype": str(torch_dtype).removeprefix("torch.")}  # fmt: skip
     if adapter is not None:
