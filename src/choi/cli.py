@@ -18,6 +18,8 @@ from choi.errors import ChoiError
 log = logging.getLogger("choi")
 TINY_IMAGE_LR = 8e-4
 SD_LR = 1e-5  # diffusers' ControlNet and IP-Adapter recipes train at 1e-5 .. 1e-4 on a pretrained base
+TINY_MASK_LR = 5e-4
+SD_MASK_LR = 1e-4  # a mask UNet from scratch: diffusers' from-scratch examples (train_unconditional) use 1e-4
 
 
 class _Parser(argparse.ArgumentParser):
@@ -225,8 +227,9 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
         "a killed run continues with --resume.",
         epilog="example: choi train mask --data data/hoiw --out runs/mask --config tiny --steps 3000",
     )
-    _add_training_options(mask, steps=3000, batch_size=32, lr=5e-4)
+    _add_training_options(mask, steps=3000, batch_size=32, lr=TINY_MASK_LR)
     _add_stage_options(mask, "mask")
+    mask.set_defaults(lr=None, config=None)  # each family's own (--config: tiny, or sd with --family sd)
     mask.add_argument(
         "--zoom",
         type=float,
@@ -241,6 +244,9 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
         metavar="S",
         help="mask side to train at instead of the preset's 64; with --init-from, fine-tunes a model to it",
     )
+    parts = "the frozen base (CLIP text encoder) and image encoder; a previous run's RUN/model: its stage 1 goes on"
+    sd = _add_sd_options(mask, "stage 1: a mask UNet on your SD 1.x base's encoders", SD_MASK_LR, parts)
+    sd.add_argument("--resolution", type=int, default=None, help="mask side in pixels (default: the preset's, 128)")
     mask.set_defaults(func=_train_stage)
 
     image = tsub.add_parser(
@@ -255,14 +261,9 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
     _add_training_options(image, steps=6000, batch_size=16, lr=TINY_IMAGE_LR)
     _add_stage_options(image, "image")
     image.set_defaults(lr=None)  # each family's own: choi-tiny's 8e-4 would wreck a pretrained SD UNet's copy
-    sd = image.add_argument_group("--family sd", "choi-sd: stage 2 on your SD 1.x weights (docs/training-sd.md)")
-    sd.add_argument("--family", choices=("tiny", "sd"), default="tiny",
-                    help=f"model family to train (default: tiny); sd's default --lr is {SD_LR:g}")  # fmt: skip
-    sd.add_argument("--model", default=None, metavar="MODEL", help="choi-sd model folder (`choi model sd`): the "
-                    "frozen base, IP-Adapter and image encoder")  # fmt: skip
+    sd = _add_sd_options(image, "stage 2 on your SD 1.x weights", SD_LR, "the frozen base, IP-Adapter and image "
+                         "encoder; a previous run's RUN/model: its adapter goes on")  # fmt: skip
     sd.add_argument("--resolution", type=int, default=512, help="training side in pixels (default: 512)")
-    sd.add_argument("--grad-accum", type=int, default=1, help="micro-batches per optimiser step (default: 1)")
-    sd.add_argument("--gradient-checkpointing", action="store_true", help="less memory, more time")
     sd.add_argument("--lora-rank", type=int, default=0, help="also train a LoRA of this rank on the frozen UNet "
                     "(needs peft: pip install 'choi[train]'; default: 0, none)")  # fmt: skip
     sd.add_argument("--layout", default="controlnet", metavar="{controlnet,inpaint}",
@@ -270,8 +271,6 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
                     "inpainting base's own channels (no ControlNet)")  # fmt: skip
     sd.add_argument("--identity-encoder", default=None, metavar="DIR", help="a local DINOv2 folder to embed the "
                     "references with (default: the IP-Adapter's CLIP image encoder)")  # fmt: skip
-    sd.add_argument("--mixed-precision", choices=("auto", "no", "bf16", "fp16"), default="auto",
-                    help="frozen parts in this dtype, trainables fp32 (default: auto, bf16 on CUDA)")  # fmt: skip
     sd.add_argument("--validate-samples", type=int, default=None, metavar="K", help="held-out samples generated "
                     "at each validation (default: 4; 0: no validation)")  # fmt: skip
     sd.add_argument("--validate-steps", type=int, default=None, metavar="S",
@@ -279,17 +278,33 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
     image.set_defaults(func=_train_stage)
 
 
+def _add_sd_options(parser: argparse.ArgumentParser, what: str, lr: float, parts: str) -> argparse._ArgumentGroup:
+    """The ``--family sd`` group both ``choi train mask`` and ``choi train image`` have."""
+    sd = parser.add_argument_group("--family sd", f"choi-sd: {what} (docs/training-sd.md)")
+    sd.add_argument("--family", choices=("tiny", "sd"), default="tiny",
+                    help=f"model family to train (default: tiny); sd's default --lr is {lr:g}")  # fmt: skip
+    sd.add_argument("--model", default=None, metavar="MODEL", help=f"choi-sd model folder (`choi model sd`): {parts}")
+    sd.add_argument("--grad-accum", type=int, default=1, help="micro-batches per optimiser step (default: 1)")
+    sd.add_argument("--gradient-checkpointing", action="store_true", help="less memory, more time")
+    sd.add_argument("--mixed-precision", choices=("auto", "no", "bf16", "fp16"), default="auto",
+                    help="frozen parts in this dtype, trainables fp32 (default: auto, bf16 on CUDA)")  # fmt: skip
+    return sd
+
+
 def _train_stage(args: argparse.Namespace) -> None:
     """``choi train mask`` and ``choi train image``: the two diffusion recipes take the same options."""
-    if getattr(args, "family", "tiny") == "sd":
-        _train_sd_image(args)
+    if args.family == "sd":
+        _train_sd_mask(args) if args.train_command == "mask" else _train_sd_image(args)
         return
-    sd_only = {"--validate-samples": getattr(args, "validate_samples", None) is not None,
+    mask = args.train_command == "mask"
+    sd_only = {"--model": args.model is not None, "--resolution": mask and args.resolution is not None,
+               "--validate-samples": getattr(args, "validate_samples", None) is not None,
                "--validate-steps": getattr(args, "validate_steps", None) is not None}  # fmt: skip
     if given := [flag for flag, set_ in sd_only.items() if set_]:
         raise ChoiError(f"{', '.join(given)}: only with --family sd")
     if args.lr is None:
-        args.lr = TINY_IMAGE_LR
+        args.lr = TINY_MASK_LR if mask else TINY_IMAGE_LR
+    args.config = args.config or "tiny"
     names = ("config", "steps", "batch_size", "lr", "workers", "seed", "resume", "validate_every", "class_balance")
     options = {k: getattr(args, k) for k in (*names, "init_from")}
     if args.train_command == "mask":
@@ -320,6 +335,25 @@ def _train_sd_image(args: argparse.Namespace) -> None:
     options.update({k: v for k, v in validation.items() if v is not None})
     final = train_sd_image(args.data, args.out, args.model, lr=lr, **options)
     log.info("choi-sd stage-2 adapter written to %s", final)
+
+
+def _train_sd_mask(args: argparse.Namespace) -> None:
+    """``choi train mask --family sd``: choi-sd's stage 1 (docs/training-sd.md)."""
+    from choi.training.sd_mask import train_sd_mask
+
+    if args.model is None:
+        raise ChoiError("--family sd needs --model MODEL, a choi-sd model folder (write one with `choi model sd`)")
+    tiny_only = {"--init-from": args.init_from is not None, "--zoom": args.zoom != 0,
+                 "--sample-size": args.sample_size is not None}  # fmt: skip
+    if given := [flag for flag, set_ in tiny_only.items() if set_]:
+        hint = " (--model RUN/model starts from a previous run; --resolution sets the mask side)"
+        raise ChoiError(f"{', '.join(given)}: not available with --family sd{hint}")
+    names = ("resolution", "steps", "batch_size", "workers", "seed", "resume", "validate_every", "class_balance",
+             "grad_accum", "gradient_checkpointing", "mixed_precision")  # fmt: skip
+    options = {k: getattr(args, k) for k in names}
+    lr = SD_MASK_LR if args.lr is None else args.lr
+    final = train_sd_mask(args.data, args.out, args.model, config=args.config or "sd", lr=lr, **options)
+    log.info("choi-sd stage-1 mask model written to %s", final)
 
 
 def _train_evaluators(args: argparse.Namespace) -> None:

@@ -34,7 +34,12 @@ def add_model(sub: argparse._SubParsersAction) -> None:
     sd.add_argument(
         "--image-encoder", default=None, help="its CLIP image encoder folder (default: image_encoder/ beside the file)"
     )
-    sd.add_argument("--stage1", default="choi-tiny", help="stage 1: choi-tiny (shipped) or a choi-tiny model folder")
+    sd.add_argument(
+        "--stage1",
+        default="choi-tiny",
+        help="stage 1: choi-tiny (shipped), a choi-tiny model folder "
+        "or a mask model folder (a `choi train mask --family sd` run's RUN/model)",
+    )
     sd.add_argument("--resolution", type=int, default=512, help="output side without a background (default 512)")
     sd.add_argument("--out", required=True, help="the model folder to write (MODEL/model_index.json)")
     sd.set_defaults(func=_model_sd)

@@ -11,7 +11,15 @@ text and draws one union silhouette, every condition here reaches the network:
 - the pooled sentence embedding, the box coordinates and the condition flags enter the timestep
   embedding (diffusers' ``class_embed_type="projection"``), a second, global route for the text;
 - the optional union box (a coverage map) and background (downsampled RGB) are extra input
-  channels.
+  channels;
+- optionally (``image_dim`` > 0, choi-sd's stage 1) the references' *identity*: each reference's
+  embedding from a frozen image encoder (the choi-sd folder's CLIP image encoder) becomes
+  ``image_tokens`` role-tagged tokens beside the silhouette tokens (diffusers' ``ImageProjection``,
+  as IP-Adapter's). With ``image_dim`` 0 (choi-tiny) the model has no such parameters.
+
+The text tokens come from the frozen encoder ``text_encoder`` names: MiniLM for choi-tiny, the
+Stable Diffusion base's CLIP text encoder for the ``sd`` preset
+(:func:`~choi.models.text_encoder.text_encoder_for`).
 
 Every condition has a per-sample flag. A dropped or absent condition is replaced by a learned null
 token (text, references) or zero channels (box, background): that is what training drops at random
@@ -31,10 +39,13 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 from diffusers.configuration_utils import register_to_config
+from diffusers.models.embeddings import ImageProjection
+from torch import nn
 
+from choi.errors import ChoiError
 from choi.models.conditioning import box_coverage, drop_tokens, fit_silhouettes
 from choi.models.denoiser import ConditionalDenoiser, EncodedConditions
-from choi.models.text_encoder import TEXT_DIM, TEXT_ENCODER_NAME, TextEmbeddings
+from choi.models.text_encoder import SD_TEXT_DIM, SD_TEXT_ENCODER, TEXT_DIM, TEXT_ENCODER_NAME, TextEmbeddings
 
 NUM_FLAGS = 4  # has_text, has_refs, has_box, has_background
 
@@ -51,6 +62,24 @@ MASK_PRESETS: dict[str, dict[str, Any]] = {
         "layers_per_block": 2,
         "norm_num_groups": 32,
         "cross_attention_dim": 192,
+    },
+    # choi-sd's stage 1 (choi train mask --family sd): 128x128 masks, the SD 1.x base's CLIP text tokens and
+    # CLIP image-encoder identity tokens: 107.9 M parameters (with ViT-H's 1024-wide embeddings).
+    "sd": {
+        "sample_size": 128,
+        "patch_size": 2,
+        "block_out_channels": (128, 256, 384, 384),
+        "down_block_types": ("DownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D"),
+        "up_block_types": ("CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "UpBlock2D"),
+        "mid_block_type": "UNetMidBlock2DCrossAttn",
+        "layers_per_block": 2,
+        "norm_num_groups": 32,
+        "cross_attention_dim": 512,
+        "attention_head_dim": 64,
+        "text_encoder": SD_TEXT_ENCODER,
+        "text_dim": SD_TEXT_DIM,
+        "max_text_tokens": 32,  # free text, longer than choi-tiny's interaction names
+        "image_dim": 1024,  # the embedding width of IP-Adapter SD 1.5's ViT-H/14 image encoder; set from the folder
     },
 }
 
@@ -70,6 +99,7 @@ class MaskConditions:
     has_refs: torch.Tensor  # (N,) bool
     has_box: torch.Tensor  # (N,) bool
     has_background: torch.Tensor  # (N,) bool
+    ref_embeds: torch.Tensor | None = None  # (N, 2, E) image-encoder embeddings of the references (choi-sd)
 
     @classmethod
     def build(
@@ -80,6 +110,7 @@ class MaskConditions:
         background: torch.Tensor | None = None,
         has_box: torch.Tensor | None = None,
         has_background: torch.Tensor | None = None,
+        ref_embeds: torch.Tensor | None = None,
     ) -> MaskConditions:
         n, device = ref_masks.shape[0], ref_masks.device
         yes = torch.ones(n, dtype=torch.bool, device=device)
@@ -96,6 +127,7 @@ class MaskConditions:
             has_refs=yes,
             has_box=yes if has_box is None else has_box.bool(),
             has_background=yes if has_background is None else has_background.bool(),
+            ref_embeds=ref_embeds,
         )
 
     def __len__(self) -> int:
@@ -123,7 +155,7 @@ class MaskConditions:
 
     def to(self, device: torch.device | str) -> MaskConditions:
         values = {f.name: getattr(self, f.name) for f in fields(self)}
-        return MaskConditions(**{k: v.to(device) for k, v in values.items()})
+        return MaskConditions(**{k: None if v is None else v.to(device) for k, v in values.items()})
 
 
 # --- network ------------------------------------------------------------------------------------
@@ -140,6 +172,7 @@ class MaskGenerator(ConditionalDenoiser):
 
     presets = MASK_PRESETS
     preset_kind = "mask"
+    _supports_gradient_checkpointing = True  # diffusers' switch: the UNet's blocks recompute in backward
 
     @register_to_config
     def __init__(
@@ -166,10 +199,16 @@ class MaskGenerator(ConditionalDenoiser):
         prediction_type: str = "v_prediction",  # well-behaved at both ends of the schedule, for few-step sampling
         # Trained on zoom windows too (--zoom), so its pipeline zooms on a given box; see docs/experiments.md#zoom
         zoom: bool = False,
+        image_dim: int = 0,  # > 0: the width of the reference embeddings (ref_embeds) read as identity tokens
+        image_tokens: int = 4,  # identity tokens per reference
     ):
         super().__init__()
         # noisy masks (2) + box map (1) + background (3); reference silhouettes (1 channel)
         self._build(sample_channels=2, extra_channels=1 + 3, ref_channels=1, num_flags=NUM_FLAGS, refine=False)
+        if image_dim:
+            dim = self.config.cross_attention_dim
+            self.identity = ImageProjection(image_dim, dim, image_tokens)  # (N, E) → (N, K, D), layer-normed
+            self.identity_roles = nn.Parameter(torch.randn(2, dim) * 0.02)  # human, object
 
     def encode_conditions(self, cond: MaskConditions) -> EncodedConditions:
         """Everything the denoiser needs from ``cond``, computed once per sampling run."""
@@ -189,6 +228,9 @@ class MaskGenerator(ConditionalDenoiser):
         refs = torch.where(keep[..., None], refs, null)
         role_first = (torch.arange(refs.shape[1], device=refs.device) % per_role == 0).expand(n, -1)
         refs_mask = torch.where(keep, torch.ones_like(role_first), role_first)
+        if cfg.image_dim:  # identity tokens after the silhouette tokens; dropped with the references
+            ids, ids_mask = self._identity_tokens(cond)
+            refs, refs_mask = torch.cat([refs, ids], 1), torch.cat([refs_mask, ids_mask], 1)
 
         box_map = (box_coverage(cond.box.float(), size) * 2 - 1) * cond.has_box[:, None, None, None]
         bg = F.interpolate(cond.background.float(), size=(size, size), mode="bilinear", antialias=True)
@@ -202,3 +244,16 @@ class MaskGenerator(ConditionalDenoiser):
             extra=torch.cat([box_map, bg], 1).to(dtype),  # (N, 4, S, S)
             vector=vector.to(dtype),
         )
+
+    def _identity_tokens(self, cond: MaskConditions) -> tuple[torch.Tensor, torch.Tensor]:
+        """(N, 2·K, D) role-tagged identity tokens and their (N, 2·K) mask: off where the references are dropped.
+
+        A dropped row still runs through the projection (its tokens zeroed by ``where``), so every
+        parameter is in the graph whatever is dropped (DDP needs that)."""
+        if cond.ref_embeds is None:
+            raise ChoiError("this mask model reads the references' image embeddings: give ref_embeds (N, 2, E)")
+        n, dtype = len(cond), self.dtype
+        ids = self.identity(cond.ref_embeds.to(dtype).flatten(0, 1)).view(n, 2, -1, self.config.cross_attention_dim)
+        ids = (ids + self.identity_roles.to(dtype)[None, :, None]).flatten(1, 2)  # (N, 2·K, D)
+        keep = cond.has_refs[:, None].expand(-1, ids.shape[1])
+        return torch.where(keep[..., None], ids, torch.zeros_like(ids)), keep

@@ -24,7 +24,7 @@ from choi.data.shards import ShardDataset, interaction_counts, iter_samples, rea
 from choi.errors import ChoiError
 from choi.io import atomic_write_bytes, png_bytes
 from choi.models.denoiser import ConditionalDenoiser
-from choi.models.text_encoder import TextEmbeddings, TextEncoder
+from choi.models.text_encoder import TextEmbeddings, TextEncoder, text_encoder_for
 from choi.training.loop import train_recipe
 from choi.vocabulary import BY_NAME, CLASSES
 
@@ -69,7 +69,7 @@ class DiffusionTask:
         # Every argument of the model's __init__: the preset's, with the recipe's changes.
         self.model_config = self.model_cls.preset_config(cfg.model, **self.model_overrides())
         self.val_split = validation_split(cfg.data)
-        self.text_encoder = text_encoder or TextEncoder(max_length=self.model_config["max_text_tokens"])
+        self.text_encoder = text_encoder or self.load_text_encoder()
         self.noise = noise_scheduler(self.model_config)
         self.class_weights = None
         if cfg.class_balance:
@@ -79,6 +79,10 @@ class DiffusionTask:
     def model_overrides(self) -> dict[str, Any]:
         """Model parameters the recipe's options change on top of the preset (none by default)."""
         return {}
+
+    def load_text_encoder(self) -> TextEncoder:
+        """The frozen text encoder the model's config names (MiniLM unless a recipe says otherwise)."""
+        return text_encoder_for(self.model_config)
 
     def build_model(self) -> torch.nn.Module:
         model = self.model_cls(**self.model_config)
@@ -106,9 +110,14 @@ class DiffusionTask:
         cfg = self.cfg
         ds = ShardDataset(cfg.data, split="train", shuffle_buffer=cfg.shuffle_buffer, seed=cfg.seed)
         ds.set_epoch(epoch)
-        loader = DataLoader(ds, batch_size=cfg.batch_size, collate_fn=self.collate_fn(), num_workers=cfg.num_workers)
+        loader = DataLoader(ds, batch_size=cfg.batch_size, collate_fn=self.collate_fn(), num_workers=cfg.num_workers,
+                            generator=self.loader_generator(epoch))  # fmt: skip
         rng = np.random.default_rng([cfg.seed, epoch])  # text choice: same batches on a resumed run
         yield from with_text(loader, self.text_encoder, rng)
+
+    def loader_generator(self, epoch: int) -> torch.Generator | None:
+        """The DataLoader's own seed source; None: it draws from the global RNG (choi-tiny's recipes, as before)."""
+        return None
 
     def loss_weights(self, batch: dict[str, torch.Tensor]) -> torch.Tensor | None:
         """A batch's class-balance loss weights (N, 1, 1, 1), or None when every sample weighs alike."""

@@ -89,6 +89,8 @@ class MaskTask(DiffusionTask):
     name = "mask"
     model_cls = MaskGenerator
     config_cls = MaskTrainConfig
+    size_option = "--sample-size"  # the option that sets the mask side, in messages
+    ref_keys: tuple[str, ...] = ("ref_masks",)  # batch entries that show the references (flipped together)
 
     def model_overrides(self) -> dict[str, Any]:
         """``zoom`` when trained on zoom windows (its pipeline then zooms on a box), and ``sample_size``."""
@@ -99,7 +101,7 @@ class MaskTask(DiffusionTask):
             patch = MaskGenerator.preset_config(cfg.model)["patch_size"]
             if not (isinstance(size, int) and 16 <= size <= 256 and size % patch == 0):
                 bound = f"a multiple of the patch size {patch} in [16, 256]"
-                raise ChoiError(f"--sample-size must be {bound}, got {size!r}")
+                raise ChoiError(f"{self.size_option} must be {bound}, got {size!r}")
             overrides["sample_size"] = size
         return overrides
 
@@ -111,7 +113,7 @@ class MaskTask(DiffusionTask):
         if cfg.p_zoom > 0:
             batch = zoom_rows(batch, cfg.p_zoom, cfg.zoom_margins)
         if cfg.flip:
-            batch = flip_halves(batch, ("masks", "background"), ("ref_masks",))
+            batch = flip_halves(batch, ("masks", "background"), self.ref_keys)
         x0 = batch["masks"] * 2 - 1  # (N, 2, S, S) in [-1, 1]
         n, device = x0.shape[0], x0.device
         yes = torch.ones(n, dtype=torch.bool, device=device)
@@ -124,6 +126,7 @@ class MaskTask(DiffusionTask):
             has_refs=yes,
             has_box=yes,
             has_background=batch["has_background"].bool(),
+            ref_embeds=self.identity(batch),
         )
 
         def drop(p: float) -> torch.Tensor:
@@ -137,16 +140,25 @@ class MaskTask(DiffusionTask):
         )
         return diffusion_loss(self.noise, lambda xt, t: model(xt, t, cond), x0, self.loss_weights(batch)), {}
 
+    def identity(self, batch: dict[str, torch.Tensor]) -> torch.Tensor | None:
+        """(N, 2, E) image embeddings of the references for a model with identity tokens; None here (choi-tiny)."""
+        return None
+
+    def pipeline(self, model: MaskGenerator, step: int) -> MaskPipeline:
+        """The inference pipeline around ``model`` that validation draws with."""
+        return MaskPipeline(model, self.text_encoder, model_id=f"{self.name}@{step}")
+
     def validate(self, model: MaskGenerator, out_dir: Path, step: int) -> dict[str, float]:
         """A PNG grid (ground truth | with box + background | free) and IoU / box adherence metrics."""
         cfg = self.cfg
-        pipe = MaskPipeline(model, self.text_encoder, model_id=f"{self.name}@{step}")
+        pipe = self.pipeline(model, step)
         rows, scores = [], {"human_iou": [], "object_iou": [], "box_iou": []}
         for i, s in enumerate(self._val_samples()):
             h, w = s.resolution
             common = dict(
                 human_mask=s.human_ref_mask,
                 object_mask=s.object_ref_mask,
+                reference_images=(s.human_ref, s.object_ref),  # read by a model with identity tokens only
                 interaction=s.text,
                 seed=cfg.seed + i,
                 num_inference_steps=cfg.val_steps,

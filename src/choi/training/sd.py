@@ -85,36 +85,14 @@ class SDBase:
         from safetensors.torch import load_file
         from transformers import CLIPTextModel, CLIPTokenizer
 
-        from choi.pipelines.sd.loading import (
-            check_base,
-            check_image_encoder,
-            check_ip_adapter,
-            load_identity_encoder,
-            quiet,
-            size_multiple,
-        )
+        from choi.pipelines.sd.loading import load_identity_encoder, quiet, read_sd_folder, size_multiple
 
-        folder = Path(folder)
-        index_file = folder / "model_index.json"
-        if not index_file.is_file():
-            raise ChoiError(f"--model: no model_index.json in {str(folder)[:200]}: expected a choi-sd model folder "
-                            "(write one with `choi model sd`)")  # fmt: skip
-        try:
-            index = json.loads(index_file.read_text(encoding="utf-8"))
-        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
-            raise ChoiError(f"--model: cannot read {index_file}: {err}") from err
-        if index.get("family") != "choi-sd":
-            raise ChoiError(f"--model: {folder} is not a choi-sd model folder (write one with `choi model sd`)")
-        parts = index.get("components", {})
-        what = f"{folder.name}/model_index.json"
-        self.base = check_base(folder / parts.get("base", ""), f"{what} base")
-        self.ip_adapter = check_ip_adapter(folder / parts.get("ip_adapter", ""), f"{what} ip_adapter")
-        encoder = parts.get("image_encoder")
-        self.image_encoder_path = check_image_encoder(None if encoder is None else folder / encoder, self.ip_adapter)
-        adapter = parts.get("adapter")  # a trained run's RUN/model: training goes on from its adapter
-        self.adapter = None if adapter is None else (folder / adapter).resolve()
-        if identity_encoder is None and parts.get("identity_encoder") is not None:
-            identity_encoder = folder / parts["identity_encoder"]
+        parts = read_sd_folder(folder)
+        self.base, self.ip_adapter, self.image_encoder_path = parts.base, parts.ip_adapter, parts.image_encoder
+        self.adapter = parts.adapter  # a trained run's RUN/model: training goes on from its adapter
+        identity = parts.index.get("components", {}).get("identity_encoder")
+        if identity_encoder is None and identity is not None:
+            identity_encoder = Path(folder) / identity
         self.identity_encoder = "clip" if identity_encoder is None else "dinov2"
         self.identity_path = self.image_encoder_path if identity_encoder is None else Path(identity_encoder).resolve()
         self.multiple = size_multiple(self.base)

@@ -11,6 +11,7 @@ import json
 import logging
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -121,10 +122,13 @@ def check_stage1(value: str | Path, what: str = "--stage1") -> str:
 
 
 def mask_folder(value: str | Path, what: str = "stage1") -> Path:
-    """The stage-1 mask model folder that ``value`` (``"choi-tiny"`` or a choi-tiny model folder) names."""
+    """The stage-1 mask model folder that ``value`` (``"choi-tiny"``, a choi-tiny model folder or a mask
+    model folder itself, such as a ``choi train mask --family sd`` run's ``RUN/model``) names."""
     from choi.pipelines.tiny import shipped_weights
 
     folder = shipped_weights() if str(value) == "choi-tiny" else Path(value).expanduser()
+    if _class_name(folder / "config.json") == "MaskGenerator":
+        return folder
     sub = "mask"
     if (folder / "model_index.json").is_file():
         try:
@@ -270,6 +274,54 @@ def make_model_folder(
     log.info("wrote %s (%s UNet)", folder / "model_index.json", "inpainting" if pipe.unet.config.in_channels == 9
              else "plain")  # fmt: skip
     return folder
+
+
+@dataclass(frozen=True)
+class SDFolder:
+    """What a choi-sd model folder's ``model_index.json`` names, checked, as absolute paths."""
+
+    index: dict[str, Any]  # the file as read
+    base: Path
+    ip_adapter: Path
+    image_encoder: Path
+    adapter: Path | None  # a trained stage 2 (a run's RUN/model), else None
+    stage1: str  # "choi-tiny" or the absolute path of its stage-1 folder
+
+
+def read_sd_folder(folder: str | Path, what: str = "--model") -> SDFolder:
+    """A choi-sd model folder given to training (``--model``), or a one-line error naming ``what``."""
+    folder = Path(folder)
+    index_file = folder / "model_index.json"
+    if not index_file.is_file():
+        raise ChoiError(f"{what}: no model_index.json in {str(folder)[:200]}: expected a choi-sd model folder "
+                        "(write one with `choi model sd`)")  # fmt: skip
+    try:
+        index = json.loads(index_file.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise ChoiError(f"{what}: cannot read {index_file}: {err}") from err
+    if not isinstance(index, dict) or index.get("family") != FAMILY:
+        raise ChoiError(f"{what}: {folder} is not a choi-sd model folder (write one with `choi model sd`)")
+    parts = index.get("components", {})
+    name = f"{folder.name}/model_index.json"
+    ip_adapter = check_ip_adapter(folder / parts.get("ip_adapter", ""), f"{name} ip_adapter")
+    encoder = parts.get("image_encoder")
+    adapter, stage1 = parts.get("adapter"), parts.get("stage1", "choi-tiny")
+    return SDFolder(
+        index=index,
+        base=check_base(folder / parts.get("base", ""), f"{name} base"),
+        ip_adapter=ip_adapter,
+        image_encoder=check_image_encoder(None if encoder is None else folder / encoder, ip_adapter),
+        adapter=None if adapter is None else (folder / adapter).resolve(),
+        stage1=stage1 if stage1 == "choi-tiny" else str((folder / stage1).resolve()),
+    )
+
+
+def _class_name(config: Path) -> str | None:
+    """The ``_class_name`` a diffusers ``config.json`` records (None when it is missing or unreadable)."""
+    try:
+        return json.loads(config.read_text(encoding="utf-8")).get("_class_name")
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError, AttributeError):
+        return None
 
 
 def _first_line(err: BaseException) -> str:

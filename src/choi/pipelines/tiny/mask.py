@@ -25,6 +25,7 @@ from choi import __version__
 from choi.errors import ChoiError, quote
 from choi.io import atomic_write_bytes, png_bytes
 from choi.models.conditioning import box_in_window, zoom_window
+from choi.models.image_encoder import ReferenceEncoder
 from choi.models.mask_generator import MaskConditions, MaskGenerator
 from choi.pipelines.inputs import (
     ImageInput,
@@ -168,6 +169,9 @@ class MaskPipeline(ModelRunner):
     """
 
     model_class, what = MaskGenerator, "mask"
+    # the frozen image encoder of the references' identity, for a model that reads it (``image_dim`` > 0):
+    # the choi-sd folder's CLIP image encoder, set by choi-sd's loader
+    reference_encoder: ReferenceEncoder | None = None
 
     @torch.no_grad()
     def __call__(
@@ -190,6 +194,7 @@ class MaskPipeline(ModelRunner):
         init_masks: tuple[np.ndarray, np.ndarray] | None = None,
         strength: float = 1.0,
         callback: Callable[[int, int], None] | None = None,
+        reference_images: tuple[np.ndarray | None, np.ndarray | None] | None = None,
     ) -> MaskPipelineOutput:
         """Generate ``num_images`` human/object mask pairs for one request.
 
@@ -202,6 +207,8 @@ class MaskPipeline(ModelRunner):
         model was (its config's ``zoom``). ``init_masks`` (human, object), each (H, W) of the output's
         size: redraw these masks (a rough sketch, another layout) instead of drawing new ones, from
         ``strength`` of the way to noise (img2img; 1.0 is close to a fresh draw).
+        ``reference_images`` (human, object) RGB arrays of the silhouettes' size: the photos whose
+        identity a model with identity tokens reads when only silhouettes are given (else the blank crop).
         """
         # 1. Check inputs
         cls_ = resolve(interaction)
@@ -210,8 +217,10 @@ class MaskPipeline(ModelRunner):
         check_number("mask_guidance", guidance_scale, 0, MAX_GUIDANCE)
         box_t = parse_box(box) if box is not None else None
         bg = read_background(background)
-        human_sil = _silhouette(human, human_mask, "human reference")
-        object_sil = _silhouette(object, object_mask, "object reference")
+        human_rgb, human_sil = _reference(human, human_mask, "human reference")
+        object_rgb, object_sil = _reference(object, object_mask, "object reference")
+        if reference_images is not None:
+            human_rgb, object_rgb = reference_images
         if bg is not None:
             height, width = bg.shape[:2]
         height, width = height or human_sil.shape[0], width or human_sil.shape[1]
@@ -244,6 +253,7 @@ class MaskPipeline(ModelRunner):
             ref_masks.expand(num_images, -1, -1, -1).to(device),
             box=None if model_box is None else torch.tensor([model_box] * num_images, device=device),
             background=None if model_bg is None else image_tensor(model_bg).expand(num_images, -1, -1, -1).to(device),
+            ref_embeds=self._identity([(human_rgb, human_sil), (object_rgb, object_sil)], num_images),
         )
 
         # 4. Denoising loop (from the given masks part way, with init_masks)
@@ -286,6 +296,22 @@ class MaskPipeline(ModelRunner):
         }
         return MaskPipelineOutput(human_masks, object_masks, soft, metadata, background=bg)
 
+    def to(self, device: str | torch.device) -> MaskPipeline:
+        super().to(device)
+        if self.reference_encoder is not None:
+            self.reference_encoder.to(device)
+        return self
+
+    def _identity(self, pairs: list[tuple[np.ndarray | None, np.ndarray]], n: int) -> torch.Tensor | None:
+        """(n, 2, E) image embeddings of the (human, object) references, for a model with identity tokens."""
+        if not self.model.config.image_dim:
+            return None
+        if self.reference_encoder is None:
+            raise ChoiError("this mask model reads the references' identity: load it through a choi-sd model folder, "
+                            "which names the CLIP image encoder")  # fmt: skip
+        embeds = self.reference_encoder(pairs).to(self.model.device)  # (2, E)
+        return embeds[None].expand(n, -1, -1)
+
 
 def zoom_pixels(box: Sequence[float], height: int, width: int) -> tuple[int, int, int, int]:
     """The zoom window around a normalised ``box`` (:func:`~choi.models.conditioning.zoom_window`) in
@@ -295,16 +321,16 @@ def zoom_pixels(box: Sequence[float], height: int, width: int) -> tuple[int, int
     return x0, y0, max(round(wx1 * width), x0 + 1), max(round(wy1 * height), y0 + 1)
 
 
-def _silhouette(image: ImageInput | None, mask: np.ndarray | None, what: str) -> np.ndarray:
-    """The reference's silhouette: ``mask`` as given, else segmented from ``image``."""
+def _reference(image: ImageInput | None, mask: np.ndarray | None, what: str) -> tuple[np.ndarray | None, np.ndarray]:
+    """The reference's RGB (None without an image) and silhouette: ``mask`` as given, else segmented from ``image``."""
     if mask is None and image is None:
         raise ChoiError(f"give the {what} image (or its silhouette)")
     if image is None:
         mask = np.asarray(mask).astype(bool)
         if mask.ndim != 2 or not mask.any():
             raise ChoiError(f"{what} silhouette must be a non-empty (H, W) mask")
-        return mask
-    return read_reference(image, mask, what)[1]
+        return None, mask
+    return read_reference(image, mask, what)
 
 
 def _stack_refs(human: np.ndarray, obj: np.ndarray) -> torch.Tensor:

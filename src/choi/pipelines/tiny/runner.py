@@ -1,4 +1,4 @@
-"""What choi-tiny's two stage pipelines share: a model with its MiniLM text encoder, loaded from a folder."""
+"""What choi-tiny's two stage pipelines share: a model with its frozen text encoder, loaded from a folder."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from typing import Any
 import torch
 
 from choi.errors import ChoiError
-from choi.models.text_encoder import TEXT_ENCODER_NAME, TextEncoder
+from choi.models.text_encoder import TextEncoder, text_encoder_for
 
 
 def shipped_weights() -> Path:
@@ -28,18 +28,20 @@ def weights_digest(folder: Path) -> str:
 
 
 class ModelRunner:
-    """A choi-tiny model (``model_class``) in eval mode with the text encoder it was trained with."""
+    """A choi-tiny model (``model_class``) in eval mode with the text encoder it was trained with
+    (:func:`~choi.models.text_encoder.text_encoder_for`; ``sd_base``: the SD folder whose CLIP text
+    encoder a choi-sd stage-1 model reads)."""
 
     model_class: Any = None  # MaskGenerator or ImageGenerator
     what = "model"  # "mask" or "image": the name in messages and in `choi train <what>`
 
     def __init__(self, model: Any, text_encoder: TextEncoder | None = None, model_id: str = "unsaved",
-                 model_version: str = "unsaved"):  # fmt: skip
-        if model.config.text_encoder != TEXT_ENCODER_NAME:
-            wanted = model.config.text_encoder
-            raise ChoiError(f"the {self.what} model expects text encoder '{wanted}'; choi provides {TEXT_ENCODER_NAME}")
+                 model_version: str = "unsaved", sd_base: str | os.PathLike | None = None):  # fmt: skip
+        self.text_encoder = text_encoder or text_encoder_for(model.config, sd_base)
+        if self.text_encoder.name != model.config.text_encoder:
+            wanted, given = model.config.text_encoder, self.text_encoder.name
+            raise ChoiError(f"the {self.what} model expects text encoder '{wanted}', not '{given}'")
         self.model = model.eval()
-        self.text_encoder = text_encoder or TextEncoder(max_length=model.config.max_text_tokens)
         if self.text_encoder.max_length != model.config.max_text_tokens:
             raise ChoiError(f"text encoder max_length does not match the {self.what} model's max_text_tokens")
         self.model_id, self.model_version = model_id, model_version
@@ -47,7 +49,7 @@ class ModelRunner:
     @classmethod
     def from_pretrained(
         cls, path: str | os.PathLike | None = None, torch_dtype: torch.dtype = torch.float32,
-        text_encoder: TextEncoder | None = None,
+        text_encoder: TextEncoder | None = None, sd_base: str | os.PathLike | None = None,
     ) -> Any:  # fmt: skip
         """Load a saved model folder (default: the shipped choi-tiny's)."""
         folder = Path(path) if path is not None else shipped_weights() / cls.what
@@ -58,7 +60,8 @@ class ModelRunner:
             model = cls.model_class.from_pretrained(folder, torch_dtype=torch_dtype)
         except (OSError, ValueError, TypeError, KeyError) as err:
             raise ChoiError(f"cannot load the {cls.what} model in {folder}: {err}") from err
-        return cls(model, text_encoder, "choi-tiny" if path is None else str(folder), weights_digest(folder))
+        model_id = "choi-tiny" if path is None else str(folder)
+        return cls(model, text_encoder, model_id, weights_digest(folder), sd_base)
 
     def to(self, device: str | torch.device) -> Any:
         self.model.to(device)

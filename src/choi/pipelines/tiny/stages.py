@@ -164,6 +164,7 @@ class TinyMaskStage:
             candidates=options.layout_candidates,
             fit_object=options.fit_object,
             human_mask=inputs.human_silhouette,
+            reference_images=(inputs.human, inputs.object),  # read by a mask model with identity tokens only
             interaction=inputs.interaction,
             background=inputs.background,
             box=inputs.box,
