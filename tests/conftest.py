@@ -29,3 +29,11 @@ def tiny_pipeline(tiny_model_dir):
     from choi.pipelines.choi import CHOIPipeline
 
     return CHOIPipeline.from_pretrained(tiny_model_dir)
+
+
+@pytest.fixture(scope="session")
+def sd_train_parts(tmp_path_factory):
+    """Tiny SD parts, choi-sd model folders and a dataset for training (sd_components.write_training_parts)."""
+    from sd_components import write_training_parts
+
+    return write_training_parts(tmp_path_factory.mktemp("sd-train"))

@@ -7,6 +7,8 @@
   (``image_proj.*`` / ``ip_adapter.*`` keys) beside ``models/image_encoder/`` (a
   ``CLIPVisionModelWithProjection`` folder).
 - :func:`write_dinov2`: a ``Dinov2Model`` folder with its image processor (``--identity-encoder``).
+- :func:`write_training_parts`: all of them plus two choi-sd model folders and a dataset, for training;
+  :data:`FAST` (a 4-step run) and :func:`killed_after` (a task whose process dies mid-run).
 
 Sizes follow diffusers' own ``get_dummy_components()``; the tokenizer's vocabulary is written here
 by hand, since hf-internal-testing/tiny-random-clip cannot be downloaded.
@@ -28,6 +30,7 @@ from transformers import (
     CLIPVisionModelWithProjection,
 )
 
+from choi.training.loop import TrainConfig
 from tiny_encoders import write_tiny_dino
 
 CROSS_DIM = 32  # the UNet's cross-attention width = the text encoder's hidden size
@@ -163,3 +166,42 @@ def write_dinov2(folder: Path) -> Path:
     """A tiny DINOv2 folder (``Dinov2Model`` of width :data:`DINO_DIM` + its 56 px image processor):
     tiny_encoders' builder, the one choi's DINO metrics are tested with."""
     return write_tiny_dino(folder, hidden_size=DINO_DIM)
+
+
+# --- training -------------------------------------------------------------------------------------
+
+FAST = TrainConfig(
+    steps=4, batch_size=2, lr=1e-3, warmup_steps=1, checkpoint_every=2, log_every=1, mixed_precision="no"
+)
+
+
+def write_training_parts(root: Path) -> dict[str, Path]:
+    """An IP-Adapter, an inpainting and a plain base, a 32 px choi-sd model folder on each ("inpaint",
+    "plain"), the 8 + 2 random samples of ``write_tiny_dataset`` ("data") and a DINOv2 folder ("dino")."""
+    from choi.pipelines.sd import make_model_folder
+    from fake_samples import write_tiny_dataset
+
+    ip = write_ip_adapter(root / "IP-Adapter")
+    parts: dict[str, Path] = {"ip": ip}
+    for kind in ("inpaint", "plain"):
+        parts[f"base_{kind}"] = write_sd_folder(root / kind, inpainting=kind == "inpaint")
+        parts[kind] = make_model_folder(root / f"model-{kind}", parts[f"base_{kind}"], ip, resolution=32)
+    (root / "data").mkdir()
+    return {**parts, "data": write_tiny_dataset(root / "data"), "dino": write_dinov2(root / "dinov2")}
+
+
+def killed_after(task_cls: type, batches: int = 3) -> type:
+    """``task_cls`` dying (as a killed process would) when asked for batch ``batches + 1``; with :data:`FAST`
+    that is after step 3, checkpointed at step 2."""
+
+    class Killed(task_cls):
+        served = 0
+
+        def batches(self, epoch):
+            for batch in super().batches(epoch):
+                if type(self).served == batches:
+                    raise KeyboardInterrupt
+                type(self).served += 1
+                yield batch
+
+    return Killed

@@ -12,8 +12,7 @@ from safetensors.torch import load_file
 from choi.cli import main
 from choi.models.sd_adapter import ExtendedConvIn
 from choi.training.sd import SDImageTask, SDImageTrainConfig, write_model_index
-from fake_samples import write_tiny_dataset
-from sd_components import DINO_DIM, write_dinov2, write_ip_adapter, write_sd_folder
+from sd_components import DINO_DIM
 from stage2_contract import layout
 
 WEIGHTS = "diffusion_pytorch_model.safetensors"
@@ -25,15 +24,8 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")
-def parts(tmp_path_factory):
-    from choi.pipelines.sd import make_model_folder
-
-    root = tmp_path_factory.mktemp("sd-branches")
-    ip = write_ip_adapter(root / "IP-Adapter")
-    bases = {kind: write_sd_folder(root / kind, inpainting=kind == "inpaint") for kind in ("inpaint", "plain")}
-    models = {kind: make_model_folder(root / f"model-{kind}", base, ip, resolution=32) for kind, base in bases.items()}
-    (root / "data").mkdir()
-    return {"ip": ip, **models, "data": write_tiny_dataset(root / "data"), "dino": write_dinov2(root / "dinov2")}
+def parts(sd_train_parts):
+    return sd_train_parts
 
 
 def _task(parts, kind="inpaint", **options):

@@ -19,36 +19,26 @@ from choi.errors import ChoiError
 from choi.models.mask_generator import MASK_PRESETS, MaskConditions, MaskGenerator
 from choi.models.text_encoder import SD_TEXT_ENCODER, CLIPTextEncoder, text_encoder_for
 from choi.pipelines.choi import CHOIPipeline
-from choi.pipelines.sd import make_model_folder
 from choi.pipelines.tiny.mask import MaskPipeline
 from choi.training.loop import TrainConfig, train
 from choi.training.sd import SDImageTask, SDImageTrainConfig
 from choi.training.sd import write_model_index as sd_image_index
 from choi.training.sd_mask import SDMaskTask, SDMaskTrainConfig, write_model_index
-from fake_samples import write_tiny_dataset
-from sd_components import CROSS_DIM, IMAGE_EMBED_DIM, write_ip_adapter, write_sd_folder
+from sd_components import CROSS_DIM, FAST, IMAGE_EMBED_DIM, killed_after
 
 WEIGHTS = "diffusion_pytorch_model.safetensors"
 EXAMPLES = Path(__file__).parents[1] / "examples"
-FAST = TrainConfig(
-    steps=4, batch_size=2, lr=1e-3, warmup_steps=1, checkpoint_every=2, log_every=1, mixed_precision="no"
-)
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")
-def parts(tmp_path_factory):
-    root = tmp_path_factory.mktemp("sd-mask")
-    ip = write_ip_adapter(root / "IP-Adapter")
-    base = write_sd_folder(root / "base", inpainting=True)
-    (root / "data").mkdir()
-    return {"model": make_model_folder(root / "model", base, ip, resolution=32), "base": base,
-            "data": write_tiny_dataset(root / "data")}  # fmt: skip
+def parts(sd_train_parts):
+    return sd_train_parts
 
 
 def _task(parts, model=None, **options) -> SDMaskTask:
-    folder = str(model or parts["model"])
+    folder = str(model or parts["inpaint"])
     cfg = SDMaskTrainConfig(data=str(parts["data"]), model="tiny", sd_model=folder, sample_size=32, batch_size=2,
                             num_workers=0, val_samples=1, val_steps=2, **options)  # fmt: skip
     return SDMaskTask(cfg)
@@ -71,13 +61,13 @@ def test_the_clip_text_encoder_gives_the_base_encoder_s_tokens(parts):
     from transformers import CLIPTextModel, CLIPTokenizer
 
     encoder = text_encoder_for({"text_encoder": SD_TEXT_ENCODER, "max_text_tokens": 8, "text_dim": CROSS_DIM},
-                               parts["base"])  # fmt: skip
+                               parts["base_inpaint"])  # fmt: skip
     assert isinstance(encoder, CLIPTextEncoder)
     out = encoder(["riding a bicycle", "kick ball"])
     assert out.tokens.shape == (2, 8, CROSS_DIM) and out.pooled.shape == (2, CROSS_DIM)
     # what SD itself computes, padded to 77: CLIP is causal, so the real tokens are the same
-    tok = CLIPTokenizer.from_pretrained(parts["base"], subfolder="tokenizer")
-    model = CLIPTextModel.from_pretrained(parts["base"], subfolder="text_encoder")
+    tok = CLIPTokenizer.from_pretrained(parts["base_inpaint"], subfolder="tokenizer")
+    model = CLIPTextModel.from_pretrained(parts["base_inpaint"], subfolder="text_encoder")
     ids = tok(["riding a bicycle"], padding="max_length", max_length=77, return_tensors="pt")
     with torch.no_grad():
         full = model(ids.input_ids)
@@ -86,20 +76,22 @@ def test_the_clip_text_encoder_gives_the_base_encoder_s_tokens(parts):
     torch.testing.assert_close(out.pooled[0], full.pooler_output[0])
     with pytest.raises(ChoiError, match="load it through a choi-sd model folder"):
         text_encoder_for({"text_encoder": SD_TEXT_ENCODER, "max_text_tokens": 8, "text_dim": CROSS_DIM})
-    with pytest.raises(ChoiError, match="takes 768-wide text tokens; the CLIP text encoder of base gives 32"):
-        text_encoder_for({"text_encoder": SD_TEXT_ENCODER, "max_text_tokens": 8, "text_dim": 768}, parts["base"])
+    with pytest.raises(ChoiError, match="takes 768-wide text tokens; the CLIP text encoder of inpaint gives 32"):
+        text_encoder_for(
+            {"text_encoder": SD_TEXT_ENCODER, "max_text_tokens": 8, "text_dim": 768}, parts["base_inpaint"]
+        )
 
 
 def test_the_cli_trains_stage1_and_its_run_is_a_choi_sd_folder_that_uses_it(parts, tmp_path, capsys):
     out = tmp_path / "run"
-    args = ["train", "mask", "--family", "sd", "--model", str(parts["model"]), "--data", str(parts["data"]),
+    args = ["train", "mask", "--family", "sd", "--model", str(parts["inpaint"]), "--data", str(parts["data"]),
             "--out", str(out), "--config", "tiny", "--resolution", "32", "--steps", "2", "--batch-size", "2",
             "--workers", "0"]  # fmt: skip
     assert main(args) == 0, capsys.readouterr().err
     config = json.loads((out / "config.json").read_text())
     assert config["train"]["lr"] == 1e-4 and config["task"]["text_encoder"] == SD_TEXT_ENCODER
     index = json.loads((out / "model" / "model_index.json").read_text())
-    source = json.loads((parts["model"] / "model_index.json").read_text())
+    source = json.loads((parts["inpaint"] / "model_index.json").read_text())
     assert index["family"] == "choi-sd" and index["components"] == {**source["components"], "stage1": "."}
     saved = MaskGenerator.load_config(out / "model")
     assert saved["text_dim"] == CROSS_DIM and saved["image_dim"] == IMAGE_EMBED_DIM and saved["sample_size"] == 32
@@ -131,21 +123,10 @@ def test_the_cli_trains_stage1_and_its_run_is_a_choi_sd_folder_that_uses_it(part
     assert record["stage1"]["model"]["id"].endswith("/stage1") and (images / "image_0.png").is_file()
 
 
-class _Crashing(SDMaskTask):
-    served = 0
-
-    def batches(self, epoch):
-        for batch in super().batches(epoch):
-            if type(self).served == 3:
-                raise KeyboardInterrupt
-            type(self).served += 1
-            yield batch
-
-
 def test_a_killed_run_resumes_to_the_same_weights(parts, tmp_path):
     straight = train(_task(parts), FAST, tmp_path / "a")
     with pytest.raises(KeyboardInterrupt):
-        train(_Crashing(_task(parts).cfg), FAST, tmp_path / "b")
+        train(killed_after(SDMaskTask)(_task(parts).cfg), FAST, tmp_path / "b")
     resumed = train(_task(parts), FAST, tmp_path / "b", resume=True)
     a, b = _weights(straight), _weights(resumed)
     assert a.keys() == b.keys() and any(k.startswith("identity.") for k in a)
@@ -206,7 +187,7 @@ def test_a_model_with_identity_tokens_needs_the_embeddings():
     ],
 )
 def test_the_cli_refuses_wrong_options_in_one_line(parts, tmp_path, capsys, change, message):
-    args = {"--family": "sd", "--model": str(parts["model"]), "--data": str(parts["data"]),
+    args = {"--family": "sd", "--model": str(parts["inpaint"]), "--data": str(parts["data"]),
             "--out": str(tmp_path / "r"), "--config": "tiny", "--resolution": "32"}  # fmt: skip
     args.update({k: str(parts.get(v, v)) if v else v for k, v in change.items()})
     code = main(["train", "mask", *[x for k, v in args.items() if v is not None for x in (k, v)]])

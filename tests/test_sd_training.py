@@ -16,31 +16,21 @@ from safetensors.torch import load_file
 from choi.cli import main
 from choi.errors import ChoiError
 from choi.models.sd_adapter import SDAdapter
-from choi.pipelines.sd import make_model_folder
 from choi.training.loop import TrainConfig, train
 from choi.training.sd import SDBase, SDImageTask, SDImageTrainConfig, write_model_index
-from fake_samples import write_tiny_dataset
-from sd_components import write_ip_adapter, write_sd_folder
+from sd_components import FAST, killed_after
 from stage2_contract import layout
 
 WEIGHTS = "diffusion_pytorch_model.safetensors"
 EXAMPLES = Path(__file__).parents[1] / "examples"
 TRAINABLE = ("controlnet.", "person_proj.", "object_proj.", "ip_layers.")
-FAST = TrainConfig(
-    steps=4, batch_size=2, lr=1e-3, warmup_steps=1, checkpoint_every=2, log_every=1, mixed_precision="no"
-)
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")
-def parts(tmp_path_factory):
-    root = tmp_path_factory.mktemp("sd-train")
-    ip = write_ip_adapter(root / "IP-Adapter")
-    bases = {kind: write_sd_folder(root / kind, inpainting=kind == "inpaint") for kind in ("inpaint", "plain")}
-    models = {kind: make_model_folder(root / f"model-{kind}", base, ip, resolution=32) for kind, base in bases.items()}
-    (root / "data").mkdir()
-    return {"ip": ip, **models, "data": write_tiny_dataset(root / "data")}
+def parts(sd_train_parts):
+    return sd_train_parts
 
 
 def _task(parts, kind="inpaint", task_cls=SDImageTask, **options):
@@ -153,23 +143,10 @@ def test_a_few_steps_save_only_the_trainable_weights(parts, tmp_path):
     assert adapter.state_dict().keys() == saved.keys() and all(v.dtype == torch.float32 for v in saved.values())
 
 
-class _Crashing(SDImageTask):
-    """Dies (as a killed process would) when asked for its 4th batch: after step 3, checkpointed at step 2."""
-
-    served = 0
-
-    def batches(self, epoch):
-        for batch in super().batches(epoch):
-            if type(self).served == 3:
-                raise KeyboardInterrupt
-            type(self).served += 1
-            yield batch
-
-
 def test_a_killed_run_resumes_to_the_same_weights(parts, tmp_path):
     straight = train(_task(parts), FAST, tmp_path / "a")
     with pytest.raises(KeyboardInterrupt):
-        train(_task(parts, task_cls=_Crashing), FAST, tmp_path / "b")
+        train(_task(parts, task_cls=killed_after(SDImageTask)), FAST, tmp_path / "b")
     assert (tmp_path / "b/checkpoint/training_state.pt").exists()
     resumed = train(_task(parts), FAST, tmp_path / "b", resume=True)
     a, b = load_file(str(straight / WEIGHTS)), load_file(str(resumed / WEIGHTS))

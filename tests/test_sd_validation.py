@@ -1,7 +1,5 @@
 """Validation during choi-sd stage-2 training: held-out samples through the real stage 2 (tiny random SD parts)."""
 
-# ruff: noqa: F811 - the tests take test_sd_training's `parts` fixture, imported below, as an argument
-
 from __future__ import annotations
 
 import dataclasses
@@ -20,9 +18,16 @@ from choi.pipelines.inputs import mask_preview
 from choi.pipelines.sd.stages import reference_image
 from choi.training.loop import train
 from choi.training.sd_validation import psnr
-from test_sd_training import FAST, WEIGHTS, _log, _task, parts  # noqa: F401 - parts is the fixture
+from sd_components import FAST
+from test_sd_training import WEIGHTS, _log, _task
 
 pytestmark = pytest.mark.usefixtures("one_thread")
+
+
+@pytest.fixture(scope="module")
+def parts(sd_train_parts):
+    return sd_train_parts
+
 
 SIDE = 32  # the tiny dataset's samples and the training resolution
 METRICS = ("val/psnr_person", "val/psnr_object", "val/mae_in_masks")
