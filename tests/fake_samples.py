@@ -1,4 +1,5 @@
-"""Samples made of random arrays, for testing the data format without the HOI-World renderer."""
+"""Fake samples for tests without the HOI-World renderer: random arrays (the data format) and colour
+blobs (a learnable stand-in for identities, :func:`blob_samples`)."""
 
 from __future__ import annotations
 

@@ -1,14 +1,14 @@
 """Does choi-sd's stage-2 training learn, not just run? A check on colour-blob identities (tests/fake_samples.py).
 
-``learning_run`` writes tiny random SD parts (tests/sd_components.py) with a calibrated VAE, the 8
-:func:`~fake_samples.blob_samples`, trains the real task through the one loop and returns the run's
-losses; ``swap_effects`` then generates through the real pipeline (``CHOIPipeline.from_pretrained(RUN/model)``,
-the sample's own layout, which skips stage 1) each sample with its own references, with the person's
-swapped for another colour's and with the object's swapped, and measures where the image changed
-and which colour each region moved toward.
+``write_parts`` writes tiny random SD parts (tests/sd_components.py; plain base, a VAE with a narrow
+posterior and unit-size latents) and the 8 :func:`~fake_samples.blob_samples`; ``learning_run``
+trains the real task through the one loop; ``reference_loss_gap`` is the trained adapter's loss
+with each role's reference swapped for another colour's; ``swap_effects`` generates through the
+real pipeline (``CHOIPipeline.from_pretrained(RUN/model)``, the sample's own layout, which skips
+stage 1) each sample with its own references, with the person's swapped and with the object's
+swapped, and measures where the image changed and which way each region's colour moved.
 
-The identities are solid colours and the parts random: this shows that each reference's content is
-learnt and lands in its own role's region, not that real people or objects are learnt.
+The identities are solid colours and the parts random: not real identity learning.
 Used by tests/test_sd_learning.py (short) and benchmarks/bench_sd_learning.py (full).
 """
 
