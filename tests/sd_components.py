@@ -17,6 +17,7 @@ by hand, since hf-internal-testing/tiny-random-clip cannot be downloaded.
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 
 import torch
@@ -89,12 +90,20 @@ def write_tokenizer(folder: Path) -> Path:
     return folder
 
 
-def write_sd_folder(folder: Path, inpainting: bool = True, seed: int = 0) -> Path:
-    """A tiny SD 1.x diffusers folder: the VAE halves the side once, the UNet once more."""
+def write_sd_folder(
+    folder: Path, inpainting: bool = True, seed: int = 0, posterior_std: float | None = None,
+    scaling_factor: float = 0.18215,
+) -> Path:  # fmt: skip
+    """A tiny SD 1.x diffusers folder: the VAE halves the side once, the UNet once more.
+
+    A random VAE's posterior is wide (std ~0.9 against latent means that differ by ~0.1 between
+    images), unlike a trained one's: ``posterior_std`` makes it that constant, and ``scaling_factor``
+    (SD 1.x's 0.18215 by default) is what the latents are multiplied by, 1 / their std in a trained SD.
+    """
     torch.manual_seed(seed)
     folder.mkdir(parents=True, exist_ok=True)
     UNet2DConditionModel(**UNET, in_channels=9 if inpainting else 4).save_pretrained(folder / "unet")
-    AutoencoderKL(
+    vae = AutoencoderKL(
         block_out_channels=(16, 32),
         in_channels=3,
         out_channels=3,
@@ -104,7 +113,13 @@ def write_sd_folder(folder: Path, inpainting: bool = True, seed: int = 0) -> Pat
         layers_per_block=1,
         norm_num_groups=16,
         sample_size=64,
-    ).save_pretrained(folder / "vae")
+        scaling_factor=scaling_factor,
+    )
+    if posterior_std is not None:  # quant_conv's second half is the log-variance
+        with torch.no_grad():
+            vae.quant_conv.weight[4:] = 0
+            vae.quant_conv.bias[4:] = 2 * math.log(posterior_std)
+    vae.save_pretrained(folder / "vae")
     write_tokenizer(folder / "tokenizer")
     vocab_size = len(json.loads((folder / "tokenizer" / "vocab.json").read_text()))
     text = CLIPTextConfig(hidden_size=CROSS_DIM, intermediate_size=37, num_attention_heads=4, num_hidden_layers=2,
