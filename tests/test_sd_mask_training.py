@@ -217,3 +217,27 @@ def test_bf16_gradient_checkpointing_and_accumulation_run(parts, tmp_path):
     assert losses and all(np.isfinite(losses))
     assert task.text_encoder.model.dtype == task.reference_encoder.model.dtype == torch.bfloat16
     assert all(v.dtype == torch.float32 for v in _weights(final).values())  # the mask model stays fp32
+
+
+def test_a_trained_stage1_reads_clip_when_stage2_was_trained_on_dinov2(parts, tmp_path, capsys):
+    task = _task(parts)
+    stage1 = write_model_index(train(task, FAST, tmp_path / "mask"), task)
+    run = tmp_path / "image"
+    code = main(["train", "image", "--family", "sd", "--model", str(stage1), "--data", str(parts["data"]),
+                 "--out", str(run), "--resolution", "32", "--steps", "1", "--batch-size", "2", "--workers", "0",
+                 "--identity-encoder", str(parts["dino"]), "--validate-samples", "0"])  # fmt: skip
+    assert code == 0, capsys.readouterr().err
+    pipe = CHOIPipeline.from_pretrained(run / "model")
+    masks: MaskPipeline = pipe.mask_stage.masks.masks
+    assert type(pipe.image_stage.pipe.image_encoder).__name__ == "Dinov2Model"
+    assert type(masks.reference_encoder.model).__name__ == "CLIPVisionModelWithProjection"  # its own, not DINOv2
+    out = pipe(
+        human=EXAMPLES / "kick_ball_human.png",
+        object=EXAMPLES / "ride_bicycle_object.png",
+        interaction="riding a bicycle",
+        seed=0,
+        steps=2,
+        mask_steps=2,
+        options={"layout_candidates": 1},
+    )
+    assert out.images[0].shape == (32, 32, 3) and out.metadata["stage2"]["model"]["identity_encoder"] == "dinov2"
