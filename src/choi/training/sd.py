@@ -90,9 +90,8 @@ class SDBase:
         parts = read_sd_folder(folder)
         self.base, self.ip_adapter, self.image_encoder_path = parts.base, parts.ip_adapter, parts.image_encoder
         self.adapter = parts.adapter  # a trained run's RUN/model: training goes on from its adapter
-        identity = parts.index.get("components", {}).get("identity_encoder")
-        if identity_encoder is None and identity is not None:
-            identity_encoder = Path(folder) / identity
+        if identity_encoder is None:  # a trained run's folder: the DINOv2 it was trained with, if any
+            identity_encoder = parts.identity_encoder
         self.identity_encoder = "clip" if identity_encoder is None else "dinov2"
         self.identity_path = self.image_encoder_path if identity_encoder is None else Path(identity_encoder).resolve()
         self.multiple = size_multiple(self.base)

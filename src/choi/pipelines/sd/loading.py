@@ -286,6 +286,7 @@ class SDFolder:
     image_encoder: Path
     adapter: Path | None  # a trained stage 2 (a run's RUN/model), else None
     stage1: str  # "choi-tiny" or the absolute path of its stage-1 folder
+    identity_encoder: Path | None  # the DINOv2 folder a trained stage 2 embeds references with, else None
 
 
 def read_sd_folder(folder: str | Path, what: str = "--model") -> SDFolder:
@@ -301,18 +302,29 @@ def read_sd_folder(folder: str | Path, what: str = "--model") -> SDFolder:
         raise ChoiError(f"{what}: cannot read {index_file}: {err}") from err
     if not isinstance(index, dict) or index.get("family") != FAMILY:
         raise ChoiError(f"{what}: {folder} is not a choi-sd model folder (write one with `choi model sd`)")
+    return sd_folder(folder, index)
+
+
+def sd_folder(folder: Path, index: dict[str, Any]) -> SDFolder:
+    """The parts a choi-sd ``model_index.json`` (``index``, read from ``folder``) names, each checked."""
     parts = index.get("components", {})
-    name = f"{folder.name}/model_index.json"
-    ip_adapter = check_ip_adapter(folder / parts.get("ip_adapter", ""), f"{name} ip_adapter")
+    missing = [k for k in ("base", "ip_adapter") if not isinstance(parts.get(k), str)]
+    if missing:
+        raise ChoiError(f"{folder}/model_index.json lacks components {', '.join(missing)}; rerun `choi model sd`")
+    what = f"{folder.name}/model_index.json"
+    ip_adapter = check_ip_adapter(folder / parts["ip_adapter"], f"{what} ip_adapter")
     encoder = parts.get("image_encoder")
-    adapter, stage1 = parts.get("adapter"), parts.get("stage1", "choi-tiny")
+    adapter, stage1, identity = parts.get("adapter"), parts.get("stage1", "choi-tiny"), parts.get("identity_encoder")
     return SDFolder(
         index=index,
-        base=check_base(folder / parts.get("base", ""), f"{name} base"),
+        base=check_base(folder / parts["base"], f"{what} base"),
         ip_adapter=ip_adapter,
-        image_encoder=check_image_encoder(None if encoder is None else folder / encoder, ip_adapter),
+        image_encoder=check_image_encoder(
+            None if encoder is None else folder / encoder, ip_adapter, f"{what} image_encoder"
+        ),  # fmt: skip
         adapter=None if adapter is None else (folder / adapter).resolve(),
         stage1=stage1 if stage1 == "choi-tiny" else str((folder / stage1).resolve()),
+        identity_encoder=None if identity is None else (folder / identity).resolve(),
     )
 
 
