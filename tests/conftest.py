@@ -37,3 +37,13 @@ def sd_train_parts(tmp_path_factory):
     from sd_components import write_training_parts
 
     return write_training_parts(tmp_path_factory.mktemp("sd-train"))
+
+
+@pytest.fixture
+def fresh_accelerate_state():
+    """accelerate keeps one mixed-precision setting per process; this test needs another, then gives it back."""
+    from accelerate.state import AcceleratorState
+
+    AcceleratorState._reset_state()
+    yield
+    AcceleratorState._reset_state()

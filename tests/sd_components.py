@@ -19,6 +19,7 @@ from __future__ import annotations
 import json
 import math
 from pathlib import Path
+from typing import Any
 
 import torch
 from diffusers import AutoencoderKL, DDIMScheduler, UNet2DConditionModel
@@ -220,3 +221,18 @@ def killed_after(task_cls: type, batches: int = 3) -> type:
                 yield batch
 
     return Killed
+
+
+def untrained_and_zero_shot(task: Any, source: Path, root: Path) -> tuple[Path, Path]:
+    """``root/run-model``: ``task``'s untrained adapter (seed 0) as a run's model folder; ``root/zero-shot``: the
+    zero-shot folder ``source`` with IP scales 1, which an untrained adapter must reproduce."""
+    from choi.training.sd import write_model_index
+
+    torch.manual_seed(0)
+    task.build_model().save_pretrained(root / "run-model")
+    write_model_index(root / "run-model", task)
+    zero_shot = json.loads((source / "model_index.json").read_text())
+    zero_shot["options"] = {"ip_scale_human": 1.0, "ip_scale_object": 1.0}
+    (root / "zero-shot").mkdir()
+    (root / "zero-shot" / "model_index.json").write_text(json.dumps(zero_shot))
+    return root / "zero-shot", root / "run-model"

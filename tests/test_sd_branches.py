@@ -12,7 +12,7 @@ from safetensors.torch import load_file
 from choi.cli import main
 from choi.models.sd_adapter import ExtendedConvIn
 from choi.training.sd import SDImageTask, SDImageTrainConfig, write_model_index
-from sd_components import DINO_DIM
+from sd_components import DINO_DIM, untrained_and_zero_shot
 from stage2_contract import layout
 
 WEIGHTS = "diffusion_pytorch_model.safetensors"
@@ -90,13 +90,7 @@ def test_the_layout_channels_carry_which_mask_is_whose(parts):
 
 def test_an_untrained_inpaint_adapter_generates_what_zero_shot_choi_sd_does(parts, tmp_path):
     task = _task(parts, layout="inpaint")
-    torch.manual_seed(0)
-    task.build_model().save_pretrained(tmp_path / "run-model")
-    write_model_index(tmp_path / "run-model", task)
-    zero_shot = json.loads((parts["inpaint"] / "model_index.json").read_text())
-    zero_shot["options"] = {"ip_scale_human": 1.0, "ip_scale_object": 1.0}
-    (tmp_path / "zero-shot").mkdir()
-    (tmp_path / "zero-shot" / "model_index.json").write_text(json.dumps(zero_shot))
+    untrained_and_zero_shot(task, parts["inpaint"], tmp_path)
     images = [_generate(tmp_path / name, guidance=1.0)[1].images[0] for name in ("zero-shot", "run-model")]
     assert abs(images[0].astype(int) - images[1].astype(int)).max() <= 1
 

@@ -196,16 +196,6 @@ def test_the_cli_refuses_wrong_options_in_one_line(parts, tmp_path, capsys, chan
     assert message in err
 
 
-@pytest.fixture
-def fresh_accelerate_state():
-    """accelerate keeps one mixed-precision setting per process; this test needs another, then gives it back."""
-    from accelerate.state import AcceleratorState
-
-    AcceleratorState._reset_state()
-    yield
-    AcceleratorState._reset_state()
-
-
 @pytest.mark.usefixtures("fresh_accelerate_state")
 def test_bf16_gradient_checkpointing_and_accumulation_run(parts, tmp_path):
     task = _task(parts)

@@ -18,7 +18,7 @@ from choi.errors import ChoiError
 from choi.models.sd_adapter import SDAdapter
 from choi.training.loop import TrainConfig, train
 from choi.training.sd import SDBase, SDImageTask, SDImageTrainConfig, write_model_index
-from sd_components import FAST, killed_after
+from sd_components import FAST, killed_after, untrained_and_zero_shot
 from stage2_contract import layout
 
 WEIGHTS = "diffusion_pytorch_model.safetensors"
@@ -111,13 +111,7 @@ def test_an_untrained_adapter_generates_what_zero_shot_choi_sd_does(parts, tmp_p
     from choi.pipelines.choi import CHOIPipeline
 
     task = _task(parts)
-    torch.manual_seed(0)
-    task.build_model().save_pretrained(tmp_path / "run-model")
-    write_model_index(tmp_path / "run-model", task)
-    zero_shot = json.loads((parts["inpaint"] / "model_index.json").read_text())
-    zero_shot["options"] = {"ip_scale_human": 1.0, "ip_scale_object": 1.0}
-    (tmp_path / "zero-shot").mkdir()
-    (tmp_path / "zero-shot" / "model_index.json").write_text(json.dumps(zero_shot))
+    untrained_and_zero_shot(task, parts["inpaint"], tmp_path)
     masks = layout(32, 32)
     request = dict(human=EXAMPLES / "kick_ball_human.png", object=EXAMPLES / "ride_bicycle_object.png",
                    interaction="ride bicycle", mask=masks, seed=0, steps=2, guidance=1.0)  # fmt: skip
@@ -155,16 +149,6 @@ def test_a_killed_run_resumes_to_the_same_weights(parts, tmp_path):
         torch.testing.assert_close(a[k], b[k], rtol=0, atol=0, msg=k)
     after = [line["loss"] for line in _log(tmp_path / "b")][-2:]  # steps 3 and 4, from the checkpoint of step 2
     assert [line["loss"] for line in _log(tmp_path / "a")][2:] == after
-
-
-@pytest.fixture
-def fresh_accelerate_state():
-    """accelerate keeps one mixed-precision setting per process; this test needs another, then gives it back."""
-    from accelerate.state import AcceleratorState
-
-    AcceleratorState._reset_state()
-    yield
-    AcceleratorState._reset_state()
 
 
 @pytest.mark.usefixtures("fresh_accelerate_state")
