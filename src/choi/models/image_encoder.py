@@ -29,21 +29,18 @@ class ReferenceEncoder:
     """
 
     def __init__(self, folder: str | Path, device: str | torch.device = "cpu", model: Any = None):
-        from transformers import CLIPImageProcessor, CLIPVisionModelWithProjection
+        from choi.pipelines.sd.loading import clip_processor, load_identity_encoder, quiet
 
         folder = Path(folder)
         if model is None:
             if not (folder / "config.json").is_file():
                 raise ChoiError(f"no CLIP image encoder in {str(folder)[:200]}: expected a "
                                 "CLIPVisionModelWithProjection folder")  # fmt: skip
-            from choi.pipelines.sd.loading import quiet
-
             with quiet():
-                model = CLIPVisionModelWithProjection.from_pretrained(folder, local_files_only=True).to(device)
+                model = load_identity_encoder("clip", folder)[0].to(device)
         self.path, self.model = folder, model.eval().requires_grad_(False)
         self.dim = model.config.projection_dim
-        side = model.config.image_size
-        self.processor = CLIPImageProcessor(size={"shortest_edge": side}, crop_size={"height": side, "width": side})
+        self.processor = clip_processor(model)
 
     @property
     def device(self) -> torch.device:

@@ -103,14 +103,21 @@ def load_identity_encoder(kind: str, path: Path, torch_dtype: torch.dtype = torc
         except ChoiError as err:
             raise ChoiError(f"{what}: {err}") from None
         return model.to(torch_dtype).eval(), processor
-    from transformers import CLIPImageProcessor, CLIPVisionModelWithProjection
+    from transformers import CLIPVisionModelWithProjection
 
     try:
         encoder = CLIPVisionModelWithProjection.from_pretrained(path, dtype=torch_dtype, local_files_only=True)
     except (OSError, ValueError, RuntimeError) as err:
         raise ChoiError(f"{what} {path}: cannot load it: {_first_line(err)}") from err
+    return encoder, clip_processor(encoder)
+
+
+def clip_processor(encoder: Any) -> Any:
+    """The preprocessing of a CLIP image encoder, at the encoder's own input size."""
+    from transformers import CLIPImageProcessor
+
     side = encoder.config.image_size
-    return encoder, CLIPImageProcessor(size={"shortest_edge": side}, crop_size={"height": side, "width": side})
+    return CLIPImageProcessor(size={"shortest_edge": side}, crop_size={"height": side, "width": side})
 
 
 def check_stage1(value: str | Path, what: str = "--stage1") -> str:
