@@ -86,6 +86,12 @@ def test_person_cut_out_covers_face_and_body(astronaut):
     np.testing.assert_array_equal(ref.rgb, astronaut)  # pixels are the photo's own
 
 
+def test_mediapipes_native_log_lines_stay_out_of_the_terminal(astronaut, capfd):
+    capfd.readouterr()
+    assert segment_reference(astronaut, "human").rule == "mediapipe"
+    assert capfd.readouterr().err == ""  # no TensorFlow Lite / absl lines on file descriptor 2
+
+
 def test_crop_and_rgba(astronaut):
     full = segment_reference(astronaut, "human", crop=False)
     ref = segment_reference(astronaut, "human")

@@ -73,3 +73,9 @@ def test_the_demo_request_gives_the_expected_image(pipe):
     assert human[77:80, 63:66].all() and obj[76:79, 42:45].all()  # 3x3 patches deep inside each mask
     np.testing.assert_allclose(image[77:80, 63:66].reshape(-1, 3), person, atol=3)
     np.testing.assert_allclose(image[76:79, 42:45].reshape(-1, 3), bicycle, atol=3)
+
+
+def test_loading_the_shipped_weights_prints_nothing(capfd):
+    capfd.readouterr()
+    CHOIPipeline.from_pretrained("choi-tiny")
+    assert capfd.readouterr().err == ""  # the image model's weights are sharded: no "Loading checkpoint shards" bar

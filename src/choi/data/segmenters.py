@@ -25,6 +25,7 @@ import cv2
 import numpy as np
 
 from choi.errors import ChoiError
+from choi.quiet import quiet_native_stderr
 
 PixelBox = tuple[float, float, float, float]  # x1, y1, x2, y2 in pixels
 
@@ -67,15 +68,13 @@ class PersonSegmenter:
     """MediaPipe pose + segmentation on a person box crop. One instance per process; close it."""
 
     def __init__(self, margin: float = 0.1):
-        # MediaPipe's native code logs model-loading chatter to stderr; keep warnings and errors
-        # out of the user's terminal unless they asked for them.
-        os.environ.setdefault("GLOG_minloglevel", "2")
         try:
             import mediapipe as mp
         except ImportError as err:  # pragma: no cover - a dependency of choi
             raise ChoiError(f"person segmentation needs mediapipe ({err}); reinstall choi") from err
         self.margin = margin
-        self._pose = mp.solutions.pose.Pose(static_image_mode=True, model_complexity=1, enable_segmentation=True)
+        with quiet_native_stderr():  # TensorFlow Lite and absl log lines from native code
+            self._pose = mp.solutions.pose.Pose(static_image_mode=True, model_complexity=1, enable_segmentation=True)
 
     def __enter__(self) -> PersonSegmenter:
         return self
@@ -90,7 +89,8 @@ class PersonSegmenter:
         """The person in pixel ``box`` of ``image``; None when MediaPipe finds no pose there."""
         x1, y1, x2, y2 = grow_box(box, self.margin, image.shape)
         crop = np.ascontiguousarray(image[y1:y2, x1:x2])
-        result = self._pose.process(crop)
+        with quiet_native_stderr():
+            result = self._pose.process(crop)
         if result.pose_landmarks is None:
             return None
         lm = np.array([[p.x, p.y, p.visibility] for p in result.pose_landmarks.landmark], dtype=np.float32)

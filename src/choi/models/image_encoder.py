@@ -29,14 +29,15 @@ class ReferenceEncoder:
     """
 
     def __init__(self, folder: str | Path, device: str | torch.device = "cpu", model: Any = None):
-        from choi.pipelines.sd.loading import clip_processor, load_identity_encoder, quiet
+        from choi.pipelines.sd.loading import clip_processor, load_identity_encoder
+        from choi.quiet import quiet_loading
 
         folder = Path(folder)
         if model is None:
             if not (folder / "config.json").is_file():
                 raise ChoiError(f"no CLIP image encoder in {str(folder)[:200]}: expected a "
                                 "CLIPVisionModelWithProjection folder")  # fmt: skip
-            with quiet():
+            with quiet_loading():
                 model = load_identity_encoder("clip", folder)[0].to(device)
         self.path, self.model = folder, model.eval().requires_grad_(False)
         self.dim = model.config.projection_dim

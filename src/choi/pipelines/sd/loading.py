@@ -9,8 +9,6 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -19,6 +17,7 @@ import torch
 
 from choi.errors import ChoiError, quote
 from choi.io import atomic_write_bytes
+from choi.quiet import quiet_loading
 
 log = logging.getLogger(__name__)
 
@@ -165,7 +164,7 @@ def load_inpaint_pipeline(
     the inpainting pipeline with its layout channels in the UNet's ``conv_in``. An adapter trained on
     DINOv2 runs with that encoder, ``identity_encoder``, in the pipeline's ``image_encoder`` slot.
     """
-    with quiet():
+    with quiet_loading():
         return _load(base, ip_adapter, image_encoder, torch_dtype, adapter, identity_encoder)
 
 
@@ -217,23 +216,6 @@ def _load(
     pipe.choi_adapter = trained  # None: zero-shot
     pipe.set_progress_bar_config(disable=True)  # choi reports progress through its own callback
     return pipe
-
-
-@contextmanager
-def quiet() -> Iterator[None]:
-    """No loading progress bars or notices from diffusers/transformers: a CLI error stays one line."""
-    import diffusers.utils.logging as dlog
-    import transformers.utils.logging as tlog
-
-    levels = dlog.get_verbosity(), tlog.get_verbosity()
-    bars = dlog.is_progress_bar_enabled(), tlog.is_progress_bar_enabled()
-    dlog.set_verbosity_error(), tlog.set_verbosity_error(), dlog.disable_progress_bar(), tlog.disable_progress_bar()
-    try:
-        yield
-    finally:
-        dlog.set_verbosity(levels[0]), tlog.set_verbosity(levels[1])
-        dlog.enable_progress_bar() if bars[0] else None
-        tlog.enable_progress_bar() if bars[1] else None
 
 
 def size_multiple(base: Path) -> int:

@@ -12,6 +12,7 @@ import torch
 
 from choi.errors import ChoiError
 from choi.models.text_encoder import TextEncoder, text_encoder_for
+from choi.quiet import quiet_loading
 
 
 def shipped_weights() -> Path:
@@ -57,7 +58,8 @@ class ModelRunner:
             raise ChoiError(f"no {cls.what} model in {folder} (expected a folder from `choi train {cls.what}`, "
                             "e.g. RUN/model)")  # fmt: skip
         try:
-            model = cls.model_class.from_pretrained(folder, torch_dtype=torch_dtype)
+            with quiet_loading():  # the image model's weights are sharded: no "Loading checkpoint shards" bar
+                model = cls.model_class.from_pretrained(folder, torch_dtype=torch_dtype)
         except (OSError, ValueError, TypeError, KeyError) as err:
             raise ChoiError(f"cannot load the {cls.what} model in {folder}: {err}") from err
         model_id = "choi-tiny" if path is None else str(folder)
