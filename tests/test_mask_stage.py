@@ -24,6 +24,7 @@ from choi.training.loop import TrainConfig, train
 from choi.training.mask import MaskTask, MaskTrainConfig, mask_collate, train_mask, zoom_rows
 from choi.vocabulary import CLASSES, UNLABELLED
 from fake_samples import write_tiny_dataset
+from sd_components import FAST, killed_after
 from tiny_choi import OPTIONS
 
 STEPS = 4  # sampler steps in tests: enough to exercise the multistep solver, cheap on a CPU
@@ -321,7 +322,8 @@ def dataset(tmp_path_factory):
 
 
 def _task(dataset, text_encoder, **kw):
-    cfg = MaskTrainConfig(data=str(dataset), batch_size=4, num_workers=0, val_samples=2, val_steps=2, **kw)
+    cfg = MaskTrainConfig(**{"data": str(dataset), "batch_size": 4, "num_workers": 0, "val_samples": 2, "val_steps": 2,
+                             **kw})  # fmt: skip
     return MaskTask(cfg, text_encoder)
 
 
@@ -358,6 +360,18 @@ def test_batches_are_deterministic_for_exact_resume(dataset, text_encoder):
     assert a.keys() == b.keys()
     for key in a:
         torch.testing.assert_close(a[key], b[key], rtol=0, atol=0)
+
+
+def test_a_run_killed_mid_epoch_resumes_to_the_same_weights(dataset, text_encoder, tmp_path):
+    # 8 training samples in batches of 2: the checkpoint at step 2 is in the middle of the first epoch
+    cfg = _task(dataset, text_encoder, batch_size=2).cfg
+    straight = train(MaskTask(cfg, text_encoder), FAST, tmp_path / "a")
+    with pytest.raises(KeyboardInterrupt):
+        train(killed_after(MaskTask)(cfg, text_encoder), FAST, tmp_path / "b")
+    resumed = train(MaskTask(cfg, text_encoder), FAST, tmp_path / "b", resume=True)
+    a, b = (MaskGenerator.from_pretrained(run).state_dict() for run in (straight, resumed))
+    for key in a:
+        torch.testing.assert_close(a[key], b[key], rtol=0, atol=0, msg=key)
 
 
 def test_training_smoke_through_the_shared_loop(dataset, text_encoder, tmp_path):

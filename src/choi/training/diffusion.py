@@ -25,7 +25,7 @@ from choi.errors import ChoiError
 from choi.io import atomic_write_bytes, png_bytes
 from choi.models.denoiser import ConditionalDenoiser
 from choi.models.text_encoder import TextEmbeddings, TextEncoder, text_encoder_for
-from choi.training.loop import train_recipe
+from choi.training.loop import epoch_generator, train_recipe
 from choi.vocabulary import BY_NAME, CLASSES
 
 log = logging.getLogger(__name__)
@@ -111,13 +111,9 @@ class DiffusionTask:
         ds = ShardDataset(cfg.data, split="train", shuffle_buffer=cfg.shuffle_buffer, seed=cfg.seed)
         ds.set_epoch(epoch)
         loader = DataLoader(ds, batch_size=cfg.batch_size, collate_fn=self.collate_fn(), num_workers=cfg.num_workers,
-                            generator=self.loader_generator(epoch))  # fmt: skip
+                            generator=epoch_generator(cfg.seed, epoch))  # fmt: skip
         rng = np.random.default_rng([cfg.seed, epoch])  # text choice: same batches on a resumed run
         yield from with_text(loader, self.text_encoder, rng)
-
-    def loader_generator(self, epoch: int) -> torch.Generator | None:
-        """The DataLoader's own seed source; None: it draws from the global RNG (choi-tiny's recipes, as before)."""
-        return None
 
     def loss_weights(self, batch: dict[str, torch.Tensor]) -> torch.Tensor | None:
         """A batch's class-balance loss weights (N, 1, 1, 1), or None when every sample weighs alike."""

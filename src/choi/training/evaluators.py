@@ -22,6 +22,7 @@ from choi.data.batch import collate
 from choi.data.shards import ShardDataset, read_manifest
 from choi.errors import ChoiError
 from choi.models.evaluators import IdentityEmbedder, InteractionRecognizer
+from choi.training.loop import epoch_generator
 from choi.vocabulary import CLASSES, OBJECT_CATEGORIES
 from choi.world import class_probabilities
 from choi.world.objects import OBJECT_FACTOR_CLASSES, object_factor_labels
@@ -44,7 +45,8 @@ def _loader(cfg: EvaluatorDataConfig, split: str, epoch: int, shuffle: bool, lim
     """Batches of ``split``; with ``limit``, only the first ``limit`` samples (rounded up to a batch)."""
     ds = ShardDataset(cfg.data, split=split, shuffle_buffer=cfg.shuffle_buffer if shuffle else 0, seed=cfg.seed)
     ds.set_epoch(epoch)
-    loader = DataLoader(ds, batch_size=cfg.batch_size, collate_fn=collate, num_workers=cfg.num_workers)
+    loader = DataLoader(ds, batch_size=cfg.batch_size, collate_fn=collate, num_workers=cfg.num_workers,
+                        generator=epoch_generator(cfg.seed, epoch))  # fmt: skip
     return loader if limit is None else itertools.islice(loader, math.ceil(limit / cfg.batch_size))
 
 

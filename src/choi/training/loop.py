@@ -287,6 +287,13 @@ def _ema_weights(ema: EMAModel, params: list[torch.nn.Parameter]) -> Iterator[No
         ema.restore(params)
 
 
+def epoch_generator(seed: int, epoch: int) -> torch.Generator:
+    """A task's DataLoader seed source for ``epoch``. Without one, a DataLoader draws its worker seed from the
+    global RNG when an epoch starts, and the draw a resumed run makes when it restarts the epoch would shift
+    every later noise sample: a run resumed mid-epoch would not be exact."""
+    return torch.Generator().manual_seed(seed * 1_000_003 + epoch)
+
+
 def _rng_state() -> dict[str, torch.Tensor]:
     state = {"cpu": torch.get_rng_state()}
     if torch.cuda.is_available():

@@ -45,7 +45,7 @@ from choi.io import atomic_write_bytes
 from choi.models.conditioning import layout_region
 from choi.models.sd_adapter import LAYOUTS, SDAdapter, identity_embeds, layout_control
 from choi.training.diffusion import check_fraction, diffusion_loss
-from choi.training.loop import train_recipe
+from choi.training.loop import epoch_generator, train_recipe
 
 log = logging.getLogger(__name__)
 
@@ -225,11 +225,8 @@ class SDImageTask:
         cfg = self.cfg
         ds = ShardDataset(cfg.data, split="train", shuffle_buffer=cfg.shuffle_buffer, seed=cfg.seed)
         ds.set_epoch(epoch)  # each process reads its own part (ShardDataset splits by rank)
-        # its own generator: a DataLoader draws its worker seed from the global RNG otherwise, and the
-        # draw a resumed run makes when it restarts the epoch would shift every later noise sample
-        seeds = torch.Generator().manual_seed(cfg.seed * 1_000_003 + epoch)
         yield from DataLoader(ds, batch_size=cfg.batch_size, collate_fn=self.collate, num_workers=cfg.num_workers,
-                              generator=seeds)  # fmt: skip
+                              generator=epoch_generator(cfg.seed, epoch))  # fmt: skip
 
     def conditions(self, batch: dict[str, torch.Tensor], drop: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         """Frozen encodings of a batch with the ``drop`` (N,) bool masks applied: what the adapter takes."""

@@ -117,11 +117,6 @@ class SDMaskTask(MaskTask):
         self.text_encoder.model.to(device, dtype)
         self.reference_encoder.model.to(device, dtype)
 
-    def loader_generator(self, epoch: int) -> torch.Generator:
-        """Its own generator (as stage 2's): a DataLoader otherwise draws a worker seed from the global RNG,
-        and the draw a resumed run makes when it restarts the epoch would shift every later noise sample."""
-        return torch.Generator().manual_seed(self.cfg.seed * 1_000_003 + epoch)
-
     def collate_fn(self) -> Callable[[Sequence[Sample]], dict[str, Any]]:
         return SDMaskCollate(self.model_config["sample_size"], self.reference_encoder.processor)
 
