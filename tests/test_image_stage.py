@@ -68,8 +68,8 @@ def sample():
 
 def _render(renderer, sample, seeds=(0,), **kw):
     """The renderer on the sample's references (segmented as the pipeline does), one generator per seed."""
-    human, human_sil = read_reference(sample.human_ref, None, "human reference")
-    obj, object_sil = read_reference(sample.object_ref, None, "object reference")
+    human, human_sil = read_reference(sample.human_ref, None, "human")
+    obj, object_sil = read_reference(sample.object_ref, None, "object")
     generators = [torch.Generator().manual_seed(s) for s in seeds]
     args = dict(layout_masks=(sample.human_mask[None], sample.object_mask[None]), num_inference_steps=STEPS)
     return renderer(human, human_sil, obj, object_sil, sample.text, generators, **{**args, **kw})
@@ -282,7 +282,7 @@ def test_layout_choice_keeps_the_candidate_the_object_reference_fits_best(pipe, 
     drawn = _stage1(pipe, **request, num_images=6, generator=[gens[0]] * 3 + [gens[1]] * 3)
     options = {"layout_candidates": 3, "fit_object": False}
     chosen = pipe.generate_masks(**request, mask_steps=STEPS, seed=5, num_images=2, options=options)
-    fitted = snap_objects(drawn.human_masks, drawn.object_masks, read_reference(sample.object_ref, None, "o")[1])
+    fitted = snap_objects(drawn.human_masks, drawn.object_masks, read_reference(sample.object_ref, None, "object")[1])
     objects = drawn.object_masks & ~drawn.human_masks
     iou = ((fitted & objects).sum((1, 2)) / np.maximum((fitted | objects).sum((1, 2)), 1)).reshape(2, 3)
     best = iou.argmax(1) + [0, 3]

@@ -150,3 +150,19 @@ def test_as_rgb_arrays_and_pil_modes():
     for bad in (np.zeros((4, 4, 3), np.uint8), np.zeros((8, 8, 5), np.uint8), np.zeros(8)):
         with pytest.raises(ChoiError):
             as_rgb(bad)
+
+
+def test_a_references_mask_is_read_by_the_one_mask_reader(tmp_path):
+    from choi.pipelines.inputs import read_reference
+
+    photo = np.full((64, 48, 3), 200, np.uint8)
+    photo[10:50, 12:36] = (30, 90, 160)
+    mask = np.zeros((32, 24), np.uint8)  # the photo's mask at half scale, as a user's shrunk photo has
+    mask[5:25, 6:18] = 255
+    Image.fromarray(mask).save(tmp_path / "mask.png")
+    rgb, sil = read_reference(photo, tmp_path / "mask.png", "human")
+    assert sil.shape == (64, 48) and sil[10:50, 12:36].all() and sil.sum() == 40 * 24
+    with pytest.raises(ChoiError, match="the human mask is 24x24 pixels but the photo is 48x64"):
+        read_reference(photo, np.ones((24, 24), bool), "human")
+    with pytest.raises(ChoiError, match="the object mask is empty"):
+        read_reference(photo, np.zeros((64, 48), bool), "object")

@@ -322,7 +322,7 @@ def segment_reference(
     box = None if box is None else parse_box(box, f"the {role} box")
     if mask is not None:
         arr = _read(image, what, REFERENCE_SIDE)
-        sil = _read_mask(mask, arr.shape[:2], role)
+        sil = read_mask(mask, arr.shape[:2], role)
         if not sil.any():
             raise ChoiError(f"the {role} mask marks too few pixels to survive shrinking the photo: paint more")
         rule = "user-mask"
@@ -393,8 +393,10 @@ def _read(image: _ImageInput, what: str, max_side: int | None) -> np.ndarray:
     return arr if max_side is None else downscale(arr, max_side)
 
 
-def _read_mask(mask: _ImageInput, shape: tuple[int, ...], role: str) -> np.ndarray:
-    """A user's mask as (H, W) bool: white/non-zero (or opaque, in a cut-out) is the subject."""
+def read_mask(mask: _ImageInput, shape: tuple[int, ...], role: str) -> np.ndarray:
+    """A user's mask of the ``role`` photo of ``shape`` as (H, W) bool: white/non-zero (or opaque, in a
+    cut-out) is the subject. A mask at another scale of the photo (the photo may have been shrunk) is
+    resized to it; another aspect ratio is refused."""
     what = f"{role} mask"
     if isinstance(mask, str | os.PathLike):
         values = load_image(mask, what)

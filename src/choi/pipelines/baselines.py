@@ -145,8 +145,8 @@ def _render(request: Request, masks: tuple[np.ndarray, np.ndarray] | None, model
     pipe = _pipeline(model)
     if pipe.family != "choi-tiny":
         raise MethodUnavailable(f"{model} is a {pipe.family} model: this row runs choi-tiny's stage 2 alone")
-    human, human_sil = read_reference(request.human_ref, None, "human reference")
-    obj, object_sil = read_reference(request.object_ref, None, "object reference")
+    human, human_sil = read_reference(request.human_ref, None, "human")
+    obj, object_sil = read_reference(request.object_ref, None, "object")
     return pipe.image_stage.renderer(
         human, human_sil, obj, object_sil, request.text, [torch.Generator().manual_seed(request_seed(request))],
         layout_masks=masks,

@@ -24,6 +24,7 @@ from choi.data.segment import (  # noqa: F401  (parse_box, Box: re-exported for 
     image_size,
     load_image,
     parse_box,
+    read_mask,
     segment_reference,
     silhouette,
 )
@@ -126,30 +127,13 @@ def segment(
     return ref if ref.rule == "plain-background" else crop_to_subject(ref)
 
 
-def read_reference(image: ImageInput, mask: Any, what: str) -> tuple[np.ndarray, np.ndarray]:
-    """A reference on a plain background (or with its silhouette) → (RGB (H, W, 3) uint8, silhouette (H, W) bool).
-
-    The silhouette is ``mask`` when given (non-zero = the subject), else the plain-background rule.
-    Photos of every kind go through :func:`segment`.
-    """
-    arr = read_image(image, f"{what} image")
-    rgb = as_rgb(arr, f"{what} image")
-    if mask is None:
-        return rgb, silhouette(arr, f"{what} image")
-    sil = read_mask(mask, f"{what} mask")
-    if sil.shape != rgb.shape[:2]:
-        raise ChoiError(f"the {what} mask is {sil.shape[1]}x{sil.shape[0]}, its image {rgb.shape[1]}x{rgb.shape[0]}")
-    return rgb, sil
-
-
-def read_mask(mask: ImageInput, what: str) -> np.ndarray:
-    """A one-subject mask (bool array, or an image whose non-black pixels are the subject) → (H, W) bool."""
-    arr = np.asarray(mask) if isinstance(mask, np.ndarray) else read_image(mask, what)
-    if arr.ndim == 3:
-        arr = arr[..., 3] if arr.shape[-1] == 4 and arr[..., 3].min() < 255 else arr[..., :3].max(-1)
-    if arr.ndim != 2 or not arr.any():
-        raise ChoiError(f"the {what} must be a non-empty (H, W) mask, got shape {arr.shape}")
-    return arr > (0 if arr.dtype == bool else 127)
+def read_reference(image: ImageInput, mask: Any, role: str) -> tuple[np.ndarray, np.ndarray]:
+    """A ``role`` reference on a plain background (or with its silhouette ``mask``, white = the subject) →
+    (RGB (H, W, 3) uint8, silhouette (H, W) bool). Photos of every kind go through :func:`segment`."""
+    what = f"{role} reference image"
+    arr = read_image(image, what)
+    rgb = as_rgb(arr, what)
+    return rgb, silhouette(arr, what) if mask is None else read_mask(mask, rgb.shape, role)
 
 
 def read_layout_mask(mask: Any) -> tuple[np.ndarray, np.ndarray]:

@@ -217,8 +217,8 @@ class MaskPipeline(ModelRunner):
         check_number("mask_guidance", guidance_scale, 0, MAX_GUIDANCE)
         box_t = parse_box(box) if box is not None else None
         bg = read_background(background)
-        human_rgb, human_sil = _reference(human, human_mask, "human reference")
-        object_rgb, object_sil = _reference(object, object_mask, "object reference")
+        human_rgb, human_sil = _reference(human, human_mask, "human")
+        object_rgb, object_sil = _reference(object, object_mask, "object")
         if reference_images is not None:
             human_rgb, object_rgb = reference_images
         if bg is not None:
@@ -321,16 +321,16 @@ def zoom_pixels(box: Sequence[float], height: int, width: int) -> tuple[int, int
     return x0, y0, max(round(wx1 * width), x0 + 1), max(round(wy1 * height), y0 + 1)
 
 
-def _reference(image: ImageInput | None, mask: np.ndarray | None, what: str) -> tuple[np.ndarray | None, np.ndarray]:
+def _reference(image: ImageInput | None, mask: np.ndarray | None, role: str) -> tuple[np.ndarray | None, np.ndarray]:
     """The reference's RGB (None without an image) and silhouette: ``mask`` as given, else segmented from ``image``."""
     if mask is None and image is None:
-        raise ChoiError(f"give the {what} image (or its silhouette)")
+        raise ChoiError(f"give the {role} reference image (or its silhouette)")
     if image is None:
         mask = np.asarray(mask).astype(bool)
         if mask.ndim != 2 or not mask.any():
-            raise ChoiError(f"{what} silhouette must be a non-empty (H, W) mask")
+            raise ChoiError(f"{role} reference silhouette must be a non-empty (H, W) mask")
         return None, mask
-    return read_reference(image, mask, what)
+    return read_reference(image, mask, role)
 
 
 def _stack_refs(human: np.ndarray, obj: np.ndarray) -> torch.Tensor:
