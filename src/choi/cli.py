@@ -457,7 +457,20 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("choi: interrupted", file=sys.stderr)
         return 130
+    _end_distributed()
     return 0
+
+
+def _end_distributed() -> None:
+    """Tear down a ``torchrun``/``accelerate launch`` process group once the command has finished: left to
+    interpreter shutdown, gloo's worker threads sometimes abort the process (SIGABRT) after its work is done.
+    Only on success: a rank that failed may leave the others inside a collective."""
+    if "torch.distributed" not in sys.modules:
+        return
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        dist.destroy_process_group()
 
 
 if __name__ == "__main__":

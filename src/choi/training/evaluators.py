@@ -22,7 +22,7 @@ from choi.data.batch import collate
 from choi.data.shards import ShardDataset, read_manifest
 from choi.errors import ChoiError
 from choi.models.evaluators import IdentityEmbedder, InteractionRecognizer
-from choi.training.loop import epoch_generator
+from choi.training.loop import TrainConfig, epoch_generator, train
 from choi.vocabulary import CLASSES, OBJECT_CATEGORIES
 from choi.world import class_probabilities
 from choi.world.objects import OBJECT_FACTOR_CLASSES, object_factor_labels
@@ -333,8 +333,6 @@ def train_evaluators(
     ``init_from``: a folder of trained evaluators (``<kind>/config.json`` each, like the shipped
     ones) to fine-tune from, with a fresh schedule.
     """
-    from choi.training.loop import TrainConfig, train
-
     bad = [k for k in kinds if k not in EVALUATOR_KINDS]
     if bad or not kinds:
         raise ChoiError(
