@@ -275,3 +275,24 @@ def test_every_help_shows_an_example_and_documents_every_option():
         for action in parser._actions:
             if action.option_strings and action.dest != "help":
                 assert action.help or action.choices, f"choi {' '.join(path)}: {action.option_strings} has no help"
+
+
+def test_a_bad_request_is_refused_before_torch_is_imported(tmp_path):
+    # the request's one validator needs neither torch nor diffusers: a typo costs a fraction of a second
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    src, examples = root / "src", root / "examples"
+    script = ("import sys; from choi.cli import main; code = main(sys.argv[1:]); "
+              "print(code, 'torch' in sys.modules, 'diffusers' in sys.modules)")  # fmt: skip
+    for bad in (["--human", str(tmp_path / "nope.png")], ["--seed", "-1"], ["--box", "0.5,0.5,0.2,0.9"]):
+        args = ["generate", "--human", str(examples / "kick_ball_human.png"), "--object",
+                str(examples / "ride_bicycle_object.png"), "--interaction", "ride bicycle", "--out",
+                str(tmp_path / "out"), *bad]  # fmt: skip
+        done = subprocess.run([sys.executable, "-c", script, *args], capture_output=True, text=True,
+                              env={"PYTHONPATH": str(src), "PATH": ""})  # fmt: skip
+        assert done.stdout.split() == ["2", "False", "False"], (bad, done.stderr[-500:])
+        assert done.stderr.startswith("choi: error:") and done.stderr.count("\n") == 1
+    assert not (tmp_path / "out").exists()

@@ -289,7 +289,9 @@ class Recording(SDImageTask):
 cfg = SDImageTrainConfig(data=data, model=model, resolution=32, batch_size=2, num_workers=0, val_steps=2)
 train(Recording(cfg), TrainConfig(steps=3, batch_size=2, lr=1e-3, warmup_steps=1, checkpoint_every=2, log_every=1,
                                   mixed_precision="no"), run, resume=crash_at == "-1")
-torch.distributed.destroy_process_group()  # as `choi` does on success: gloo may abort the exit otherwise
+torch.distributed.destroy_process_group()  # as `choi` does on success (choi.cli.run): transformers' loading
+sys.stdout.flush(), sys.stderr.flush()     # keeps the group alive, and gloo's threads can abort the exit
+os._exit(0)
 """
 
 

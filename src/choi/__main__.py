@@ -1,7 +1,5 @@
 """`python -m choi`: the same as the `choi` command."""
 
-import sys
+from choi.cli import run
 
-from choi.cli import main
-
-sys.exit(main())
+run()

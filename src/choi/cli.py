@@ -7,8 +7,10 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 from collections.abc import Sequence
+from typing import NoReturn
 
 from choi import __version__
 from choi.cli_generate import add_app, add_generate, add_mask
@@ -462,16 +464,31 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _end_distributed() -> None:
-    """Tear down a ``torchrun``/``accelerate launch`` process group once the command has finished: left to
-    interpreter shutdown, gloo's worker threads sometimes abort the process (SIGABRT) after its work is done.
-    Only on success: a rank that failed may leave the others inside a collective."""
+    """Tear down a ``torchrun``/``accelerate launch`` process group once the command has finished. Only on
+    success: a rank that failed may leave the others inside a collective."""
     if "torch.distributed" not in sys.modules:
         return
     import torch.distributed as dist
 
     if dist.is_available() and dist.is_initialized():
         dist.destroy_process_group()
+        log.debug("process group torn down")
+
+
+def run() -> NoReturn:
+    """The ``choi`` command and ``python -m choi``: :func:`main`, then exit with its code."""
+    code = main()
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        # Launched as one of several processes. A model loaded through transformers keeps references to
+        # the process group, so gloo's threads outlive destroy_process_group and the interpreter's own
+        # exit then aborts (SIGABRT) about one run in eight with two CPU processes, after all the work is
+        # written. Everything is flushed here; leave without that finalisation.
+        logging.shutdown()
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)
+    sys.exit(code)
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    run()

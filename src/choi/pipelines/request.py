@@ -15,16 +15,20 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from choi.data.segment import Box, parse_box
 from choi.errors import ChoiError, quote
-from choi.pipelines.inputs import Box, ImageInput, parse_box
-from choi.pipelines.sampling import MAX_SEED
 from choi.pipelines.stages import check_number
 
-# One set of limits for every front end.
+if TYPE_CHECKING:
+    from choi.pipelines.inputs import ImageInput
+
+# One set of limits for every front end. This module imports neither torch nor diffusers, so a request
+# is checked (and a bad one refused) before a front end pays for loading them.
+MAX_SEED = 2**63  # seeds are in [0, MAX_SEED): what torch.Generator.manual_seed accepts
 MAX_IMAGES = 16  # per request: the candidates share memory, more is almost certainly a typo
 MAX_STEPS = 1000
 MAX_GUIDANCE = 50.0  # far beyond any useful scale; infinite or huge values only give black images

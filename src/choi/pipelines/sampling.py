@@ -15,8 +15,7 @@ import torch
 from diffusers import DPMSolverMultistepScheduler
 
 from choi.errors import ChoiError
-
-MAX_SEED = 2**63  # seeds are in [0, MAX_SEED): what torch.Generator.manual_seed accepts
+from choi.pipelines.request import MAX_SEED
 
 
 def make_generators(
