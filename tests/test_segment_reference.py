@@ -6,6 +6,9 @@ The regions below were drawn by hand on the photos (pixel x1, y1, x2, y2 or an e
 
 from __future__ import annotations
 
+import os
+import threading
+
 import cv2
 import numpy as np
 import pytest
@@ -15,6 +18,7 @@ from PIL.JpegImagePlugin import JpegImageFile
 import choi.data.segment as segment
 from choi.data.segment import REFERENCE_SIDE, load_image, segment_reference, silhouette
 from choi.errors import ChoiError
+from choi.quiet import quiet_native_stderr
 from choi.world import render_sample
 
 skimage_data = pytest.importorskip("skimage.data")
@@ -90,6 +94,27 @@ def test_mediapipes_native_log_lines_stay_out_of_the_terminal(astronaut, capfd):
     capfd.readouterr()
     assert segment_reference(astronaut, "human").rule == "mediapipe"
     assert capfd.readouterr().err == ""  # no TensorFlow Lite / absl lines on file descriptor 2
+
+
+def test_overlapping_quiet_blocks_give_file_descriptor_2_back(capfd):
+    # the app's handler threads may segment at once: the last block out, not the first, restores fd 2
+    first_inside, first_may_leave = threading.Event(), threading.Event()
+
+    def first() -> None:
+        with quiet_native_stderr():
+            first_inside.set()
+            first_may_leave.wait(5)
+
+    thread = threading.Thread(target=first)
+    thread.start()
+    first_inside.wait(5)
+    with quiet_native_stderr():
+        os.write(2, b"dropped\n")
+        first_may_leave.set()
+        thread.join(5)  # the first block ends while this one is open
+        os.write(2, b"dropped too\n")
+    os.write(2, b"back\n")
+    assert capfd.readouterr().err == "back\n"
 
 
 def test_crop_and_rgba(astronaut):

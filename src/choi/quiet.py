@@ -16,10 +16,14 @@ from __future__ import annotations
 import logging
 import os
 import sys
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 
 log = logging.getLogger("choi")
+_lock = threading.Lock()
+_silenced = 0  # threads inside quiet_native_stderr blocks
+_saved_fd: int | None = None  # the real file descriptor 2 while they are
 
 
 @contextmanager
@@ -43,18 +47,27 @@ def quiet_loading() -> Iterator[None]:
 def quiet_native_stderr() -> Iterator[None]:
     """File descriptor 2 goes to /dev/null for the block, unless choi logs at debug level.
 
-    Process-wide: while the block runs, another thread's stderr output is dropped too, so keep it
-    to the native call (MediaPipe's model creation and inference take a fraction of a second).
+    Process-wide: while any thread is inside such a block, every thread's stderr output is dropped, so
+    keep it to the native call (MediaPipe's model creation and inference take a fraction of a second).
+    Overlapping blocks (the app's handler threads) share one redirection; the last one out restores it.
     """
     if log.isEnabledFor(logging.DEBUG):
         yield
         return
-    sys.stderr.flush()
-    saved = os.dup(2)
+    global _silenced, _saved_fd
+    with _lock:
+        if _silenced == 0:
+            sys.stderr.flush()
+            _saved_fd = os.dup(2)
+            with open(os.devnull, "wb") as null:
+                os.dup2(null.fileno(), 2)
+        _silenced += 1
     try:
-        with open(os.devnull, "wb") as null:
-            os.dup2(null.fileno(), 2)
         yield
     finally:
-        os.dup2(saved, 2)
-        os.close(saved)
+        with _lock:
+            _silenced -= 1
+            if _silenced == 0:
+                os.dup2(_saved_fd, 2)
+                os.close(_saved_fd)
+                _saved_fd = None
