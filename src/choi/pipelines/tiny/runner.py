@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 from importlib import resources
@@ -58,7 +59,10 @@ class ModelRunner:
             raise ChoiError(f"no {cls.what} model in {folder} (expected a folder from `choi train {cls.what}`, "
                             "e.g. RUN/model)")  # fmt: skip
         try:
-            with quiet_loading():  # the image model's weights are sharded: no "Loading checkpoint shards" bar
+            # the shipped image model's weights are sharded: no "Loading checkpoint shards" bar on every call;
+            # a user's folder keeps diffusers' notices (unexpected or missing weights)
+            shipped = folder.resolve().is_relative_to(shipped_weights().resolve())
+            with quiet_loading() if shipped else contextlib.nullcontext():
                 model = cls.model_class.from_pretrained(folder, torch_dtype=torch_dtype)
         except (OSError, ValueError, TypeError, KeyError) as err:
             raise ChoiError(f"cannot load the {cls.what} model in {folder}: {err}") from err
