@@ -1,9 +1,12 @@
 """Behaviour of the shipped choi-tiny weights (trained, not random): what users get, identities in their roles."""
 
+import logging
+import shutil
 from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 
 from choi.pipelines.choi import CHOIPipeline
 from choi.world import render_sample
@@ -79,3 +82,23 @@ def test_loading_the_shipped_weights_prints_nothing(capfd):
     capfd.readouterr()
     CHOIPipeline.from_pretrained("choi-tiny")
     assert capfd.readouterr().err == ""  # the image model's weights are sharded: no "Loading checkpoint shards" bar
+
+
+def test_a_users_model_folder_keeps_diffusers_notices(tiny_model_dir, tmp_path, caplog):
+    from safetensors.torch import load_file, save_file
+
+    from choi.pipelines.tiny.mask import MaskPipeline
+
+    folder = shutil.copytree(tiny_model_dir / "mask", tmp_path / "mask")
+    weights = load_file(str(folder / "diffusion_pytorch_model.safetensors"))
+    save_file({**weights, "stray.weight": torch.zeros(2)}, str(folder / "diffusion_pytorch_model.safetensors"))
+    diffusers_log = logging.getLogger("diffusers")  # its own handler, not propagated: listen to it directly
+    diffusers_log.addHandler(caplog.handler)
+    try:
+        MaskPipeline.from_pretrained(folder)
+        assert "were not used" in caplog.text and "stray.weight" in caplog.text
+        caplog.clear()
+        CHOIPipeline.from_pretrained("choi-tiny")
+        assert caplog.text == ""
+    finally:
+        diffusers_log.removeHandler(caplog.handler)
