@@ -301,7 +301,9 @@ def _two_ranks(parts, tmp_path: Path, run: Path, record: Path, crash_at: int) ->
     script.write_text(TWO_RANKS)
     record.mkdir(exist_ok=True)
     paths = [str(Path(__file__).parents[1] / "src"), os.environ.get("PYTHONPATH", "")]
-    env = {**os.environ, "ACCELERATE_USE_CPU": "1", "OMP_NUM_THREADS": "1", "PYTHONPATH": os.pathsep.join(paths)}
+    # no ACCELERATE_USE_CPU: the loop itself must make the two CPU processes one run
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": os.pathsep.join(paths)}
+    env.pop("ACCELERATE_USE_CPU", None)
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", str(script),
            str(parts["data"]), str(parts["inpaint"]), str(record), str(run), str(crash_at)]  # fmt: skip
     return subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=240)

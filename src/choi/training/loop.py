@@ -147,7 +147,10 @@ def train(task: Task, cfg: TrainConfig, run_dir: str | os.PathLike, resume: bool
     mp = cfg.mixed_precision
     if mp == "auto":
         mp = "bf16" if torch.cuda.is_available() else "no"
-    accelerator = Accelerator(mixed_precision=mp, gradient_accumulation_steps=cfg.grad_accum)
+    # accelerate spreads processes over CPUs only when told it is on CPU: without this, `torchrun` or
+    # `accelerate launch` on a machine without CUDA starts N unrelated runs that race on one folder
+    on_cpu = not torch.cuda.is_available() and int(os.environ.get("WORLD_SIZE", "1")) > 1
+    accelerator = Accelerator(mixed_precision=mp, gradient_accumulation_steps=cfg.grad_accum, cpu=on_cpu)
     # every process checks before any writes: a fast rank 0 must not make the others refuse the run
     if run.exists() and any(run.iterdir()) and not resume:
         raise ChoiError(f"run folder {run} is not empty; pass --resume to continue it or choose a new --out")
