@@ -183,6 +183,13 @@ def test_evaluator_training_cli_errors(dataset, tmp_path):
     assert main(["train", "evaluators", "--data", str(tmp_path / "none"), "--out", str(tmp_path / "e")]) == 2
 
 
+def test_the_identity_evaluator_is_refused_under_several_processes(dataset, tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("WORLD_SIZE", "2")  # as torchrun sets it; refused before any process group starts
+    assert main(["train", "evaluators", "--data", str(dataset), "--out", str(tmp_path / "e")]) == 2
+    assert "the identity evaluator trains in one process" in capsys.readouterr().err
+    assert not (tmp_path / "e").exists()
+
+
 def test_identity_evaluator_fine_tunes_from_trained_evaluators(dataset, evaluators, tmp_path):
     from choi.data.batch import collate
     from choi.models.evaluators import IdentityEmbedder

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import itertools
 import math
+import os
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -340,6 +341,11 @@ def train_evaluators(
         )
     if steps <= 0 or batch_size <= 0 or workers < 0:
         raise ChoiError("--steps and --batch-size must be positive and --workers non-negative")
+    if "identity" in kinds and int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        # its loss calls the embedder's locate/embed/probe directly, around DistributedDataParallel's
+        # forward (whose gradient sync would not run), and its cross-batch memory is per process
+        raise ChoiError("the identity evaluator trains in one process: run it without torchrun/accelerate "
+                        "launch, or give --kinds interaction,mask")  # fmt: skip
     ShardDataset(data, split="train")  # fail early, with the reader's message, on a bad dataset
     absent = [k for k in kinds if init_from and not (Path(init_from) / k / "config.json").exists()]
     if absent:
