@@ -293,6 +293,12 @@ def _add_sd_options(parser: argparse.ArgumentParser, what: str, lr: float, parts
     return sd
 
 
+def _written(what: str, folder: object) -> None:
+    """One line per run, not one per process: under torchrun every rank returns from training."""
+    if os.environ.get("RANK", "0") == "0":
+        log.info("%s written to %s", what, folder)
+
+
 def _train_stage(args: argparse.Namespace) -> None:
     """``choi train mask`` and ``choi train image``: the two diffusion recipes take the same options."""
     if args.family == "sd":
@@ -316,7 +322,7 @@ def _train_stage(args: argparse.Namespace) -> None:
     else:
         from choi.training.image import train_image as recipe
     final = recipe(args.data, args.out, **options)
-    log.info("%s model written to %s", args.train_command, final)
+    _written(f"{args.train_command} model", final)
 
 
 def _train_sd_image(args: argparse.Namespace) -> None:
@@ -336,7 +342,7 @@ def _train_sd_image(args: argparse.Namespace) -> None:
     validation = {k: getattr(args, k) for k in ("validate_samples", "validate_steps")}
     options.update({k: v for k, v in validation.items() if v is not None})
     final = train_sd_image(args.data, args.out, args.model, lr=lr, **options)
-    log.info("choi-sd stage-2 adapter written to %s", final)
+    _written("choi-sd stage-2 adapter", final)
 
 
 def _train_sd_mask(args: argparse.Namespace) -> None:
@@ -355,7 +361,7 @@ def _train_sd_mask(args: argparse.Namespace) -> None:
     options = {k: getattr(args, k) for k in names}
     lr = SD_MASK_LR if args.lr is None else args.lr
     final = train_sd_mask(args.data, args.out, args.model, config=args.config or "sd", lr=lr, **options)
-    log.info("choi-sd stage-1 mask model written to %s", final)
+    _written("choi-sd stage-1 mask model", final)
 
 
 def _train_evaluators(args: argparse.Namespace) -> None:
