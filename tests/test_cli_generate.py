@@ -287,7 +287,9 @@ def test_a_bad_request_is_refused_before_torch_is_imported(tmp_path):
     src, examples = root / "src", root / "examples"
     script = ("import sys; from choi.cli import main; code = main(sys.argv[1:]); "
               "print(code, 'torch' in sys.modules, 'diffusers' in sys.modules)")  # fmt: skip
-    for bad in (["--human", str(tmp_path / "nope.png")], ["--seed", "-1"], ["--box", "0.5,0.5,0.2,0.9"]):
+    (tmp_path / "a-file").write_text("not a folder")
+    bad_outs = (["--out", str(tmp_path / "a-file")], ["--out", str(tmp_path / "a-file" / "sub")])
+    for bad in (["--human", str(tmp_path / "nope.png")], ["--seed", "-1"], ["--box", "0.5,0.5,0.2,0.9"], *bad_outs):
         args = ["generate", "--human", str(examples / "kick_ball_human.png"), "--object",
                 str(examples / "ride_bicycle_object.png"), "--interaction", "ride bicycle", "--out",
                 str(tmp_path / "out"), *bad]  # fmt: skip

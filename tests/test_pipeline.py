@@ -172,3 +172,21 @@ def test_old_argument_names_say_what_they_became(tiny_pipeline):
         tiny_pipeline(human=HUMAN, object=OBJECT, interaction="kick ball", num_inference_steps=2)
     with pytest.raises(ChoiError, match="fit_object is a family option"):
         tiny_pipeline(human=HUMAN, object=OBJECT, interaction="kick ball", fit_object=False)
+
+
+def test_an_output_that_cannot_be_written_is_one_line(tiny_pipeline, tmp_path, monkeypatch):
+    import errno
+
+    import choi.pipelines.choi as choi_module
+
+    out = tiny_pipeline(human=HUMAN, object=OBJECT, interaction="ride bicycle", seed=0)
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(ChoiError, match="exists and is not a folder"):
+        out.save(tmp_path / "file")
+
+    def full_disk(path, data):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(choi_module, "atomic_write_bytes", full_disk)
+    with pytest.raises(ChoiError, match="cannot write the outputs to .*: No space left on device"):
+        out.save(tmp_path / "out")

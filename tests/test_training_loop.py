@@ -76,3 +76,8 @@ def test_refuses_non_empty_run_without_resume(tmp_path):
     (tmp_path / "run" / "x").write_text("x")
     with pytest.raises(ChoiError, match="not empty"):
         train(ToyTask(), CFG, tmp_path / "run")
+    (tmp_path / "file").write_text("x")  # a file, or a folder under one: one line, not NotADirectoryError
+    with pytest.raises(ChoiError, match="exists and is not a folder"):
+        train(ToyTask(), CFG, tmp_path / "file")
+    with pytest.raises(ChoiError, match="cannot create --out folder .* is a file"):
+        train(ToyTask(), CFG, tmp_path / "file" / "run")

@@ -96,10 +96,12 @@ def add_generate(sub: argparse._SubParsersAction) -> None:
 
 
 def _generate(args: argparse.Namespace) -> None:
+    from choi.io import check_output_folder
     from choi.jobs import check_files, generate, load_pipeline, read_jobs, run_jobs
     from choi.pipelines.request import GenerationRequest
 
     values = _request_values(args)
+    check_output_folder(args.out)  # before the model loads, as the inputs are
     if args.jobs is not None:
         given = [f"--{k}" for k in ("human", "object", "interaction", "background", "box", "mask") if k in values]
         if given:
@@ -139,11 +141,13 @@ def add_mask(sub: argparse._SubParsersAction) -> None:
 
 
 def _mask(args: argparse.Namespace) -> None:
+    from choi.io import check_output_folder
     from choi.jobs import check_files, load_pipeline
     from choi.pipelines.request import GenerationRequest
 
     request = GenerationRequest.from_dict(_request_values(args, skip=("mask", *STAGE2_FIELDS)))
     check_files(request)
+    check_output_folder(args.out)
     out = load_pipeline(args.model, args.device, args.dtype, args.offload).generate_masks(request)
     out.save(args.out)
     log.info("wrote %d mask set(s) to %s (seeds %s)", len(out.human_masks), args.out, out.metadata["seeds"])

@@ -11,6 +11,8 @@ from typing import IO
 import cv2
 import numpy as np
 
+from choi.errors import ChoiError, quote
+
 TMP_SUFFIX = ".tmp"
 PNG_SETTINGS = [cv2.IMWRITE_PNG_COMPRESSION, 1, cv2.IMWRITE_PNG_FILTER, cv2.IMWRITE_PNG_FILTER_UP]
 
@@ -76,3 +78,29 @@ def png_bytes(array: np.ndarray) -> bytes:
     if not ok:
         raise ValueError(f"cannot encode an array of shape {array.shape} as PNG")
     return buf.tobytes()
+
+
+def check_output_folder(path: str | os.PathLike, what: str = "--out") -> Path:
+    """``path`` as a folder choi may create and write into, checked without creating it (a request
+    that fails later leaves nothing behind): a one-line :class:`ChoiError` when it is a file, lies
+    under a file, or its nearest existing folder cannot be written."""
+    folder = Path(path)
+    shown = quote(folder)
+    existing = next(p for p in (folder, *folder.absolute().parents) if p.exists())
+    if existing == folder and not folder.is_dir():
+        raise ChoiError(f"{what} {shown} exists and is not a folder")
+    if not existing.is_dir():
+        raise ChoiError(f"cannot create {what} folder {shown}: {quote(existing)} is a file")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise ChoiError(f"cannot write to {what} folder {shown}: {quote(existing)} is not writable")
+    return folder
+
+
+def make_output_folder(path: str | os.PathLike, what: str = "--out") -> Path:
+    """:func:`check_output_folder`, then the folder created (with its parents)."""
+    folder = check_output_folder(path, what)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise ChoiError(f"cannot create {what} folder {quote(folder)}: {err.strerror or err}") from err
+    return folder

@@ -2,12 +2,8 @@
 
 from __future__ import annotations
 
-import os
 import signal
-from pathlib import Path
 from typing import Any
-
-from choi.errors import ChoiError
 
 
 def init_worker() -> None:
@@ -21,14 +17,3 @@ def describe_difference(old: dict[str, Any], new: dict[str, Any]) -> str:
     before = ", ".join(f"{k}={old.get(k)}" for k in keys)
     after = ", ".join(f"{k}={new[k]}" for k in keys)
     return f"was built with {before}; this run asks for {after}"
-
-
-def make_output_folder(root: Path) -> None:
-    if root.exists() and not root.is_dir():
-        raise ChoiError(f"--out {root} exists and is not a folder")
-    try:
-        root.mkdir(parents=True, exist_ok=True)
-    except OSError as err:
-        raise ChoiError(f"cannot create --out folder {root}: {err.strerror or err}") from err
-    if not os.access(root, os.W_OK | os.X_OK):
-        raise ChoiError(f"--out folder {root} is not writable")

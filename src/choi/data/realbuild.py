@@ -30,7 +30,7 @@ from typing import Any
 from tqdm import tqdm
 
 from choi import __version__
-from choi.data.building import describe_difference, init_worker, make_output_folder
+from choi.data.building import describe_difference, init_worker
 from choi.data.schema import SCHEMA_VERSION, Sample, encode
 from choi.data.shards import (
     FORMAT_VERSION,
@@ -46,7 +46,7 @@ from choi.data.shards import (
     write_manifest,
 )
 from choi.errors import ChoiError
-from choi.io import TMP_SUFFIX, atomic_write_text
+from choi.io import TMP_SUFFIX, atomic_write_text, make_output_folder
 
 log = logging.getLogger(__name__)
 

@@ -32,7 +32,7 @@ from choi.evaluation import metrics as M
 from choi.evaluation.evaluators import EvaluatorSuite
 from choi.evaluation.foundation import FoundationMetrics
 from choi.evaluation.regions import find_regions
-from choi.io import atomic_write_bytes, atomic_write_text, png_bytes
+from choi.io import atomic_write_bytes, atomic_write_text, make_output_folder, png_bytes
 from choi.pipelines.baselines import (
     DEFAULT_MODEL,
     Method,
@@ -349,10 +349,7 @@ def run_benchmark(cfg: EvalConfig) -> dict:
     unknown = [m for m in cfg.methods if m not in available_methods()]
     if unknown:
         raise ChoiError(f"unknown method(s) {', '.join(unknown)}; choose from {', '.join(available_methods())}")
-    try:
-        root.mkdir(parents=True, exist_ok=True)
-    except OSError as err:
-        raise ChoiError(f"cannot create report folder {root}: {err.strerror}") from None
+    make_output_folder(root)
     foundation = FoundationMetrics.load(cfg.dino, cfg.clip)  # before the long part: a bad folder fails fast
     samples, real = load_requests(cfg, n_real=None if hoi_world else 0)
     report: dict = {"config": asdict(cfg), "choi_version": __version__}

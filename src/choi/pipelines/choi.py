@@ -28,8 +28,8 @@ import torch
 
 from choi import __version__
 from choi.data.segment import downscale, rgba_cutout, same_aspect
-from choi.errors import ChoiError
-from choi.io import atomic_write_bytes, png_bytes
+from choi.errors import ChoiError, quote
+from choi.io import atomic_write_bytes, make_output_folder, png_bytes
 from choi.pipelines import tiny
 from choi.pipelines.inputs import (
     fit_side,
@@ -124,8 +124,12 @@ class CHOIOutput:
     def save(self, out_dir: str | os.PathLike) -> list[Path]:
         """Write ``image_K.png``, ``mask_K_{human,object,preview}.png``, ``reference_{human,object}.png``,
         then ``choi.json`` last, each atomically (a folder with ``choi.json`` is complete)."""
-        out = Path(out_dir)
-        out.mkdir(parents=True, exist_ok=True)
+        try:
+            return self._save(make_output_folder(out_dir))
+        except OSError as err:  # a full disk, a folder made read-only meanwhile: one line, not a traceback
+            raise ChoiError(f"cannot write the outputs to {quote(Path(out_dir))}: {err.strerror or err}") from err
+
+    def _save(self, out: Path) -> list[Path]:
         written, records = [], []
         for role, cutout in self.references.items():
             atomic_write_bytes(out / f"reference_{role}.png", png_bytes(cutout))

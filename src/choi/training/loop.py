@@ -42,6 +42,7 @@ from tqdm.auto import tqdm
 
 from choi import __version__
 from choi.errors import ChoiError
+from choi.io import check_output_folder
 
 log = logging.getLogger(__name__)
 
@@ -142,7 +143,7 @@ def train(task: Task, cfg: TrainConfig, run_dir: str | os.PathLike, resume: bool
     """Train ``task``'s model; returns the folder with the final EMA weights (``RUN/model``)."""
     if cfg.grad_accum < 1:
         raise ChoiError(f"gradient accumulation must be at least 1 micro-batch, got {cfg.grad_accum}")
-    run = Path(run_dir)
+    run = check_output_folder(run_dir)
     ckpt = run / "checkpoint"
     mp = cfg.mixed_precision
     if mp == "auto":

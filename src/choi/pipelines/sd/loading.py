@@ -16,7 +16,7 @@ from typing import Any
 import torch
 
 from choi.errors import ChoiError, quote
-from choi.io import atomic_write_bytes
+from choi.io import atomic_write_bytes, make_output_folder
 from choi.quiet import quiet_loading
 
 log = logging.getLogger(__name__)
@@ -255,10 +255,7 @@ def make_model_folder(
         "resolution": resolution,
         "options": {},
     }
-    folder = Path(out)
-    if folder.exists() and not folder.is_dir():
-        raise ChoiError(f"--out: {folder} exists and is not a folder")
-    folder.mkdir(parents=True, exist_ok=True)
+    folder = make_output_folder(out)
     atomic_write_bytes(folder / "model_index.json", (json.dumps(index, indent=2) + "\n").encode())
     log.info("wrote %s (%s UNet)", folder / "model_index.json", "inpainting" if pipe.unet.config.in_channels == 9
              else "plain")  # fmt: skip
