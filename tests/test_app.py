@@ -212,3 +212,22 @@ def test_a_reference_is_fixed_by_drawing_or_uploading_its_mask(app, files, tmp_p
         app.generate_masks(
             *_request(files), 1, 0, *DEFAULTS, None, None, None, None, "0.5,0.5,0.2", progress=Progress()
         )
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--port", "99999"], "--port must be in [1, 65535], got 99999"),
+        (["--keep-outputs-hours", "nan"], "--keep-outputs-hours must be in (0, 8760]"),
+        (["--outputs", "FILE"], "file' exists and is not a folder"),
+    ],
+)
+def test_app_command_errors_are_one_line_before_the_model_loads(tmp_path, monkeypatch, capsys, args, message):
+    from choi import jobs
+    from choi.cli import main
+
+    (tmp_path / "file").write_text("x")
+    monkeypatch.setattr(jobs, "load_pipeline", lambda *a, **k: pytest.fail("the model loaded before the check"))
+    assert main(["app", *[str(tmp_path / "file") if a == "FILE" else a for a in args]]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and message in err

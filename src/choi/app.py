@@ -34,6 +34,7 @@ from PIL import Image, ImageDraw
 
 from choi.data.segment import REFERENCE_SIDE, as_rgb, load_image
 from choi.errors import ChoiError, quote
+from choi.io import make_output_folder
 from choi.pipelines.inputs import HUMAN_COLOUR, OBJECT_COLOUR, parse_box, read_layout_mask
 from choi.pipelines.request import MAX_IMAGES, MAX_OUTPUT_SIDE, GenerationRequest
 from choi.pipelines.stages import parse_set
@@ -360,8 +361,9 @@ def build_app(
     pipeline: Any, outputs: str | os.PathLike | None = None, keep_outputs_hours: float = KEEP_OUTPUTS_HOURS
 ) -> gr.Blocks:
     """The Gradio Blocks over ``pipeline`` (a CHOIPipeline, or anything with its interface)."""
-    outputs = Path(outputs) if outputs is not None else Path(tempfile.mkdtemp(prefix="choi-app-"))
-    outputs.mkdir(parents=True, exist_ok=True)
+    outputs = (
+        make_output_folder(outputs, "--outputs") if outputs is not None else Path(tempfile.mkdtemp(prefix="choi-app-"))
+    )
     clean_outputs(outputs, keep_outputs_hours)
     h = Handlers(pipeline, outputs, keep_outputs_hours)
     options_class = getattr(pipeline, "options_class", None)

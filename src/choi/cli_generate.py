@@ -172,12 +172,15 @@ def add_app(sub: argparse._SubParsersAction) -> None:
 
 
 def _app(args: argparse.Namespace) -> None:
+    from choi.io import check_output_folder
     from choi.jobs import load_pipeline
 
     if not 0 < args.port < 65536:
         raise ChoiError(f"--port must be in [1, 65535], got {args.port}")
     if not 0 < args.keep_outputs_hours <= 24 * 365:  # NaN fails too
         raise ChoiError(f"--keep-outputs-hours must be in (0, 8760], got {args.keep_outputs_hours}")
+    if args.outputs is not None:
+        check_output_folder(args.outputs, "--outputs")
     try:
         from choi.app import launch
     except ImportError as err:
