@@ -190,3 +190,14 @@ def test_an_output_that_cannot_be_written_is_one_line(tiny_pipeline, tmp_path, m
     monkeypatch.setattr(choi_module, "atomic_write_bytes", full_disk)
     with pytest.raises(ChoiError, match="cannot write the outputs to .*: No space left on device"):
         out.save(tmp_path / "out")
+
+
+def test_sixteen_images_with_four_layout_candidates_each(tiny_pipeline):
+    # 64 stage-1 draws, more than one call takes: drawn in calls of 16, each image still its seed's alone
+    many = tiny_pipeline(human=HUMAN, object=OBJECT, interaction="ride bicycle", seed=0, num_images=16,
+                         options={"layout_candidates": 4})  # fmt: skip
+    assert len(many.images) == 16 and many.metadata["seeds"] == list(range(16))
+    one = tiny_pipeline(human=HUMAN, object=OBJECT, interaction="ride bicycle", seed=13, num_images=1,
+                        options={"layout_candidates": 4})  # fmt: skip
+    assert (many.human_masks[13] != one.human_masks[0]).mean() < 1e-3
+    assert np.abs(many.images[13].astype(float) - one.images[0].astype(float)).mean() < 1.0

@@ -23,6 +23,7 @@ from choi.errors import ChoiError, quote
 from choi.models.conditioning import snap_silhouettes
 from choi.models.image_generator import check_prior_strength
 from choi.pipelines.inputs import pad_square, read_layout_mask
+from choi.pipelines.request import MAX_IMAGES
 from choi.pipelines.sampling import seeded_generators
 from choi.pipelines.stages import Callback, Layouts, StageInputs, check_number
 from choi.pipelines.tiny.mask import DEFAULT_GUIDANCE as MASK_GUIDANCE
@@ -118,8 +119,12 @@ def draw_layouts(
     ``request`` holds the mask pipeline's other arguments.
     """
     num_images = len(generators)
-    out = masks(**request, object_mask=object_silhouette, generator=[g for g in generators for _ in range(candidates)],
-                num_images=num_images * candidates)  # fmt: skip
+    draws = [g for g in generators for _ in range(candidates)]
+    # At most MAX_IMAGES draws per call, what one request may ask of stage 1: memory stays bounded for any
+    # num_images x candidates, and each generator is drawn from in the same order as in one call.
+    parts = [masks(**request, object_mask=object_silhouette, generator=draws[i : i + MAX_IMAGES],
+                   num_images=len(draws[i : i + MAX_IMAGES])) for i in range(0, len(draws), MAX_IMAGES)]  # fmt: skip
+    out = parts[0] if len(parts) == 1 else _concatenate(parts)
     meta = {**out.metadata, "seeds": out.metadata["seeds"][::candidates], "num_images": num_images,
             "layout_candidates": candidates}  # fmt: skip
     if candidates == 1 and not fit_object:
@@ -136,6 +141,17 @@ def draw_layouts(
     return replace(
         out, human_masks=out.human_masks[best], object_masks=object_masks[best], soft=out.soft[best], metadata=meta
     )
+
+
+def _concatenate(parts: list[MaskPipelineOutput]) -> MaskPipelineOutput:
+    """One output of several stage-1 calls, in order."""
+
+    def stack(name: str) -> np.ndarray:
+        return np.concatenate([getattr(p, name) for p in parts])
+
+    seeds = [seed for p in parts for seed in p.metadata["seeds"]]
+    return replace(parts[0], human_masks=stack("human_masks"), object_masks=stack("object_masks"), soft=stack("soft"),
+                   metadata={**parts[0].metadata, "seeds": seeds, "num_images": len(seeds)})  # fmt: skip
 
 
 class TinyMaskStage:
