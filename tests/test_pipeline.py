@@ -201,3 +201,15 @@ def test_sixteen_images_with_four_layout_candidates_each(tiny_pipeline):
                         options={"layout_candidates": 4})  # fmt: skip
     assert (many.human_masks[13] != one.human_masks[0]).mean() < 1e-3
     assert np.abs(many.images[13].astype(float) - one.images[0].astype(float)).mean() < 1.0
+
+
+def test_numpy_numbers_are_numbers_and_reach_choi_json_as_json(tiny_pipeline, tmp_path):
+    out = tiny_pipeline(human=HUMAN, object=OBJECT, interaction="ride bicycle", seed=np.int64(3),
+                        num_images=np.int64(2), guidance=np.float32(2.5), steps=np.int32(3),
+                        options={"layout_candidates": np.int64(1), "fit_object": np.bool_(False)})  # fmt: skip
+    out.save(tmp_path)
+    record = json.loads((tmp_path / "choi.json").read_text())
+    assert record["seeds"] == [3, 4] and record["options"]["layout_candidates"] == 1
+    assert record["options"]["fit_object"] is False
+    with pytest.raises(ChoiError, match="num_images must be a whole number"):
+        GenerationRequest(human=HUMAN, object=OBJECT, interaction="ride", num_images=np.float64(2.5))

@@ -41,6 +41,7 @@ INT_FIELDS = ("seed", "num_images", "mask_steps", "steps", "max_output_side")
 IMAGE_FIELDS = ("human", "object", "background", "mask", "human_mask", "object_mask")
 PATH_FIELDS = (*IMAGE_FIELDS, "sam_checkpoint")
 BOX_FIELDS = ("box", "object_box")
+NUMBER_FIELDS = (*INT_FIELDS, "mask_guidance", "guidance")
 
 
 @dataclass(frozen=True)
@@ -91,6 +92,9 @@ class GenerationRequest:
             value = getattr(self, name)
             if value is not None:
                 object.__setattr__(self, name, parse_box(value, name.replace("_", " ")))
+        for name in NUMBER_FIELDS:  # a caller's numpy scalars (an np.int64 seed) are numbers too, kept as Python's
+            if isinstance(getattr(self, name), np.generic):
+                object.__setattr__(self, name, getattr(self, name).item())
         check_number("num_images", self.num_images, 1, MAX_IMAGES, integer=True)
         if self.seed is not None:  # image k gets seed + k: every one of them must be a valid seed
             check_number("seed", self.seed, 0, MAX_SEED - self.num_images, integer=True)

@@ -118,7 +118,10 @@ def parse_set(items: list[str] | None) -> dict[str, str]:
 
 
 def _convert(name: str, value: Any, hint: Any) -> Any:
-    """A string from the command line → the option's type; other values pass through for the dataclass to check."""
+    """A string from the command line → the option's type; other values pass through for the dataclass to check
+    (numpy scalars as the Python numbers they hold)."""
+    if isinstance(value, np.generic):
+        return value.item()
     if not isinstance(value, str):
         return value
     kinds = [a for a in typing.get_args(hint) if a is not type(None)] if _is_union(hint) else [hint]
