@@ -16,6 +16,7 @@ from choi import __version__
 from choi.cli_generate import add_app, add_generate, add_mask
 from choi.cli_model import add_model
 from choi.errors import ChoiError
+from choi.launch import is_main_process, process_count
 
 log = logging.getLogger("choi")
 TINY_IMAGE_LR = 8e-4
@@ -295,7 +296,7 @@ def _add_sd_options(parser: argparse.ArgumentParser, what: str, lr: float, parts
 
 def _written(what: str, folder: object) -> None:
     """One line per run, not one per process: under torchrun every rank returns from training."""
-    if os.environ.get("RANK", "0") == "0":
+    if is_main_process():
         log.info("%s written to %s", what, folder)
 
 
@@ -484,7 +485,7 @@ def _end_distributed() -> None:
 def run() -> NoReturn:
     """The ``choi`` command and ``python -m choi``: :func:`main`, then exit with its code."""
     code = main()
-    if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+    if process_count() > 1:
         # Launched as one of several processes. A model loaded through transformers keeps references to
         # the process group, so gloo's threads outlive destroy_process_group and the interpreter's own
         # exit then aborts (SIGABRT) about one run in eight with two CPU processes, after all the work is

@@ -32,6 +32,7 @@ from typing import Any
 from tqdm.auto import tqdm
 
 from choi.errors import ChoiError, quote
+from choi.launch import cpu_processes, process_count
 from choi.pipelines.request import PATH_FIELDS, GenerationRequest
 
 log = logging.getLogger(__name__)
@@ -218,13 +219,11 @@ def run_jobs(
 def distributed_state() -> Any:
     """accelerate's ``PartialState`` when ``accelerate launch`` / ``torchrun`` started several processes
     (it also gives each process its own GPU); None for a single process, which stays as it always was."""
-    if int(os.environ.get("WORLD_SIZE", "1")) <= 1:
+    if process_count() <= 1:
         return None
-    import torch
     from accelerate import PartialState
 
-    # accelerate only spreads CPU processes when told it is on CPU; with GPUs it gives each its own
-    return PartialState(cpu=not torch.cuda.is_available())
+    return PartialState(cpu=cpu_processes())  # with GPUs, each process its own
 
 
 def process_share(jobs: list[Job], index: int, count: int) -> list[Job]:

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import itertools
 import math
-import os
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -22,6 +21,7 @@ from torch.utils.data import DataLoader
 from choi.data.batch import collate
 from choi.data.shards import ShardDataset, read_manifest
 from choi.errors import ChoiError
+from choi.launch import process_count
 from choi.models.evaluators import IdentityEmbedder, InteractionRecognizer
 from choi.training.loop import TrainConfig, epoch_generator, train
 from choi.vocabulary import CLASSES, OBJECT_CATEGORIES
@@ -341,7 +341,7 @@ def train_evaluators(
         )
     if steps <= 0 or batch_size <= 0 or workers < 0:
         raise ChoiError("--steps and --batch-size must be positive and --workers non-negative")
-    if "identity" in kinds and int(os.environ.get("WORLD_SIZE", "1")) > 1:
+    if "identity" in kinds and process_count() > 1:
         # its loss calls the embedder's locate/embed/probe directly, around DistributedDataParallel's
         # forward (whose gradient sync would not run), and its cross-batch memory is per process
         raise ChoiError("the identity evaluator trains in one process: run it without torchrun/accelerate "

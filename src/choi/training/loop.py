@@ -43,6 +43,7 @@ from tqdm.auto import tqdm
 from choi import __version__
 from choi.errors import ChoiError
 from choi.io import check_output_folder
+from choi.launch import cpu_processes
 
 log = logging.getLogger(__name__)
 
@@ -148,10 +149,8 @@ def train(task: Task, cfg: TrainConfig, run_dir: str | os.PathLike, resume: bool
     mp = cfg.mixed_precision
     if mp == "auto":
         mp = "bf16" if torch.cuda.is_available() else "no"
-    # accelerate spreads processes over CPUs only when told it is on CPU: without this, `torchrun` or
-    # `accelerate launch` on a machine without CUDA starts N unrelated runs that race on one folder
-    on_cpu = not torch.cuda.is_available() and int(os.environ.get("WORLD_SIZE", "1")) > 1
-    accelerator = Accelerator(mixed_precision=mp, gradient_accumulation_steps=cfg.grad_accum, cpu=on_cpu)
+    # without cpu=True on a machine without CUDA, the processes would be unrelated runs racing on one folder
+    accelerator = Accelerator(mixed_precision=mp, gradient_accumulation_steps=cfg.grad_accum, cpu=cpu_processes())
     # every process checks before any writes: a fast rank 0 must not make the others refuse the run
     if run.exists() and any(run.iterdir()) and not resume:
         raise ChoiError(f"run folder {run} is not empty; pass --resume to continue it or choose a new --out")
