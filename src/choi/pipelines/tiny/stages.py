@@ -124,7 +124,7 @@ def draw_layouts(
     # num_images x candidates, and each generator is drawn from in the same order as in one call.
     parts = [masks(**request, object_mask=object_silhouette, generator=draws[i : i + MAX_IMAGES],
                    num_images=len(draws[i : i + MAX_IMAGES])) for i in range(0, len(draws), MAX_IMAGES)]  # fmt: skip
-    out = parts[0] if len(parts) == 1 else _concatenate(parts)
+    out = _concatenate(parts)
     meta = {**out.metadata, "seeds": out.metadata["seeds"][::candidates], "num_images": num_images,
             "layout_candidates": candidates}  # fmt: skip
     if candidates == 1 and not fit_object:
